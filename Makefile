@@ -1,0 +1,107 @@
+# dhrun - build, test and install.  `make help` lists the targets.
+PREFIX  ?= /usr/local
+BUILD   ?= build
+CC      ?= cc
+
+PKGS      := lua5.4 libpq libcrypto
+WARNINGS  := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
+             -Wstrict-prototypes -Wwrite-strings -Wpointer-arith -Wformat=2 \
+             -Wundef -Wvla -Wcast-align -Wold-style-definition -pedantic
+CFLAGS    ?= -O2 -g
+ALL_CFLAGS = -std=c11 $(WARNINGS) $(CFLAGS) $(EXTRA_CFLAGS)
+CPPFLAGS  += -Iinclude -I$(BUILD) $(shell pkg-config --cflags $(PKGS)) \
+             -DDHRUN_SHARE_DIR='"$(PREFIX)/share/dhrun"'
+# LuaFileSystem and lua-cjson are linked in from Debian's static archives,
+# so the installed binary needs no Lua C modules on disk.
+LDLIBS    += -l:liblua5.4-filesystem.a -l:liblua5.4-cjson.a \
+             $(shell pkg-config --libs $(PKGS)) -lm
+
+SRCS    := $(wildcard runtime/*.c)
+OBJS    := $(SRCS:runtime/%.c=$(BUILD)/%.o) $(BUILD)/stdlib_blob.o
+HEADERS := $(wildcard include/*.h)
+STDLIB  := $(shell find stdlib -name '*.lua' | LC_ALL=C sort)
+
+# Debian packages the build, the tests, the demo and the benchmarks need.
+DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libpq-dev \
+            libssl-dev lua-filesystem-dev lua-cjson-dev \
+            libcurl4-openssl-dev postgresql lua-busted lua-check clang \
+            libclang-rt-14-dev valgrind
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps test test-only asan valgrind lint install uninstall clean help
+
+all: $(BUILD)/dhrun
+
+help:
+	@echo "make            build $(BUILD)/dhrun"
+	@echo "make deps       install missing Debian packages (apt-get)"
+	@echo "make test       install deps, build, run every test (last line: N passed, N failed)"
+	@echo "make asan       the test suite under AddressSanitizer + UBSan"
+	@echo "make valgrind   the test suite with dhrun under valgrind memcheck"
+	@echo "make lint       luacheck over stdlib/, scripts/, tests/"
+	@echo "make install    install to PREFIX=$(PREFIX)"
+
+$(BUILD)/dhrun: $(OBJS)
+	@echo "LD  $@"
+	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
+
+$(BUILD)/%.o: runtime/%.c $(HEADERS) Makefile | $(BUILD)
+	@echo "CC  $<"
+	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -c -o $@ $<
+
+$(BUILD)/stdlib_blob.c: $(STDLIB) $(BUILD)/embed
+	@echo "GEN $@"
+	@$(BUILD)/embed $@ stdlib $(STDLIB)
+
+$(BUILD)/stdlib_blob.o: $(BUILD)/stdlib_blob.c include/stdlib_blob.h
+	@$(CC) -std=c11 $(CFLAGS) $(EXTRA_CFLAGS) -Iinclude -c -o $@ $<
+
+$(BUILD)/embed: tools/embed.c | $(BUILD)
+	@$(CC) -std=c11 $(WARNINGS) -O1 -o $@ $<
+
+$(BUILD):
+	@mkdir -p $@
+
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The README's test command.  Builds first, starts a throwaway PostgreSQL,
+# runs every spec under the real host, always stops the server.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@DHRUN=$(BUILD)/dhrun tests/run.sh $(TESTS)
+
+# Same, without the apt-get check (for quick iterations).
+test-only: all
+	@DHRUN=$(BUILD)/dhrun tests/run.sh $(TESTS)
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan CC=clang \
+	  CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  LDFLAGS="-fsanitize=address,undefined" all
+	@DHRUN=build-asan/dhrun ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh $(TESTS)
+
+valgrind: deps all
+	@DHRUN=$(BUILD)/dhrun DHRUN_VALGRIND=1 tests/run.sh $(TESTS)
+
+lint:
+	@luacheck -q stdlib scripts tests examples bench
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/dhrun/scripts
+	install -m 755 $(BUILD)/dhrun $(DESTDIR)$(PREFIX)/bin/dhrun
+	install -m 644 scripts/*.lua $(DESTDIR)$(PREFIX)/share/dhrun/scripts/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/dhrun
+	rm -rf $(DESTDIR)$(PREFIX)/share/dhrun
+
+clean:
+	rm -rf build build-asan

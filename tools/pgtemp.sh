@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# pgtemp.sh - a throwaway PostgreSQL cluster in a directory of its own.
+#
+#   tools/pgtemp.sh start DIR   initdb into DIR, start on a private unix socket
+#                               (DIR) and a free port on 127.0.0.1; prints
+#                               `export PG...=...` lines for eval
+#   tools/pgtemp.sh stop DIR    stop the server (fast) and delete DIR
+#
+# As root (CI, containers) initdb and the server run as the `postgres` user,
+# since initdb refuses to run as root.  Settings favour speed over
+# durability (fsync off) unless PGTEMP_DURABLE=1.  The superuser is
+# `postgres` (trust over the socket); a second superuser `dhrun_pw` with a
+# random password (in DIR/password) is for password-over-TCP tests.
+set -euo pipefail
+
+find_bindir() {
+  local d
+  for d in "${PGBIN:-}" /usr/lib/postgresql/15/bin "$(pg_config --bindir 2>/dev/null || true)" \
+           $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -rV); do
+    if [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then echo "$d"; return 0; fi
+  done
+  echo "pgtemp: no PostgreSQL server programs found (install the postgresql package: make deps)" >&2
+  return 1
+}
+
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+cmd=${1:-}; dir=${2:-}
+if [ -z "$cmd" ] || [ -z "$dir" ]; then
+  echo "usage: pgtemp.sh start|stop DIR" >&2; exit 2
+fi
+
+case "$cmd" in
+start)
+  bin=$(find_bindir)
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  if [ -e "$dir/data" ]; then echo "pgtemp: $dir/data exists already" >&2; exit 2; fi
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; chmod 700 "$dir"; fi
+  as_owner "$bin/initdb" -D "$dir/data" -U postgres -E UTF8 --locale=C.UTF-8 \
+    --auth-local=trust --auth-host=scram-sha-256 -N >"$dir/initdb.log" 2>&1 || {
+      echo "pgtemp: initdb failed, see $dir/initdb.log:" >&2; tail -5 "$dir/initdb.log" >&2; exit 1; }
+  durable=off; [ "${PGTEMP_DURABLE:-0}" = 1 ] && durable=on
+  as_owner tee -a "$dir/data/postgresql.conf" >/dev/null <<CONF
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+fsync = $durable
+synchronous_commit = $durable
+full_page_writes = $durable
+max_connections = 60
+shared_buffers = ${PGTEMP_SHARED_BUFFERS:-128MB}
+max_wal_size = 2GB
+log_line_prefix = '%m [%p] %q%u@%d '
+CONF
+  for attempt in 1 2 3 4 5 6 7 8; do
+    port=$(( (RANDOM * 32768 + RANDOM) % 30000 + 20000 ))
+    if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+         -o "-p $port" start >/dev/null 2>&1; then
+      break
+    fi
+    port=""
+    grep -q "could not bind\|already in use" "$dir/server.log" 2>/dev/null || break
+  done
+  if [ -z "$port" ]; then
+    echo "pgtemp: the server did not start, see $dir/server.log:" >&2; tail -5 "$dir/server.log" >&2; exit 1
+  fi
+  echo "$port" >"$dir/port"
+  pw=$(head -c 18 /dev/urandom | base64 | tr -d '/+=' | head -c 20)
+  [ -n "$pw" ] || pw="pw$RANDOM$RANDOM$RANDOM"
+  printf '%s' "$pw" >"$dir/password"; chmod 600 "$dir/password"
+  "$bin/psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+    -c "CREATE ROLE dhrun_pw LOGIN SUPERUSER PASSWORD '$pw'" >/dev/null
+  cat <<ENV
+export PGHOST='$dir' PGPORT='$port' PGUSER=postgres PGDATABASE=postgres
+export PGTEMP_DIR='$dir' PGTEMP_BIN='$bin'
+ENV
+  ;;
+stop)
+  [ -d "$dir" ] || exit 0
+  bin=$(find_bindir)
+  if [ -f "$dir/data/postmaster.pid" ]; then
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+      as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$dir"
+  ;;
+*)
+  echo "usage: pgtemp.sh start|stop DIR" >&2; exit 2 ;;
+esac

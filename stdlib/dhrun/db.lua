@@ -1,0 +1,400 @@
+-- dhrun.db: PostgreSQL for release scripts, on libpq (dhrun.core.db).
+--
+--   local db = require "dhrun.db"
+--   local conn <close> = db.connect()            -- $DATABASE_URL, else PG* variables
+--   local rows = conn:query("SELECT id, name FROM t WHERE id > $1", 10)
+--   for _, r in ipairs(rows) do print(r.id, r.name) end
+--
+-- Connection strings: postgres:// and postgresql:// URLs or libpq "key=value"
+-- strings.  Prisma's URLs work as they are: parameters only Prisma knows are
+-- dropped and ?schema=NAME becomes the search_path.  Every password seen is
+-- registered with the redactor, and URLs shown to people (errors, conn.info.url,
+-- db.display_url) never contain one.
+--
+-- Errors: SQL errors raise a dhrun.Error {kind="db", exit=1, sqlstate=, ...}
+-- whose message is "[SQLSTATE] primary message"; a failed connect raises
+-- kind="connect", exit=4; a malformed connection string kind="config", exit=2.
+-- Ctrl-C cancels the running statement on the server and raises the interrupt.
+local core = require "dhrun.core.db"
+local sys = require "dhrun.core.sys"
+
+local db = {}
+
+-- SQL NULL in rows and as a parameter (nil works as a parameter too).  It is
+-- the NULL light userdata, i.e. the same value as cjson.null.
+db.null = core.null
+
+local methods = core.methods
+local error_mt = sys.error_mt
+
+-- Parameters Prisma accepts in its connection URLs that libpq does not know
+-- (libpq rejects unknown ones).  Any of them libpq does know is kept.
+local PRISMA_ONLY = {
+  schema = true, connection_limit = true, pool_timeout = true, socket_timeout = true,
+  pgbouncer = true, statement_cache_size = true, sslaccept = true, sslidentity = true,
+  max_connection_lifetime = true, max_idle_connection_lifetime = true,
+}
+
+local libpq_keywords -- keyword -> default | false, from PQconndefaults (loaded once)
+local function keywords()
+  libpq_keywords = libpq_keywords or core.conndefaults()
+  return libpq_keywords
+end
+
+local function is_url(s)
+  return s:find("^postgres://") ~= nil or s:find("^postgresql://") ~= nil
+end
+
+local function pct_decode(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function pct_encode(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+-- A URL's parts: scheme "postgresql://", userinfo (or nil), the rest up to
+-- the query, and the raw query items.  Like libpq, userinfo ends at the first
+-- '@' met before any '/'.
+local function split_url(url)
+  local scheme, rest = url:match("^(%a+://)(.*)$")
+  local userinfo, after = rest:match("^([^@/]*)@(.*)$")
+  if userinfo then rest = after end
+  local main, query = rest:match("^([^?]*)%??(.*)$")
+  local items = {}
+  for item in query:gmatch("[^&]+") do items[#items + 1] = item end
+  return scheme, userinfo, main, items
+end
+
+local function join_url(scheme, userinfo, main, items)
+  return scheme .. (userinfo and userinfo .. "@" or "") .. main
+    .. (#items > 0 and "?" .. table.concat(items, "&") or "")
+end
+
+local function item_key(item)
+  return pct_decode(item:match("^[^=]*"))
+end
+
+-- Registers every form of a password that could end up in a message.
+local function add_secret(s)
+  if s and s ~= "" then
+    sys.add_secret(s)
+    local decoded = pct_decode(s)
+    if decoded ~= s then sys.add_secret(decoded) end
+  end
+end
+
+local function register_url_secrets(url)
+  local _, userinfo, _, items = split_url(url)
+  if userinfo then add_secret(userinfo:match("^[^:]*:(.*)$")) end
+  for _, item in ipairs(items) do
+    if item_key(item) == "password" then add_secret(item:match("^[^=]*=(.*)$")) end
+  end
+end
+
+local function config_error(reason)
+  local first = tostring(reason):match("^%s*([^\n]*)")
+  return setmetatable({
+    kind = "config", exit = 2,
+    message = "DATABASE_URL is not a valid connection string: " .. first,
+    hint = "use postgresql://USER:PASSWORD@HOST:PORT/DATABASE (percent-encode special characters)"
+      .. " or a libpq key=value string",
+  }, error_mt)
+end
+
+-- Target -> the string to hand to libpq, and Prisma's schema (or nil).
+local function prepare(target)
+  local schema
+  if is_url(target) then
+    register_url_secrets(target)
+    local scheme, userinfo, main, items = split_url(target)
+    local keep, known = {}, keywords()
+    for _, item in ipairs(items) do
+      local key = item_key(item)
+      if key == "schema" and known.schema == nil then
+        schema = pct_decode(item:match("^[^=]*=?(.*)$"))
+      elseif not (PRISMA_ONLY[key] and known[key] == nil) then
+        keep[#keep + 1] = item
+      end
+    end
+    target = join_url(scheme, userinfo, main, keep)
+  end
+  local parsed, err = core.conninfo_parse(target)
+  if not parsed then error(config_error(err), 0) end
+  add_secret(parsed.password)
+  return target, schema
+end
+
+-- "postgresql://user@host:port/dbname" from {host=, hostaddr=, port=, dbname=, user=};
+-- several hosts ("h1,h2") are zipped with their ports; sockets are percent-encoded.
+local function url_from(t)
+  local hosts, ports = {}, {}
+  for h in tostring(t.host or t.hostaddr or ""):gmatch("[^,]+") do hosts[#hosts + 1] = h end
+  for p in tostring(t.port or ""):gmatch("[^,]+") do ports[#ports + 1] = p end
+  local parts = {}
+  for i, h in ipairs(hosts) do
+    local host = h:find(":", 1, true) and "[" .. h .. "]" or pct_encode(h)
+    local port = ports[i] or ports[1]
+    parts[i] = host .. (port and ":" .. port or "")
+  end
+  if #hosts == 0 and ports[1] then parts[1] = ":" .. ports[1] end
+  local user = t.user and pct_encode(t.user) .. "@" or ""
+  return "postgresql://" .. user .. table.concat(parts, ",") .. "/" .. pct_encode(t.dbname or "")
+end
+
+local function conninfo_quote(v)
+  if v ~= "" and not v:find("[%s'\\]") then return v end
+  return "'" .. v:gsub("[\\']", "\\%0") .. "'"
+end
+
+-- db.display_url(target) -> the URL or key=value string without its password
+-- (nil target: $DATABASE_URL, else what libpq's PG* defaults point at).
+function db.display_url(target)
+  if target == nil or target == "" then
+    target = os.getenv("DATABASE_URL")
+    if target == nil or target == "" then
+      local d = keywords()
+      return url_from({ host = d.host or nil, port = d.port or nil, dbname = d.dbname or nil, user = d.user or nil })
+    end
+  end
+  if type(target) ~= "string" then
+    error("bad argument #1 to 'display_url' (string expected, got " .. type(target) .. ")", 2)
+  end
+  if is_url(target) then
+    local scheme, userinfo, main, items = split_url(target)
+    local keep = {}
+    for _, item in ipairs(items) do
+      if item_key(item) ~= "password" then keep[#keep + 1] = item end
+    end
+    return join_url(scheme, userinfo and userinfo:match("^[^:]*"), main, keep)
+  end
+  local parsed = core.conninfo_parse(target)
+  if not parsed then return "<invalid connection string>" end
+  local order, rest = { "host", "hostaddr", "port", "dbname", "user" }, {}
+  local seen = {}
+  for _, k in ipairs(order) do seen[k] = true end
+  for k in pairs(parsed) do
+    if not seen[k] and k ~= "password" then rest[#rest + 1] = k end
+  end
+  table.sort(rest)
+  local out = {}
+  for _, list in ipairs({ order, rest }) do
+    for _, k in ipairs(list) do
+      if parsed[k] then out[#out + 1] = k .. "=" .. conninfo_quote(parsed[k]) end
+    end
+  end
+  return table.concat(out, " ")
+end
+
+local function connect_hint(msg)
+  if msg:find("password authentication failed", 1, true) or msg:find("no password supplied", 1, true) then
+    return "check the password in DATABASE_URL (or PGPASSWORD, ~/.pgpass);"
+      .. " special characters in a URL password must be percent-encoded"
+  elseif msg:find('database "[^"]*" does not exist') then
+    return "check the database name in DATABASE_URL, or create the database"
+  elseif msg:find('role "[^"]*" does not exist') then
+    return "check the user name in DATABASE_URL"
+  elseif msg:find("timeout expired", 1, true) then
+    return "the server did not answer in time: check host and port in DATABASE_URL and the network"
+      .. " (connect_timeout sets the wait)"
+  end
+  return "check that the PostgreSQL server is running and that DATABASE_URL (host, port, credentials)"
+    .. " points at it"
+end
+
+local function connect_error(msg, tried, timeout)
+  local first = msg:match("^%s*([^\n]*)")
+  if first == "timeout expired" then
+    first = string.format("timeout expired after %g s", timeout or 10)
+  end
+  return setmetatable({
+    kind = "connect", exit = 4,
+    message = "cannot connect to " .. url_from(tried) .. ": " .. first,
+    hint = connect_hint(msg),
+  }, error_mt)
+end
+
+-- db.connect([target [, opts]]) -> conn
+--   opts: application_name ("dhrun" unless the target or $PGAPPNAME says),
+--         connect_timeout (seconds; default: the target's, else 10),
+--         settings = {name = value, ...} (set_config after connecting)
+function db.connect(target, opts)
+  if target ~= nil and type(target) ~= "string" then
+    error("bad argument #1 to 'connect' (string expected, got " .. type(target) .. ")", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'connect' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  opts = opts or {}
+  if target == nil then
+    target = os.getenv("DATABASE_URL")
+    if target == "" then target = nil end
+  end
+  add_secret(os.getenv("PGPASSWORD"))
+
+  -- Keys before "dbname" are defaults the target may override; keys after
+  -- it override the target (libpq's expand_dbname rule).
+  local keys, values = { "fallback_application_name" }, { "dhrun" }
+  local schema
+  if target ~= nil then
+    local conninfo
+    conninfo, schema = prepare(target)
+    keys[#keys + 1], values[#values + 1] = "dbname", conninfo
+  end
+  if opts.application_name ~= nil then
+    keys[#keys + 1], values[#values + 1] = "application_name", tostring(opts.application_name)
+  end
+  local conn, msg, tried = core.connect(keys, values, opts.connect_timeout)
+  if not conn then
+    local timeout = opts.connect_timeout or tonumber(tried.connect_timeout)
+    error(connect_error(msg, tried, timeout), 2)
+  end
+  conn.info.url = url_from(conn.info)
+
+  -- Session setup; on failure close now rather than at garbage collection.
+  local ok, err = pcall(function()
+    if schema and schema ~= "" then
+      -- quote_ident() quotes only when needed, as Prisma's own search_path does.
+      conn:query_value("SELECT set_config('search_path', quote_ident($1), false)", schema)
+    end
+    if opts.settings then
+      local names = {}
+      for name in pairs(opts.settings) do names[#names + 1] = name end
+      table.sort(names)
+      for _, name in ipairs(names) do conn:set(name, opts.settings[name]) end
+    end
+  end)
+  if not ok then
+    conn:close()
+    if getmetatable(err) == error_mt and err.kind == "db" then
+      err.kind, err.exit = "config", 2
+      err.message = "cannot apply the connection settings: " .. err.message
+    end
+    error(err, 0)
+  end
+  return conn
+end
+
+-- db.quote_ident(s) -> s as an SQL identifier, without a connection.
+function db.quote_ident(s)
+  if type(s) ~= "string" then
+    error("bad argument #1 to 'quote_ident' (string expected, got " .. type(s) .. ")", 2)
+  end
+  if s:find("\0", 1, true) then error("bad argument #1 to 'quote_ident' (contains a zero byte)", 2) end
+  return '"' .. s:gsub('"', '""') .. '"'
+end
+
+-- Connection methods written in Lua (the rest are in C).
+
+-- Wraps a method so SQL errors come back as nil, err instead of raising.
+-- Misuse and interrupts still raise.
+local function non_raising(method)
+  return function(self, ...)
+    local ok, res = pcall(method, self, ...)
+    if ok then return res end
+    if getmetatable(res) == error_mt and res.kind == "db" then return nil, res end
+    error(res, 0)
+  end
+end
+
+-- conn:try_query(sql, ...) -> rows | nil, err
+methods.try_query = non_raising(methods.query)
+-- conn:try_exec(sql, ...) -> count | nil, err
+methods.try_exec = non_raising(methods.exec)
+
+local depth = setmetatable({}, { __mode = "k" }) -- conn -> open transaction() levels
+
+-- conn:transaction(fn) -> fn(conn)'s results.  BEGIN ... COMMIT, or
+-- ROLLBACK and the same error raised again.  Nested: a savepoint.
+function methods:transaction(fn)
+  if not (type(fn) == "function" or (getmetatable(fn) or {}).__call) then
+    error("bad argument #1 to 'transaction' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local level = depth[self] or 0
+  local savepoint = "dhrun_sp_" .. level
+  self:exec(level == 0 and "BEGIN" or "SAVEPOINT " .. savepoint)
+  depth[self] = level + 1
+  local res = table.pack(pcall(fn, self))
+  depth[self] = level > 0 and level or nil
+
+  local function rollback()
+    -- Best effort: the connection may be gone; the first error matters.
+    if level == 0 then
+      pcall(self.exec, self, "ROLLBACK")
+    else
+      pcall(self.exec, self, "ROLLBACK TO SAVEPOINT " .. savepoint)
+      pcall(self.exec, self, "RELEASE SAVEPOINT " .. savepoint)
+    end
+  end
+  if not res[1] then
+    rollback()
+    error(res[2], 0)
+  end
+  -- fn caught an SQL error (try_query) and returned: COMMIT would silently
+  -- roll back, so say so instead.
+  if self:status() == "in error" then
+    rollback()
+    error(setmetatable({
+      kind = "db", exit = 1, sqlstate = "25P02",
+      message = "[25P02] transaction rolled back: a statement in it failed and the error was caught",
+      hint = "let the error propagate out of transaction(), or use a nested transaction() for the part that may fail",
+    }, error_mt), 2)
+  end
+  self:exec(level == 0 and "COMMIT" or "RELEASE SAVEPOINT " .. savepoint)
+  return table.unpack(res, 2, res.n)
+end
+
+local function setting_value(v)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then return tostring(v) end
+  if t == "boolean" then return v and "on" or "off" end
+  return nil, t
+end
+
+-- conn:set(name, value) -> the new value.  For the session (not LOCAL).
+function methods:set(name, value)
+  if type(name) ~= "string" then
+    error("bad argument #1 to 'set' (string expected, got " .. type(name) .. ")", 2)
+  end
+  local v, t = setting_value(value)
+  if not v then error("bad argument #2 to 'set' (string, number or boolean expected, got " .. t .. ")", 2) end
+  return self:query_value("SELECT set_config($1, $2, false)", name, v)
+end
+
+-- conn:get(name) -> current_setting(name)
+function methods:get(name)
+  if type(name) ~= "string" then
+    error("bad argument #1 to 'get' (string expected, got " .. type(name) .. ")", 2)
+  end
+  return self:query_value("SELECT current_setting($1)", name)
+end
+
+local function check_key(key, fname)
+  if math.type(key) ~= "integer" then
+    error("bad argument #1 to '" .. fname .. "' (integer key expected, got " .. (math.type(key) or type(key)) .. ")",
+      3)
+  end
+end
+
+-- conn:advisory_lock(key) -> true.  Session-level; waits (lock_timeout
+-- applies, Ctrl-C interrupts).
+function methods:advisory_lock(key)
+  check_key(key, "advisory_lock")
+  self:query("SELECT pg_advisory_lock($1::bigint)", key)
+  return true
+end
+
+-- conn:try_advisory_lock(key) -> boolean
+function methods:try_advisory_lock(key)
+  check_key(key, "try_advisory_lock")
+  return self:query_value("SELECT pg_try_advisory_lock($1::bigint)", key)
+end
+
+-- conn:advisory_unlock(key) -> boolean (false: this session did not hold it)
+function methods:advisory_unlock(key)
+  check_key(key, "advisory_unlock")
+  return self:query_value("SELECT pg_advisory_unlock($1::bigint)", key)
+end
+
+return db

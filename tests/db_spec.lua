@@ -1,0 +1,574 @@
+-- dhrun.db against the harness's real PostgreSQL: type conversions,
+-- parameters, errors, transactions, locks, notices, timeouts, connection
+-- failures (through a dhrun subprocess, as a user sees them) and Ctrl-C.
+local db = require "dhrun.db"
+local sys = require "dhrun.core.sys"
+local sh = require "sh"
+local testdb = require "testdb"
+
+-- Runs `code` with dhrun -e; returns {code=, stdout=, stderr=}.
+local function dhrun_e(code, env)
+  return sh.dhrun({ "-e", code }, { env = env })
+end
+
+-- Calls fn(...) expecting an error; returns the error object.
+local function catch(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  return err
+end
+
+-- Waits up to `secs` for fn() to return a true value; returns it (or nil).
+local function eventually(secs, fn)
+  local deadline = sys.now() + secs
+  repeat
+    local v = fn()
+    if v then return v end
+    sys.sleep(0.05)
+  until sys.now() > deadline
+  return nil
+end
+
+local function lines(s)
+  local out = {}
+  for l in s:gmatch("[^\n]+") do out[#out + 1] = l end
+  return out
+end
+
+describe("dhrun.db", function()
+  local t, conn
+
+  lazy_setup(function()
+    t = testdb.create()
+    conn = t.connect()
+  end)
+
+  lazy_teardown(function()
+    if conn then conn:close() end
+    if t then testdb.drop(t.name) end
+  end)
+
+  describe("result types", function()
+    it("maps int2/int4/int8/oid to Lua integers, full int8 range included", function()
+      local r = conn:query_one([[SELECT 32767::int2 AS a, (-2147483648)::int4 AS b,
+        '-9223372036854775808'::int8 AS c, 9223372036854775807::int8 AS d, 4294967295::oid AS e]])
+      assert.are.same({ 32767, -2147483648, math.mininteger, math.maxinteger, 4294967295 },
+        { r.a, r.b, r.c, r.d, r.e })
+      for i = 1, 5 do assert.are.equal("integer", math.type(r[i])) end
+    end)
+
+    it("maps float4/float8 to numbers, NaN and infinities included", function()
+      local r = conn:query_one([[SELECT 0.1::float8 AS a, 'NaN'::float8 AS b, 'Infinity'::float8 AS c,
+        '-Infinity'::float4 AS d, 1.5::float4 AS e]])
+      assert.are.equal(0.1, r.a)
+      assert.is_true(r.b ~= r.b)
+      assert.are.equal(math.huge, r.c)
+      assert.are.equal(-math.huge, r.d)
+      assert.are.equal(1.5, r.e)
+      assert.are.equal("float", math.type(r.a))
+    end)
+
+    it("keeps numeric exact as a string", function()
+      local v = conn:query_value("SELECT 12345678901234567890.123456789012345678901::numeric")
+      assert.are.equal("12345678901234567890.123456789012345678901", v)
+    end)
+
+    it("maps bool to booleans and NULL to db.null", function()
+      local r = conn:query_one("SELECT true AS t, false AS f, NULL::int AS n, NULL AS u")
+      assert.is_true(r.t)
+      assert.is_false(r.f)
+      assert.are.equal(db.null, r.n)
+      assert.are.equal(db.null, r[4])
+      assert.are.equal("NULL", tostring(db.null))
+      assert.are.equal("userdata", type(db.null))
+    end)
+
+    it("returns bytea as raw bytes, zero and high bytes included", function()
+      local v = conn:query_value([[SELECT '\x00ff41fe00'::bytea]])
+      assert.are.equal("\0\255A\254\0", v)
+      assert.are.equal(v, conn:query_value("SELECT decode($1, 'hex')", "00ff41fe00"))
+    end)
+
+    it("returns text (UTF-8), json, timestamptz and arrays in their text form", function()
+      local r = conn:query_one([[SELECT 'héllo ✓ 日本'::text AS s, '{"a": [1, 2]}'::json AS j,
+        '2024-02-29 12:34:56.5+00'::timestamptz AT TIME ZONE 'UTC' AS ts,
+        '2024-02-29 12:34:56+00'::timestamptz AS tz, ARRAY[1, NULL, 3] AS arr, ARRAY['a b', 'c'] AS sarr]])
+      assert.are.equal("héllo ✓ 日本", r.s)
+      assert.are.equal('{"a": [1, 2]}', r.j)
+      assert.are.equal("2024-02-29 12:34:56.5", r.ts)
+      assert.matches("^2024%-02%-29 %d%d:34:56[+-]%d%d", r.tz)
+      assert.are.equal("{1,NULL,3}", r.arr)
+      assert.are.equal('{"a b",c}', r.sarr)
+    end)
+
+    it("gives rows by index and by name, with rows.columns", function()
+      local rows = conn:query("SELECT g AS n, g * 2 AS double FROM generate_series(1, 3) g")
+      assert.are.equal(3, #rows)
+      assert.are.same({ "n", "double" }, rows.columns)
+      assert.are.equal(2, rows[2].n)
+      assert.are.equal(6, rows[3][2])
+      local dup = conn:query_one("SELECT 1 AS x, 2 AS x")
+      assert.are.equal(1, dup.x)         -- first column of a repeated name
+      assert.are.equal(2, dup[2])
+    end)
+
+    it("returns empty rows, nil from query_one and query_value when nothing matches", function()
+      local rows = conn:query("SELECT 1 AS a WHERE false")
+      assert.are.equal(0, #rows)
+      assert.are.same({ "a" }, rows.columns)
+      assert.is_nil(conn:query_one("SELECT 1 WHERE false"))
+      assert.is_nil(conn:query_value("SELECT 1 WHERE false"))
+      assert.are.equal(db.null, conn:query_value("SELECT NULL"))
+    end)
+  end)
+
+  describe("parameters", function()
+    it("binds nil anywhere, db.null, booleans, integers and strings", function()
+      local r = conn:query_one("SELECT $1::int IS NULL AS a, $2::text AS b, $3::int IS NULL AS c, $4::bool AS d, "
+        .. "$5::int8 AS e, $6::text AS f", nil, "mid", db.null, false, math.mininteger, "")
+      assert.are.same({ true, "mid", true, false, math.mininteger, "" }, { r.a, r.b, r.c, r.d, r.e, r.f })
+      assert.is_true(conn:query_value("SELECT $1::int IS NULL AND $2::int = 7", nil, 7))
+      assert.are.equal(db.null, conn:query_value("SELECT $1::text", nil))
+    end)
+
+    it("round-trips floats exactly, NaN and infinities included", function()
+      for _, x in ipairs({ 0.1, 1 / 3, -2.5e-300, 1.7976931348623157e308, 5e-324, math.huge, -math.huge }) do
+        assert.are.equal(x, conn:query_value("SELECT $1::float8", x))
+      end
+      local nan = conn:query_value("SELECT $1::float8", 0 / 0)
+      assert.is_true(nan ~= nan)
+    end)
+
+    it("keeps SQL injection attempts as data", function()
+      conn:exec("CREATE TABLE inj (s text)")
+      local evil = "'); DROP TABLE inj; --"
+      assert.are.equal(1, conn:exec("INSERT INTO inj VALUES ($1)", evil))
+      assert.are.equal(evil, conn:query_value("SELECT s FROM inj"))
+      assert.are.equal(1, conn:query_value("SELECT count(*) FROM inj WHERE s = $1", evil))
+      assert.is_true(conn:query_value("SELECT to_regclass('inj') IS NOT NULL"))
+    end)
+
+    it("refuses parameters it cannot send, naming them", function()
+      local err = catch(conn.query, conn, "SELECT $1, $2", 1, {})
+      assert.matches("parameter $2 is a table", err, 1, true)
+      err = catch(conn.query, conn, "SELECT $1", "a\0b")
+      assert.matches("parameter $1 contains a zero byte", err, 1, true)
+      err = catch(conn.exec, conn, "SELECT $1", print)
+      assert.matches("parameter $1 is a function", err, 1, true)
+    end)
+  end)
+
+  describe("exec and exec_script", function()
+    it("returns affected row counts, 0 for DDL", function()
+      assert.are.equal(0, conn:exec("CREATE TABLE counts (n int)"))
+      assert.are.equal(5, conn:exec("INSERT INTO counts SELECT generate_series(1, 5)"))
+      assert.are.equal(2, conn:exec("UPDATE counts SET n = n + 10 WHERE n > $1", 3))
+      assert.are.equal(0, conn:exec("DELETE FROM counts WHERE n > 100"))
+      assert.are.equal(5, conn:exec("DELETE FROM counts"))
+    end)
+
+    it("runs several statements as one implicit transaction", function()
+      assert.is_nil(conn:exec_script([[
+        CREATE TABLE script_t (n int UNIQUE);
+        INSERT INTO script_t VALUES (1);
+        INSERT INTO script_t VALUES (2);]]))
+      assert.are.equal(2, conn:query_value("SELECT count(*) FROM script_t"))
+      local err = catch(conn.exec_script, conn, [[
+        INSERT INTO script_t VALUES (3);
+        INSERT INTO script_t VALUES (1);
+        INSERT INTO script_t VALUES (4);]])
+      assert.are.equal("23505", err.sqlstate)
+      assert.are.equal(2, conn:query_value("SELECT count(*) FROM script_t"))  -- 3 was undone too
+      assert.are.equal("idle", conn:status())
+    end)
+  end)
+
+  describe("SQL errors", function()
+    it("raise kind=db, exit 1, [SQLSTATE] message, where = the calling line", function()
+      local line = debug.getinfo(1, "l").currentline + 1
+      local ok, err = pcall(conn.query, conn, "SELECT * FROM nope")
+      assert.is_false(ok)
+      assert.are.equal("db", err.kind)
+      assert.are.equal(1, err.exit)
+      assert.are.equal("42P01", err.sqlstate)
+      assert.are.equal('[42P01] relation "nope" does not exist', err.message)
+      assert.are.equal(debug.getinfo(1, "S").short_src .. ":" .. line .. ": ", err.where)
+      assert.are.equal("ERROR", err.severity)
+      assert.are.equal(15, err.position)
+      assert.are.equal(err.where .. err.message, tostring(err))
+    end)
+
+    it("carry the constraint, table and detail of a unique violation", function()
+      conn:exec("CREATE TABLE uniq (email text CONSTRAINT uniq_email UNIQUE)")
+      conn:exec("INSERT INTO uniq VALUES ('a@example.com')")
+      local err = catch(conn.exec, conn, "INSERT INTO uniq VALUES ($1)", "a@example.com")
+      assert.are.equal("23505", err.sqlstate)
+      assert.are.equal("uniq_email", err.constraint)
+      assert.are.equal("uniq", err.table)
+      assert.are.equal("public", err.schema)
+      assert.matches("already exists", err.detail, 1, true)
+      assert.matches("^%[23505%] duplicate key value violates unique constraint", err.message)
+    end)
+
+    it("report division by zero as 22012 on one line", function()
+      local err = catch(conn.query_value, conn, "SELECT 1 / $1::int", 0)
+      assert.are.equal("22012", err.sqlstate)
+      assert.are.equal("[22012] division by zero", err.message)
+      err = catch(conn.exec, conn, "DO $$ BEGIN RAISE EXCEPTION E'two\\nlines'; END $$")
+      assert.are.equal("[P0001] two lines", err.message)
+      assert.is_string(err.context)
+    end)
+
+    it("come back as nil, err from try_query/try_exec, which still raise on misuse", function()
+      local rows, err = conn:try_query("SELECT * FROM nope")
+      assert.is_nil(rows)
+      assert.are.equal("42P01", err.sqlstate)
+      assert.are.equal(debug.getinfo(1, "S").short_src .. ":" .. (debug.getinfo(1, "l").currentline - 3) .. ": ",
+        err.where)
+      assert.are.equal(1, conn:try_exec("SELECT 1"))
+      assert.are.equal(1, conn:try_query("SELECT 1 AS one")[1].one)
+      assert.has_error(function() conn:try_query("SELECT $1", {}) end)
+    end)
+
+    it("exit a dhrun script with code 1 and the script's line", function()
+      local f = sh.tmpfile("sqlerr.lua", string.format([[
+local conn = require("dhrun.db").connect(%q)
+conn:query("SELECT * FROM nope")
+]], t.conninfo))
+      local r = sh.dhrun({ f })
+      assert.are.equal(1, r.code)
+      assert.are.equal("dhrun: " .. f .. ':2: [42P01] relation "nope" does not exist\n', r.stderr)
+    end)
+  end)
+
+  describe("transaction()", function()
+    lazy_setup(function() conn:exec("CREATE TABLE tx (n int)") end)
+    before_each(function() conn:exec("DELETE FROM tx") end)
+
+    it("commits and returns fn's results", function()
+      local a, b = conn:transaction(function(c)
+        assert.are.equal("in transaction", c:status())
+        c:exec("INSERT INTO tx VALUES (1)")
+        return "x", 2
+      end)
+      assert.are.same({ "x", 2 }, { a, b })
+      assert.are.equal("idle", conn:status())
+      assert.are.equal(1, conn:query_value("SELECT count(*) FROM tx"))
+    end)
+
+    it("rolls back on a Lua error and re-raises the same error object", function()
+      local boom = setmetatable({}, { __tostring = function() return "boom" end })
+      local err = catch(conn.transaction, conn, function(c)
+        c:exec("INSERT INTO tx VALUES (1)")
+        error(boom)
+      end)
+      assert.are.equal(boom, err)
+      assert.are.equal(0, conn:query_value("SELECT count(*) FROM tx"))
+      assert.are.equal("idle", conn:status())
+    end)
+
+    it("rolls back on an SQL error", function()
+      local err = catch(conn.transaction, conn, function(c)
+        c:exec("INSERT INTO tx VALUES (1)")
+        c:exec("INSERT INTO tx VALUES ('not a number')")
+      end)
+      assert.are.equal("22P02", err.sqlstate)
+      assert.are.equal(0, conn:query_value("SELECT count(*) FROM tx"))
+    end)
+
+    it("nests with savepoints", function()
+      conn:transaction(function(c)
+        c:exec("INSERT INTO tx VALUES (1)")
+        local ok = pcall(c.transaction, c, function()
+          c:exec("INSERT INTO tx VALUES (2)")
+          c:exec("SELECT 1 / 0")
+        end)
+        assert.is_false(ok)
+        c:transaction(function() c:exec("INSERT INTO tx VALUES (3)") end)
+      end)
+      local rows = conn:query("SELECT n FROM tx ORDER BY n")
+      assert.are.same({ 1, 3 }, { rows[1].n, rows[2].n })
+      assert.are.equal(2, #rows)
+    end)
+
+    it("refuses to report a commit when a caught SQL error aborted the transaction", function()
+      local err = catch(conn.transaction, conn, function(c)
+        c:exec("INSERT INTO tx VALUES (1)")
+        assert.is_nil((c:try_exec("SELECT 1 / 0")))
+      end)
+      assert.are.equal("25P02", err.sqlstate)
+      assert.are.equal(0, conn:query_value("SELECT count(*) FROM tx"))
+      assert.are.equal("idle", conn:status())
+    end)
+  end)
+
+  describe("session", function()
+    it("sets and gets settings", function()
+      assert.are.equal("3s", conn:set("lock_timeout", "3s"))
+      assert.are.equal("3s", conn:get("lock_timeout"))
+      conn:set("application_name", "dhrun-spec")
+      assert.are.equal("dhrun-spec", conn:query_value("SELECT current_setting('application_name')"))
+      conn:set("lock_timeout", 0)
+      assert.are.equal("0", conn:get("lock_timeout"))
+      assert.are.equal("42704", catch(conn.get, conn, "no_such.setting_x").sqlstate)
+    end)
+
+    it("quotes identifiers and literals", function()
+      assert.are.equal('"we""ird"', conn:quote_ident('we"ird'))
+      assert.are.equal('"we""ird"', db.quote_ident('we"ird'))
+      assert.are.equal("'it''s'", conn:quote_literal("it's"))
+      assert.are.equal("it's", conn:query_value("SELECT " .. conn:quote_literal("it's")))
+    end)
+
+    it("reports backend pid, server version, status and info", function()
+      assert.are.equal(conn:query_value("SELECT pg_backend_pid()"), conn:backend_pid())
+      assert.are.equal(tonumber(conn:query_value("SHOW server_version_num")), conn:server_version())
+      assert.are.equal(t.name, conn.info.dbname)
+      assert.are.equal(os.getenv("PGHOST"), conn.info.host)
+      assert.are.equal(tonumber(os.getenv("PGPORT")), conn.info.port)
+      assert.are.equal("postgres", conn.info.user)
+      assert.are.equal(conn.info, conn:info())
+      assert.matches("^postgresql://postgres@.*/" .. t.name .. "$", conn.info.url)
+      conn:exec("BEGIN")
+      pcall(conn.exec, conn, "SELECT 1 / 0")
+      assert.are.equal("in error", conn:status())
+      conn:exec("ROLLBACK")
+      assert.are.equal("idle", conn:status())
+    end)
+
+    it("uses application_name dhrun by default", function()
+      local c <close> = t.connect()
+      assert.are.equal("dhrun", c:get("application_name"))
+      local c2 <close> = t.connect({ application_name = "other" })
+      assert.are.equal("other", c2:get("application_name"))
+    end)
+
+    it("applies settings at connect time; a bad one is a config error (exit 2)", function()
+      local c <close> = t.connect({ settings = { statement_timeout = "5s", lock_timeout = 1500 } })
+      assert.are.same({ "5s", "1500ms" }, { c:get("statement_timeout"), c:get("lock_timeout") })
+      local err = catch(t.connect, { settings = { lock_timeout = "banana" } })
+      assert.are.same({ "config", 2, "22023" }, { err.kind, err.exit, err.sqlstate })
+      assert.matches("^cannot apply the connection settings: %[22023%]", err.message)
+    end)
+
+    it("captures notices and clears them when read", function()
+      conn:notices()
+      conn:exec([[DO $$ BEGIN
+        RAISE NOTICE 'hello %', 42;
+        RAISE WARNING 'careful' USING DETAIL = 'some detail', HINT = 'a hint';
+      END $$]])
+      local n = conn:notices()
+      assert.are.equal(2, #n)
+      assert.are.same({ severity = "NOTICE", message = "hello 42", sqlstate = "00000" }, n[1])
+      assert.are.same({ severity = "WARNING", message = "careful", sqlstate = "01000", detail = "some detail",
+        hint = "a hint" }, n[2])
+      assert.are.same({}, conn:notices())
+    end)
+  end)
+
+  describe("locks and timeouts", function()
+    it("contends for advisory locks between two connections", function()
+      local a <close> = t.connect()
+      local b <close> = t.connect()
+      assert.is_true(a:advisory_lock(4242))
+      assert.is_false(b:try_advisory_lock(4242))
+      assert.is_true(a:advisory_unlock(4242))
+      assert.is_false(a:advisory_unlock(4242))
+      assert.is_true(b:try_advisory_lock(4242))
+      assert.is_false(a:try_advisory_lock(4242))
+      b:set("lock_timeout", "100ms")
+      assert.is_true(b:advisory_unlock(4242))
+      assert.has_error(function() a:advisory_lock("4242") end)
+    end)
+
+    it("gives up waiting for an advisory lock after lock_timeout (55P03)", function()
+      local a <close> = t.connect()
+      local b <close> = t.connect({ settings = { lock_timeout = "150ms" } })
+      a:advisory_lock(77)
+      local t0 = sys.now()
+      local err = catch(b.advisory_lock, b, 77)
+      assert.are.equal("55P03", err.sqlstate)
+      assert.is_true(sys.now() - t0 < 2)
+    end)
+
+    it("stops a statement after statement_timeout (57014)", function()
+      local c <close> = t.connect({ settings = { statement_timeout = "100ms" } })
+      local err = catch(c.query, c, "SELECT pg_sleep(5)")
+      assert.are.equal("57014", err.sqlstate)
+      assert.matches("statement timeout", err.message, 1, true)
+      assert.are.equal(1, c:query_value("SELECT 1"))
+    end)
+
+    it("stops waiting for a table lock after lock_timeout (55P03)", function()
+      conn:exec("CREATE TABLE locked (n int)")
+      local holder <close> = t.connect()
+      holder:exec("BEGIN")
+      holder:exec("LOCK TABLE locked IN ACCESS EXCLUSIVE MODE")
+      local c <close> = t.connect({ settings = { lock_timeout = "150ms" } })
+      assert.are.equal("150ms", c:get("lock_timeout"))
+      local err = catch(c.query, c, "SELECT * FROM locked")
+      assert.are.equal("55P03", err.sqlstate)
+      holder:exec("ROLLBACK")
+      assert.are.equal(0, #c:query("SELECT * FROM locked"))
+    end)
+  end)
+
+  describe("connection lifetime", function()
+    local function backend_alive(pid)
+      return conn:query_value("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid) > 0
+    end
+
+    it("raises on any method of a closed connection; close twice says so", function()
+      local c = t.connect()
+      assert.is_true(c:close())
+      local ok, msg = c:close()
+      assert.are.same({ false, "connection is already closed" }, { ok, msg })
+      for _, m in ipairs({ "query", "exec", "exec_script", "query_value", "status", "backend_pid", "notices" }) do
+        assert.matches("connection is closed", catch(c[m], c, "SELECT 1"), 1, true)
+      end
+      assert.matches("connection is closed", catch(c.transaction, c, function() end), 1, true)
+      assert.are.equal("dhrun.db connection (closed)", tostring(c))
+    end)
+
+    it("closes with <close> and when collected", function()
+      local pid
+      do
+        local c <close> = t.connect()
+        pid = c:backend_pid()
+        assert.is_true(backend_alive(pid))
+      end
+      assert.is_truthy(eventually(3, function() return not backend_alive(pid) end))
+      pid = t.connect():backend_pid()
+      collectgarbage()
+      collectgarbage()
+      assert.is_truthy(eventually(3, function() return not backend_alive(pid) end))
+    end)
+
+    it("turns a terminated backend into a db error, not a crash", function()
+      local c <close> = t.connect()
+      assert.is_true(conn:query_value("SELECT pg_terminate_backend($1)", c:backend_pid()))
+      sys.sleep(0.1)
+      local err = catch(c.query, c, "SELECT 1")
+      assert.are.equal("db", err.kind)
+      assert.are.equal(1, err.exit)
+      assert.is_truthy(err.sqlstate == "57P01" or err.sqlstate == "08006", err.sqlstate)
+      assert.are.equal("08006", catch(c.exec, c, "SELECT 1").sqlstate)
+      assert.are.equal("unknown", c:status())
+    end)
+  end)
+
+  describe("connecting", function()
+    it("uses $DATABASE_URL, else the PG* variables", function()
+      local r = dhrun_e("local c = require('dhrun.db').connect() print(c:query_value('SELECT current_database()'))",
+        { DATABASE_URL = t.url })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal(t.name .. "\n", r.stdout)
+      r = dhrun_e("print(require('dhrun.db').connect():query_value('SELECT current_database()'))")
+      assert.are.equal((os.getenv("PGDATABASE") or "postgres") .. "\n", r.stdout)
+    end)
+
+    it("fails with exit 4 and one clear line when nothing listens", function()
+      local r = dhrun_e("require('dhrun.db').connect('postgresql://someone@127.0.0.1:1/appdb')")
+      assert.are.equal(4, r.code)
+      local l = lines(r.stderr)
+      assert.are.equal(2, #l, r.stderr)
+      assert.matches("^dhrun: cannot connect to postgresql://someone@127%.0%.0%.1:1/appdb: "
+        .. "connection to server at \"127%.0%.0%.1\", port 1 failed: Connection refused$", l[1])
+      assert.matches("^dhrun: hint: check that the PostgreSQL server is running", l[2])
+    end)
+
+    it("fails with exit 4 on a wrong password and never shows it", function()
+      local wrong = "WRONG" .. sys.uuid4():sub(1, 8)
+      local r = dhrun_e(string.format("require('dhrun.db').connect(%q)", testdb.tcp_url(t.name, wrong)))
+      assert.are.equal(4, r.code)
+      assert.matches('password authentication failed for user "dhrun_pw"', r.stderr, 1, true)
+      assert.matches("cannot connect to postgresql://dhrun_pw@127.0.0.1:", r.stderr, 1, true)
+      assert.matches("hint: check the password", r.stderr, 1, true)
+      assert.is_nil(r.stderr:find(wrong, 1, true))
+      assert.is_nil(r.stdout:find(wrong, 1, true))
+    end)
+
+    it("connects with the right password over TCP and masks it in output", function()
+      local pw = testdb.password()
+      local url = testdb.tcp_url(t.name)
+      -- The URL reaches the chunk through the environment, not the command line.
+      local r = dhrun_e([[
+        local url = os.getenv("DHRUN_TEST_URL")
+        local c = require('dhrun.db').connect(url)
+        print(url)
+        print(c.info.url, c:query_value('SELECT current_user'))
+        print(require('dhrun.db').display_url(url))]], { DHRUN_TEST_URL = url })
+      assert.are.equal(0, r.code, r.stderr)
+      local l = lines(r.stdout)
+      assert.are.equal(url:gsub("dhrun_pw:[^@]*@", "dhrun_pw:***@"), l[1])
+      local want = "postgresql://dhrun_pw@127.0.0.1:" .. os.getenv("PGPORT") .. "/" .. t.name
+      assert.are.equal(want .. "\tdhrun_pw", l[2])
+      assert.are.equal(want, l[3])
+      assert.is_nil(r.stdout:find(pw, 1, true))
+    end)
+
+    it("refuses a malformed URL with exit 2 and one line", function()
+      local r = dhrun_e("require('dhrun.db').connect()", { DATABASE_URL = "postgresql://u@[::1/db" })
+      assert.are.equal(2, r.code)
+      local l = lines(r.stderr)
+      assert.matches("^dhrun: DATABASE_URL is not a valid connection string: end of string reached", l[1])
+      assert.matches("^dhrun: hint: ", l[2])
+      assert.are.equal(2, #l)
+      r = dhrun_e("require('dhrun.db').connect('postgresql://u@h/db?sslmod=require')")
+      assert.are.equal(2, r.code)
+      assert.matches('invalid URI query parameter: "sslmod"', r.stderr, 1, true)
+    end)
+
+    it("accepts Prisma URLs: drops Prisma-only parameters, ?schema= sets search_path", function()
+      conn:exec('CREATE SCHEMA "Release Ops"')
+      conn:exec('CREATE TABLE "Release Ops".only_here (n int)')
+      local c <close> = db.connect(t.url .. "?schema=Release%20Ops&connection_limit=1&pool_timeout=0"
+        .. "&pgbouncer=true&statement_cache_size=0&socket_timeout=5&sslmode=prefer")
+      assert.are.equal('"Release Ops"', c:get("search_path"))
+      assert.are.equal(0, #c:query("SELECT * FROM only_here"))
+      local d <close> = db.connect(t.url .. "?schema=public")
+      assert.are.equal("public", d:get("search_path"))
+      assert.are.equal("42P01", catch(d.query, d, "SELECT * FROM only_here").sqlstate)
+    end)
+
+    it("shows connection strings without passwords", function()
+      assert.are.equal("postgresql://u@h:5/d?sslmode=disable",
+        db.display_url("postgresql://u:p%40ss@h:5/d?sslmode=disable&password=x"))
+      assert.are.equal("host=h port=5 user='a b'", db.display_url("user='a b' password=secret host=h port=5"))
+      assert.are.equal("<invalid connection string>", db.display_url("nonsense"))
+    end)
+  end)
+
+  describe("Ctrl-C", function()
+    it("cancels the running query on the server and exits 130 within 2 s", function()
+      local dir = sh.tmpdir()
+      local tag = "dhrun-sigint-" .. sys.uuid4():sub(1, 8)
+      local script = sh.write(dir .. "/sleep.lua", string.format([[
+local c = require("dhrun.db").connect(%q, { application_name = %q })
+c:query("SELECT pg_sleep(30)")
+]], t.conninfo, tag))
+      -- Background run; the inner sh writes its pid, then becomes dhrun.
+      os.execute(string.format("( sh -c 'echo $$ >\"$1\"; shift; exec \"$@\"' sh %s %s %s >%s 2>%s; echo $? >%s )"
+        .. " </dev/null >/dev/null 2>&1 &", sh.quote(dir .. "/pid"), sh.quote(sh.bin), sh.quote(script),
+        sh.quote(dir .. "/out"), sh.quote(dir .. "/err"), sh.quote(dir .. "/rc")))
+      local pid = eventually(5, function() return tonumber(sh.read(dir .. "/pid") or "") end)
+      finally(function() if not sh.read(dir .. "/rc") then os.execute("kill -9 " .. pid .. " 2>/dev/null") end end)
+      local backend = eventually(5, function()
+        return conn:query_value("SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' "
+          .. "AND query LIKE '%pg_sleep%'", tag)
+      end)
+      assert.is_truthy(backend, "the query never started")
+      local t0 = sys.now()
+      os.execute("kill -INT " .. pid)
+      local rc = eventually(5, function() return sh.read(dir .. "/rc") end)
+      assert.is_true(sys.now() - t0 < 2, "took " .. (sys.now() - t0) .. " s")
+      assert.are.equal("130\n", rc)
+      assert.are.equal("dhrun: interrupted (Ctrl-C)\n", sh.read(dir .. "/err"))
+      -- Without the cancel, the backend would go on sleeping for 30 s.
+      assert.is_truthy(eventually(1, function()
+        return conn:query_value("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+          backend) == 0
+      end))
+    end)
+  end)
+end)

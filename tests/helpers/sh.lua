@@ -5,6 +5,7 @@
 --   opts: cwd, env (extra variables), stdin (string)
 --   sh.tmpdir(), sh.tmpfile(name, content), sh.write(path, content), sh.read(path)
 local lfs = require "lfs"
+local process = require "dhrun.process"
 
 local sh = {}
 sh.bin = assert(os.getenv("DHRUN_BIN"), "DHRUN_BIN not set: run the suite with tests/run.sh")
@@ -51,24 +52,27 @@ function sh.tmpfile(name, content)
   return sh.write(sh.tmpdir() .. "/" .. name, content)
 end
 
--- Runs argv through /bin/sh with every word quoted; captures both streams.
+-- Runs argv (no shell) with dhrun.process; captures both streams.  opts.wrapper
+-- (set by sh.dhrun from DHRUN_BIN_WRAPPER, e.g. "valgrind -q ...") is split on
+-- spaces and put before argv.  Like the shell this replaces: a program that
+-- cannot start gives 127/126 and a message on stderr, a signal gives 128+N.
 function sh.run(argv, opts)
   opts = opts or {}
-  local dir = sh.tmpdir()
   local words = {}
-  for k, v in pairs(opts.env or {}) do
-    words[#words + 1] = k .. "=" .. sh.quote(v)
+  for w in (opts.wrapper or ""):gmatch("%S+") do words[#words + 1] = w end
+  for _, a in ipairs(argv) do words[#words + 1] = a end
+  local env = {}
+  for k, v in pairs(opts.env or {}) do env[k] = v and tostring(v) end
+  local r = process.run(words, { cwd = opts.cwd, env = env, stdin = opts.stdin })
+  local code = r.code or (r.signal and 128 + r.signal)
+  local stderr = r.error and (r.error .. "\n") or r.stderr
+  if opts.wrapper then
+    -- valgrind's own notices ("--123-- WARNING: unhandled syscall: 434", i.e.
+    -- pidfd_open on valgrind 3.19) are not dhrun's output; its errors are
+    -- "==123==" lines and --error-exitcode, which stay.
+    stderr = stderr:gsub("%-%-%d+%-%- [^\n]*\n", "")
   end
-  for i, a in ipairs(argv) do
-    words[#words + 1] = (i == 1 and opts.wrapper) and (opts.wrapper .. " " .. sh.quote(a)) or sh.quote(a)
-  end
-  local cmd = table.concat(words, " ")
-  if opts.cwd then cmd = "cd " .. sh.quote(opts.cwd) .. " && " .. (#words > 0 and "env " or "") .. cmd end
-  local stdin = "/dev/null"
-  if opts.stdin then stdin = sh.write(dir .. "/stdin", opts.stdin) end
-  cmd = string.format("%s <%s >%s 2>%s", cmd, stdin, dir .. "/out", dir .. "/err")
-  local _, _, code = os.execute(cmd)
-  return { code = code, stdout = sh.read(dir .. "/out") or "", stderr = sh.read(dir .. "/err") or "" }
+  return { code = code, stdout = r.stdout, stderr = stderr }
 end
 
 function sh.dhrun(args, opts)

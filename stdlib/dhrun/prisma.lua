@@ -1,0 +1,707 @@
+-- dhrun.prisma: Prisma Migrate's bookkeeping (`_prisma_migrations`) on
+-- PostgreSQL, done natively, so a database migrated by dhrun looks to Prisma
+-- exactly as if Prisma had migrated it, and the other way round.
+--
+-- What it matches (Prisma Migrate <= 7, see the README's "Prisma
+-- compatibility" section):
+--   * the table DDL, created in the connection's current schema;
+--   * checksums: sha256 of migration.sql as Node reads it (invalid UTF-8
+--     replaced by U+FFFD), compared against the raw text and its CRLF/LF
+--     variants, and legacy non-zero-padded checksums;
+--   * the row lifecycle: INSERT (id, checksum, started_at, migration_name),
+--     run the script as one simple query (one implicit transaction), then
+--     applied_steps_count + 1, then finished_at; on failure only `logs` is
+--     set, which leaves the row "failed";
+--   * advisory lock 72707369 on the session that writes the rows, waited for
+--     at most 10 s (P1002);
+--   * pending = no row with rolled_back_at IS NULL; failed = finished_at and
+--     rolled_back_at both NULL; resolve's preconditions and error texts.
+local lfs = require "lfs"
+local sys = require "dhrun.core.sys"
+local db = require "dhrun.db"
+
+local M = {}
+
+M.LOCK_KEY = 72707369
+M.LOCK_TIMEOUT = "10s"
+M.TABLE = "_prisma_migrations"
+
+M.CREATE_TABLE = [[
+CREATE TABLE _prisma_migrations (
+    id                      VARCHAR(36) PRIMARY KEY NOT NULL,
+    checksum                VARCHAR(64) NOT NULL,
+    finished_at             TIMESTAMPTZ,
+    migration_name          VARCHAR(255) NOT NULL,
+    logs                    TEXT,
+    rolled_back_at          TIMESTAMPTZ,
+    started_at              TIMESTAMPTZ NOT NULL DEFAULT now(),
+    applied_steps_count     INTEGER NOT NULL DEFAULT 0
+);]]
+
+local RESOLVE_URL = "https://pris.ly/d/migrate-resolve"
+
+-- Prisma's error texts, by code (the reference's wording).
+local TEXT = {
+  P1002 = "The database server was reached but timed out.\n\nPlease try again.\n\n"
+    .. "Context: Timed out trying to acquire a postgres advisory lock (SELECT pg_advisory_lock(72707369)). "
+    .. "Timeout: 10000ms. See https://pris.ly/d/migrate-advisory-locking for details.",
+  P3005 = "The database schema is not empty. Read more about how to baseline an existing production database: "
+    .. "https://pris.ly/d/migrate-baseline",
+  P3008 = "The migration `%s` is already recorded as applied in the database.",
+  P3009 = "migrate found failed migrations in the target database, new migrations will not be applied. "
+    .. "Read more about how to resolve migration issues in a production database: " .. RESOLVE_URL,
+  P3011 = "Migration `%s` cannot be rolled back because it was never applied to the database. "
+    .. "Hint: did you pass in the whole migration name? (example: \"20201207184859_initial_migration\")",
+  P3012 = "Migration `%s` cannot be rolled back because it is not in a failed state.",
+  P3015 = "Could not find the migration file at %s. Please delete the directory or restore the migration file.",
+  P3017 = "The migration %s could not be found. Please make sure that the migration exists, and that you included "
+    .. "the whole name of the directory. (example: \"20201207184859_initial_migration\")",
+  P3018 = "A migration failed to apply. New migrations cannot be applied before the error is recovered from. "
+    .. "Read more about how to resolve migration issues in a production database: " .. RESOLVE_URL
+    .. "\n\nMigration name: %s\n\nDatabase error code: %s\n\nDatabase error:\n%s",
+  P3019 = "The datasource provider `postgresql` specified in your schema does not match the one specified in the "
+    .. "migration_lock.toml, `%s`. Please remove your current migration directory and start a new migration "
+    .. "history with prisma migrate dev. Read more: https://pris.ly/d/migrate-provider-switch",
+}
+
+-- Raises a Prisma error as a dhrun.Error: `message` is one line for the
+-- terminal, `detail` Prisma's full text, `code` the Pxxxx code.
+local function perror(code, summary, hint, fmt_args, extra)
+  local text = TEXT[code]
+  if fmt_args then text = string.format(text, table.unpack(fmt_args)) end
+  local fields = { code = code, prisma_message = text, detail = text:gsub("\n+", " "), hint = hint }
+  for k, v in pairs(extra or {}) do fields[k] = v end
+  local exit = 1
+  if code == "P1002" then exit = 3 end
+  error(sys.error("prisma", exit, summary .. " (Prisma " .. code .. ")", fields), 0)
+end
+M.error = perror
+
+---------------------------------------------------------------------------
+-- Checksums
+
+-- Node's readFile(..., 'utf-8') turns ill-formed UTF-8 into U+FFFD (one per
+-- maximal ill-formed subpart, as the WHATWG decoder does); the checksum is
+-- taken over that string's UTF-8 bytes.
+function M.node_utf8(s)
+  if utf8.len(s) then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local need
+    local lo, hi = 0x80, 0xBF
+    if c < 0x80 then
+      need = 0
+    elseif c >= 0xC2 and c <= 0xDF then
+      need = 1
+    elseif c >= 0xE0 and c <= 0xEF then
+      need = 2
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      need = 3
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    else
+      need = -1
+    end
+    if need < 0 then
+      out[#out + 1] = "\u{FFFD}"
+      i = i + 1
+    else
+      local j, ok = i + 1, true
+      for k = 1, need do
+        local b = s:byte(j)
+        local l, h = 0x80, 0xBF
+        if k == 1 then l, h = lo, hi end
+        if not b or b < l or b > h then ok = false break end
+        j = j + 1
+      end
+      if ok then
+        out[#out + 1] = s:sub(i, j - 1)
+      else
+        out[#out + 1] = "\u{FFFD}"
+      end
+      i = j
+    end
+  end
+  return table.concat(out)
+end
+
+function M.checksum(sql)
+  return sys.sha256(M.node_utf8(sql))
+end
+
+-- Old engines wrote each byte with {:x} (no zero padding).
+local function legacy_checksum(sql)
+  local hex = sys.sha256(M.node_utf8(sql))
+  return (hex:gsub("%x%x", function(b) return string.format("%x", tonumber(b, 16)) end))
+end
+
+function M.checksum_matches(sql, stored)
+  if stored == nil or stored == db.null then return false end
+  if #stored ~= 64 and #stored > 0 then return legacy_checksum(sql) == stored end
+  if M.checksum(sql) == stored then return true end
+  local lf = sql:gsub("\r\n", "\n")
+  if M.checksum(lf) == stored then return true end
+  return M.checksum((sql:gsub("\n", "\r\n"))) == stored
+end
+
+---------------------------------------------------------------------------
+-- The migrations directory
+
+-- JS localeCompare (ICU root collation) for directory names: punctuation
+-- sorts before digits, digits before letters, letters case-insensitively
+-- with lower case first on a tie.  For Prisma's YYYYMMDDHHMMSS_name
+-- directories this is the same as byte order.
+local function collation_key(s)
+  local primary, tertiary = {}, {}
+  for i = 1, #s do
+    local c = s:sub(i, i)
+    local class
+    if c:match("%p") or c:match("%s") then class = 1
+    elseif c:match("%d") then class = 2
+    elseif c:match("%a") then class = 3
+    else class = 4 end
+    primary[i] = string.char(64 + class) .. c:lower()
+    tertiary[i] = c:match("%u") and "1" or "0"
+  end
+  return table.concat(primary), table.concat(tertiary)
+end
+
+function M.compare_names(a, b)
+  local pa, ta = collation_key(a)
+  local pb, tb = collation_key(b)
+  if pa ~= pb then return pa < pb end
+  if ta ~= tb then return ta < tb end
+  return a < b
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Lists migration directories in Prisma's order: {name=, path=, sql=|nil, checksum=}.
+-- Raises a config error if the directory is missing.
+function M.list(dir)
+  local mode = lfs.attributes(dir, "mode")
+  if mode ~= "directory" then
+    error(sys.error("config", 2, "migrations directory " .. dir .. " does not exist",
+      { hint = "check `migrations` in the project config (dhrun.config.lua)" }), 0)
+  end
+  local names = {}
+  for entry in lfs.dir(dir) do
+    if entry ~= "." and entry ~= ".." then
+      local attr = lfs.symlinkattributes(dir .. "/" .. entry)
+      if attr and attr.mode == "directory" then names[#names + 1] = entry end
+    end
+  end
+  table.sort(names, M.compare_names)
+  local list = {}
+  for i, name in ipairs(names) do
+    local path = dir .. "/" .. name .. "/migration.sql"
+    local sql = read_file(path)
+    list[i] = { name = name, path = path, sql = sql, checksum = sql and M.checksum(sql) }
+  end
+  return list
+end
+
+-- The provider named in migration_lock.toml, or nil when there is no file.
+function M.lock_provider(dir)
+  local text = read_file(dir .. "/migration_lock.toml")
+  if not text then return nil end
+  for line in text:gmatch("[^\r\n]+") do
+    if line:match("^provider") then
+      local v = line:gsub("^provider%s*=%s*", "")
+      return (v:gsub("^%s+", ""):gsub("%s+$", ""):gsub('^"(.*)"$', "%1"))
+    end
+  end
+  return nil
+end
+
+local function check_provider(dir)
+  local p = M.lock_provider(dir)
+  if p and p ~= "postgresql" then
+    perror("P3019", "migration_lock.toml names provider `" .. p .. "`, not postgresql",
+      "this migrations directory belongs to another database; check `migrations` in the config", { p })
+  end
+end
+
+---------------------------------------------------------------------------
+-- The table
+
+function M.table_exists(conn)
+  return conn:query_value([[
+    SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = current_schema() AND c.relname = '_prisma_migrations'
+                     AND c.relkind IN ('r', 'p'))]])
+end
+
+-- All rows, oldest first, with timestamps as UTC text (microseconds).
+function M.rows(conn)
+  if not M.table_exists(conn) then return nil end
+  return conn:query([[
+    SELECT id, checksum, migration_name, logs, applied_steps_count,
+           to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS started_at,
+           to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS finished_at,
+           to_char(rolled_back_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS rolled_back_at
+    FROM _prisma_migrations ORDER BY started_at ASC]])
+end
+
+local function is_null(v) return v == nil or v == db.null end
+
+function M.row_state(row)
+  if not is_null(row.rolled_back_at) then return "rolled_back" end
+  if not is_null(row.finished_at) then return "applied" end
+  return "failed"
+end
+
+-- chrono's Display of DateTime<Utc>: fraction trimmed to 0, 3 or 6 digits.
+function M.chrono_time(text)
+  local base, frac = text:match("^(.-)%.(%d+)$")
+  if not base then return text .. " UTC" end
+  frac = (frac .. "000000"):sub(1, 6)
+  if frac == "000000" then return base .. " UTC" end
+  if frac:sub(4) == "000" then return base .. "." .. frac:sub(1, 3) .. " UTC" end
+  return base .. "." .. frac .. " UTC"
+end
+
+-- Client-side timestamp as Prisma binds it (chrono::Utc::now()).
+local function now_utc()
+  local t = sys.time()
+  local secs = math.floor(t)
+  local micros = math.floor((t - secs) * 1e6)
+  return os.date("!%Y-%m-%d %H:%M:%S", secs) .. string.format(".%06d+00", micros)
+end
+M.now_utc = now_utc
+
+local function initialize(conn)
+  if M.table_exists(conn) then return false end
+  local others = conn:query([[
+    SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = current_schema() AND c.relkind = 'r'
+      AND c.relname NOT IN ('spatial_ref_sys', 'geometry_columns', '_prisma_migrations')
+    LIMIT 1]])
+  if #others > 0 then
+    perror("P3005", "the database schema is not empty and has no _prisma_migrations table",
+      "baseline it first: dhrun's resolve --applied (or prisma migrate resolve --applied) for migrations it has")
+  end
+  conn:exec(M.CREATE_TABLE)
+  return true
+end
+
+---------------------------------------------------------------------------
+-- The advisory lock
+
+-- Runs fn() holding Prisma's advisory lock on `conn`, waiting at most 10 s
+-- for it like Prisma (P1002 otherwise).  Reentrant per connection.
+local held = setmetatable({}, { __mode = "k" })
+
+function M.with_lock(conn, fn)
+  if held[conn] then return fn() end
+  local old = conn:get("lock_timeout")
+  conn:set("lock_timeout", M.LOCK_TIMEOUT)
+  local ok, err = pcall(conn.advisory_lock, conn, M.LOCK_KEY)
+  conn:set("lock_timeout", old)
+  if not ok then
+    if type(err) == "table" and err.sqlstate == "55P03" then
+      local holder = conn:query_one([[
+        SELECT a.pid, a.application_name, a.client_addr::text AS addr,
+               to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') AS since
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1 AND l.objsubid = 1
+        LIMIT 1]], M.LOCK_KEY)
+      local who = holder and string.format(" (held by pid %s, %s, connected since %s)", holder.pid,
+        holder.application_name ~= "" and holder.application_name or "no application_name", holder.since) or ""
+      perror("P1002", "another migration run holds Prisma's advisory lock 72707369" .. who,
+        "wait for the other `prisma migrate` / dhrun run to finish, then try again")
+    end
+    error(err, 0)
+  end
+  held[conn] = true
+  local results = table.pack(pcall(fn))
+  held[conn] = nil
+  pcall(conn.advisory_unlock, conn, M.LOCK_KEY)
+  if not results[1] then error(results[2], 0) end
+  return table.unpack(results, 2, results.n)
+end
+
+---------------------------------------------------------------------------
+-- Status
+
+-- Classifies the database against the directory, the way `prisma migrate
+-- status` does, plus what Prisma does not say.  Read-only: no lock, no table.
+--   st.state: "pending" | "diverged" | "not_managed" | "failed" | "up_to_date"
+--   st.exit:  0 for up_to_date, 1 otherwise (as Prisma)
+--   st.pending, st.failed, st.applied, st.db_only, st.local_only: names
+--   st.rerun:  migrations whose every row is rolled back (deploy re-runs them)
+--   st.edited: applied migrations whose file changed after it was applied
+--   st.missing_sql: directories without migration.sql
+--   st.text:   Prisma's output text; st.notes: dhrun's extra lines
+function M.status(conn, dir)
+  check_provider(dir)
+  local list = M.list(dir)
+  local rows = M.rows(conn)
+  local st = {
+    migrations = list, rows = rows or {}, has_table = rows ~= nil,
+    pending = {}, failed = {}, applied = {}, db_only = {}, local_only = {}, rerun = {}, edited = {},
+    missing_sql = {}, notes = {},
+  }
+  local by_name, local_names = {}, {}
+  for _, r in ipairs(st.rows) do
+    by_name[r.migration_name] = by_name[r.migration_name] or {}
+    table.insert(by_name[r.migration_name], r)
+  end
+  for _, m in ipairs(list) do
+    local_names[m.name] = true
+    if not m.sql then st.missing_sql[#st.missing_sql + 1] = m.name end
+    local rs = by_name[m.name]
+    if not rs then
+      st.local_only[#st.local_only + 1] = m.name
+    else
+      local live, applied_row = false, nil
+      for _, r in ipairs(rs) do
+        local s = M.row_state(r)
+        if s ~= "rolled_back" then live = true end
+        if s == "applied" then applied_row = r end
+      end
+      if not live then st.rerun[#st.rerun + 1] = m.name end
+      if applied_row then
+        st.applied[#st.applied + 1] = m.name
+        if m.sql and not M.checksum_matches(m.sql, applied_row.checksum) then st.edited[#st.edited + 1] = m.name end
+      end
+    end
+  end
+  local seen_db = {}
+  for _, r in ipairs(st.rows) do
+    if M.row_state(r) == "failed" then st.failed[#st.failed + 1] = r.migration_name end
+    if not local_names[r.migration_name] and not seen_db[r.migration_name] then
+      seen_db[r.migration_name] = true
+      st.db_only[#st.db_only + 1] = r.migration_name
+    end
+  end
+
+  local out = {}
+  local function add(s) out[#out + 1] = s end
+  local n = #list
+  if n == 0 then add("No migration found in prisma/migrations")
+  else add(string.format("%d migration%s found in prisma/migrations", n, n == 1 and "" or "s")) end
+  add("")
+  local plural = function(t, one, many) return #t == 1 and one or many end
+  if #st.local_only > 0 and #st.db_only == 0 and st.has_table then
+    st.state = "pending"
+    st.pending = st.local_only
+    add(plural(st.pending, "Following migration have not yet been applied:",
+      "Following migrations have not yet been applied:"))
+    for _, name in ipairs(st.pending) do add(name) end
+    add("")
+    add("To apply migrations in development run prisma migrate dev.")
+    add("To apply migrations in production run prisma migrate deploy.")
+  elseif #st.local_only > 0 and #st.db_only > 0 then
+    st.state = "diverged"
+    local common
+    for _, m in ipairs(list) do if by_name[m.name] then common = m.name end end
+    add("Your local migration history and the migrations table from your database are different:")
+    add("")
+    add("The last common migration is: " .. (common or "(none)"))
+    add("")
+    add(plural(st.local_only, "The migration have not yet been applied:", "The migrations have not yet been applied:"))
+    for _, name in ipairs(st.local_only) do add(name) end
+    add("")
+    add(plural(st.db_only, "The migration from the database are not found locally in prisma/migrations:",
+      "The migrations from the database are not found locally in prisma/migrations:"))
+    for _, name in ipairs(st.db_only) do add(name) end
+  elseif not st.has_table then
+    st.state = "not_managed"
+    st.pending = st.local_only
+    add("The current database is not managed by Prisma Migrate.")
+    add("")
+    if list[1] then
+      add("If you want to keep the current database structure and data and create new migrations, baseline it "
+        .. "with: prisma migrate resolve --applied \"" .. list[1].name .. "\"")
+    else
+      add("Read more about how to baseline an existing production database: https://pris.ly/d/migrate-baseline")
+    end
+  elseif #st.failed > 0 then
+    st.state = "failed"
+    add(plural(st.failed, "Following migration have failed:", "Following migrations have failed:"))
+    for _, name in ipairs(st.failed) do add(name) end
+    add("")
+    add("During development if the failed migration(s) have not been deployed to a production database you can "
+      .. "then fix the migration(s) and run prisma migrate dev.")
+    add("")
+    add("The failed migration(s) can be marked as rolled back or applied:")
+    add("")
+    add("- If you rolled back the migration(s) manually:")
+    add("prisma migrate resolve --rolled-back \"" .. st.failed[1] .. "\"")
+    add("")
+    add("- If you fixed the database manually (hotfix):")
+    add("prisma migrate resolve --applied \"" .. st.failed[1] .. "\"")
+    add("")
+    add("Read more about how to resolve migration issues in a production database:")
+    add(RESOLVE_URL)
+  else
+    st.state = "up_to_date"
+    add("Database schema is up to date!")
+  end
+  st.exit = st.state == "up_to_date" and 0 or 1
+  st.text = table.concat(out, "\n")
+
+  for _, name in ipairs(st.rerun) do
+    if st.state ~= "pending" then
+      st.notes[#st.notes + 1] = "migration " .. name .. " is only recorded as rolled back: "
+        .. "prisma migrate status does not show it, but deploy will run it again"
+    end
+  end
+  for _, name in ipairs(st.edited) do
+    st.notes[#st.notes + 1] = "migration " .. name .. " was modified after it was applied "
+      .. "(its migration.sql no longer matches the recorded checksum)"
+  end
+  for _, name in ipairs(st.missing_sql) do
+    st.notes[#st.notes + 1] = "migration directory " .. name .. " has no migration.sql (deploy will stop there: P3015)"
+  end
+  -- what deploy would apply: no row with rolled_back_at IS NULL
+  st.to_apply = {}
+  for _, m in ipairs(list) do
+    local live = false
+    for _, r in ipairs(by_name[m.name] or {}) do
+      if M.row_state(r) ~= "rolled_back" then live = true end
+    end
+    if not live then st.to_apply[#st.to_apply + 1] = m end
+  end
+  return st
+end
+
+---------------------------------------------------------------------------
+-- Deploy
+
+-- Prisma's failed-row text (P3018) for a database error.
+local function failure_logs(err)
+  local dberr = type(err) == "table" and err or { message = tostring(err) }
+  local primary = (dberr.message or tostring(err)):gsub("^%[%w+%] ", "")
+  local dbtext = (dberr.severity or "ERROR") .. ": " .. primary
+  if dberr.detail then dbtext = dbtext .. "\nDETAIL: " .. dberr.detail end
+  if dberr.hint then dbtext = dbtext .. "\nHINT: " .. dberr.hint end
+  return primary, dberr.sqlstate or "", dbtext
+end
+
+local function script_failed(conn, m, err, id)
+  local primary, sqlstate, dbtext = failure_logs(err)
+  if not id then
+    -- transactional mode rolled everything back: leave the row Prisma
+    -- would have left (inserted, then logs set; finished_at NULL = failed)
+    id = sys.uuid4()
+    conn:exec("INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES ($1, $2, $3, $4)",
+      id, m.checksum, now_utc(), m.name)
+  end
+  conn:try_exec("UPDATE _prisma_migrations SET logs = $1 WHERE id = $2", string.format(TEXT.P3018, m.name,
+    sqlstate, dbtext), id)
+  perror("P3018", "migration " .. m.name .. " failed: " .. primary,
+    "fix the cause, then recover: dhrun recover (or prisma migrate resolve --rolled-back \"" .. m.name .. "\")",
+    { m.name, sqlstate, dbtext }, { migration = m.name, sqlstate = sqlstate ~= "" and sqlstate or nil, row_id = id })
+end
+
+-- Scripts that cannot run inside a transaction block.
+local function needs_autocommit(sql)
+  local u = sql:upper()
+  return u:find("CONCURRENTLY", 1, true) or u:find("%f[%w]BEGIN%s*;") or u:find("%f[%w]COMMIT%s*;")
+end
+
+-- Applies one migration.  The caller holds the advisory lock.
+--
+-- Default (transactional) mode: the row and the script commit together,
+-- with `lock_timeout` set for the transaction and jittered retries when a
+-- lock is not granted in time, so a migration never waits in the lock queue
+-- for long and a lock timeout records nothing.  A script that fails leaves
+-- exactly Prisma's failed row.  A migration that cannot run in a
+-- transaction (CREATE INDEX CONCURRENTLY, its own BEGIN/COMMIT) is applied
+-- the way Prisma does it: row inserted first, script as one simple query.
+local function apply_one(conn, m, opts)
+  if opts.exact or needs_autocommit(m.sql) then
+    local id = sys.uuid4()
+    conn:exec("INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES ($1, $2, $3, $4)",
+      id, m.checksum, now_utc(), m.name)
+    if opts.on_apply then opts.on_apply(m) end
+    local ok, err = pcall(conn.exec_script, conn, m.sql)
+    if not ok then
+      if type(err) == "table" and err.kind == "interrupted" then error(err, 0) end
+      script_failed(conn, m, err, id)
+    end
+    conn:exec("UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1 WHERE id = $1", id)
+    conn:exec("UPDATE _prisma_migrations SET finished_at = $1 WHERE id = $2", now_utc(), id)
+    return id
+  end
+  local retries = opts.lock_retries or 10
+  local announced = false
+  for attempt = 1, retries do
+    local id
+    local ok, err = pcall(conn.transaction, conn, function()
+      if opts.lock_timeout then conn:query("SELECT set_config('lock_timeout', $1, true)", opts.lock_timeout) end
+      id = sys.uuid4()
+      conn:exec("INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES ($1, $2, $3, $4)",
+        id, m.checksum, now_utc(), m.name)
+      if opts.on_apply and not announced then announced = true; opts.on_apply(m) end
+      conn:exec_script(m.sql)
+      conn:exec("UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1 WHERE id = $1", id)
+      conn:exec("UPDATE _prisma_migrations SET finished_at = $1 WHERE id = $2", now_utc(), id)
+    end)
+    if ok then return id end
+    if type(err) == "table" and err.kind == "interrupted" then error(err, 0) end
+    if type(err) == "table" and err.sqlstate == "55P03" and opts.lock_timeout then
+      if attempt == retries then
+        error(sys.error("lock", 1, string.format("migration %s: a table it changes stayed locked by other sessions "
+          .. "(%d tries, lock_timeout %s each); nothing was applied", m.name, retries, opts.lock_timeout), {
+          hint = "find the blocking sessions in pg_stat_activity (long transactions), then run again",
+          sqlstate = "55P03" }), 0)
+      end
+      local wait = math.min(5, 0.2 * 2 ^ (attempt - 1)) * (0.5 + math.random())
+      if opts.on_retry then opts.on_retry(m, attempt, wait) end
+      sys.sleep(wait)
+    else
+      script_failed(conn, m, err, nil)
+    end
+  end
+end
+
+local function failed_rows_error(rows)
+  local lines, names = {}, {}
+  for _, r in ipairs(rows) do
+    if M.row_state(r) == "failed" then
+      lines[#lines + 1] = "The `" .. r.migration_name .. "` migration started at " .. M.chrono_time(r.started_at)
+        .. " failed"
+      names[#names + 1] = r.migration_name
+    end
+  end
+  if #names == 0 then return end
+  local text = TEXT.P3009 .. "\n" .. table.concat(lines, "\n")
+  error(sys.error("prisma", 1, "migration " .. names[1] .. " failed earlier; new migrations will not be applied "
+    .. "(Prisma P3009)", {
+      code = "P3009", prisma_message = text, detail = table.concat(lines, "; "), failed = names,
+      hint = "run `dhrun recover` (it resolves the failed migration and redeploys), "
+        .. "or prisma migrate resolve --rolled-back \"" .. names[1] .. "\"",
+    }), 0)
+end
+
+-- Applies pending migrations like `prisma migrate deploy`.
+--   opts.dry_run: apply nothing, return the plan
+--   opts.only:    apply only migrations whose name is in this set/list
+--   opts.until_name: stop after applying this migration
+--   opts.on_apply(m): called before each script runs
+-- Returns {applied = {names}, pending = {migrations}, text = Prisma's output}.
+function M.deploy(conn, dir, opts)
+  opts = opts or {}
+  check_provider(dir)
+  local list = M.list(dir)
+  local function plan()
+    local rows = M.rows(conn) or {}
+    failed_rows_error(rows)
+    local live = {}
+    for _, r in ipairs(rows) do
+      if is_null(r.rolled_back_at) then live[r.migration_name] = true end
+    end
+    local pending = {}
+    for _, m in ipairs(list) do
+      if not live[m.name] then pending[#pending + 1] = m end
+      if opts.until_name and m.name == opts.until_name then break end
+    end
+    return pending
+  end
+  if opts.dry_run then
+    return { applied = {}, pending = plan(), dry_run = true }
+  end
+  return M.with_lock(conn, function()
+    initialize(conn)
+    local pending = plan()
+    local applied = {}
+    for _, m in ipairs(pending) do
+      if not m.sql then
+        perror("P3015", "migration " .. m.name .. " has no migration.sql",
+          "restore " .. m.path .. " or delete the directory", { m.path })
+      end
+      apply_one(conn, m, opts)
+      applied[#applied + 1] = m.name
+    end
+    local text
+    if #applied == 0 then
+      text = "No pending migrations to apply."
+    else
+      local t = { "The following migration(s) have been applied:", "", "migrations/" }
+      for _, name in ipairs(applied) do
+        t[#t + 1] = "  └─ " .. name .. "/"
+        t[#t + 1] = "    └─ migration.sql"
+      end
+      t[#t + 1] = ""
+      t[#t + 1] = "All migrations have been successfully applied."
+      text = table.concat(t, "\n")
+    end
+    return { applied = applied, pending = pending, text = text }
+  end)
+end
+
+---------------------------------------------------------------------------
+-- Resolve
+
+-- `prisma migrate resolve --rolled-back NAME`
+function M.resolve_rolled_back(conn, name)
+  assert(type(name) == "string" and name ~= "", "resolve_rolled_back: migration name required")
+  return M.with_lock(conn, function()
+    if not M.table_exists(conn) then
+      error(sys.error("prisma", 1, "Invariant violation: called markMigrationRolledBack on a database without "
+        .. "migrations table.", { hint = "this database was never migrated by Prisma or dhrun" }), 0)
+    end
+    local rows = conn:query("SELECT id, finished_at, rolled_back_at FROM _prisma_migrations "
+      .. "WHERE migration_name = $1", name)
+    if #rows == 0 then
+      perror("P3011", "migration " .. name .. " was never applied to this database, so it cannot be rolled back",
+        "check the name: dhrun status lists the migrations", { name })
+    end
+    local failed = 0
+    for _, r in ipairs(rows) do
+      if is_null(r.finished_at) and is_null(r.rolled_back_at) then failed = failed + 1 end
+    end
+    local all_finished = true
+    for _, r in ipairs(rows) do
+      if is_null(r.finished_at) then all_finished = false end
+    end
+    if all_finished then
+      perror("P3012", "migration " .. name .. " is not in a failed state, so it cannot be marked rolled back",
+        "only failed migrations can be rolled back; to undo an applied one use the rollback flow", { name })
+    end
+    conn:exec("UPDATE _prisma_migrations SET rolled_back_at = $1 "
+      .. "WHERE migration_name = $2 AND finished_at IS NULL AND rolled_back_at IS NULL", now_utc(), name)
+    return { marked = failed, text = "\nMigration " .. name .. " marked as rolled back." }
+  end)
+end
+
+-- `prisma migrate resolve --applied NAME`
+function M.resolve_applied(conn, dir, name)
+  assert(type(name) == "string" and name ~= "", "resolve_applied: migration name required")
+  check_provider(dir)
+  return M.with_lock(conn, function()
+    local m
+    for _, x in ipairs(M.list(dir)) do
+      if x.name == name and x.sql then m = x end
+    end
+    if not m then
+      perror("P3017", "migration " .. name .. " was not found in " .. dir,
+        "pass the whole directory name, e.g. 20201207184859_initial_migration", { name })
+    end
+    if not M.table_exists(conn) then conn:exec(M.CREATE_TABLE) end
+    local done = conn:query_value("SELECT count(*) FROM _prisma_migrations "
+      .. "WHERE migration_name = $1 AND finished_at IS NOT NULL", name)
+    if done > 0 then
+      perror("P3008", "migration " .. name .. " is already recorded as applied", nil, { name })
+    end
+    local now = now_utc()
+    conn:exec("UPDATE _prisma_migrations SET rolled_back_at = $1 "
+      .. "WHERE migration_name = $2 AND finished_at IS NULL AND rolled_back_at IS NULL", now, name)
+    local id = sys.uuid4()
+    conn:exec("INSERT INTO _prisma_migrations (id, checksum, logs, started_at, finished_at, migration_name) "
+      .. "VALUES ($1, $2, '', $3, $3, $4)", id, m.checksum, now, name)
+    return { id = id, text = "\nMigration " .. name .. " marked as applied." }
+  end)
+end
+
+return M

@@ -1,0 +1,771 @@
+-- dhrun.tenancy: roll out a NOT NULL tenant column (e.g. "workspaceId") over
+-- several tables of a live PostgreSQL without stalling the application.
+--
+--   local t = tenancy.new(conn, spec)    -- validates spec against the catalog
+--   t:null_check([opts]) / t:has_nulls() -- catalog first, EXISTS probes, counts only offenders
+--   t:backfill([opts])                   -- keyset batches, resumable (dhrun.backfill_progress)
+--   t:enforce_not_null([opts])           -- CHECK NOT VALID -> VALIDATE -> SET NOT NULL -> DROP CHECK
+--   t:drop_not_null([opts])              -- rollback: DROP NOT NULL (optionally all tables in one transaction)
+--   t:state()                            -- nullable / check constraint per table, from the catalog
+--   tenancy.ddl_retry(conn, sql_or_fn, opts) -- SET LOCAL lock_timeout + jittered retries
+--
+-- Why it is shaped like this (see the online-schema-changes reference):
+--   * no table scan ever runs under ACCESS EXCLUSIVE: the scan is VALIDATE's
+--     (SHARE UPDATE EXCLUSIVE, DML keeps running), and SET NOT NULL then
+--     skips its scan because the valid CHECK proves there is no NULL;
+--   * every statement that waits for a table lock does so for at most
+--     lock_timeout, because a waiting ALTER blocks every query queued behind it;
+--   * the backfill commits one batch at a time and stores its cursor in the
+--     same transaction, so any interruption loses at most one batch of work.
+--
+-- lock_timeout is a PostgreSQL interval string ("300ms", "1s") or a number of
+-- milliseconds (PostgreSQL's own unit for that setting).
+local sys = require "dhrun.core.sys"
+local db = require "dhrun.db"
+
+local format, concat = string.format, table.concat
+
+local M = {}
+
+M.DEFAULTS = {
+  batch_size = 5000, max_batch_size = 50000, min_batch_size = 200, batch_target = 0.25, pause = 0,
+  lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5,
+}
+M.MAX_PASSES = 3
+M.PROGRESS_TABLE = "dhrun.backfill_progress"
+
+local CONFIG_HINT = "check tenancy.tables / tenancy.column in dhrun.config.lua"
+local SPEC_HINT = "check the tenancy settings in dhrun.config.lua"
+local NAMEDATALEN = 63 -- PostgreSQL truncates longer identifiers (bytes)
+
+-- SQLSTATEs worth another attempt: lock_not_available (lock_timeout),
+-- deadlock_detected, serialization_failure.
+local RETRYABLE = { ["55P03"] = true, ["40P01"] = true, ["40001"] = true }
+
+-- Table lock modes that conflict with the mode a statement needs; used to name
+-- the sessions that kept us waiting.
+local CONFLICTS = {
+  AccessExclusiveLock = { "AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock",
+    "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock" },
+  ShareUpdateExclusiveLock = { "ShareUpdateExclusiveLock", "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock",
+    "AccessExclusiveLock" },
+  RowExclusiveLock = { "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock" },
+}
+
+local function fail(kind, exit, message, fields)
+  error(sys.error(kind, exit, message, fields), 0)
+end
+
+local function config_error(message, hint)
+  fail("config", 2, "tenancy: " .. message, { hint = hint or SPEC_HINT })
+end
+
+local function isnull(v)
+  return v == nil or v == db.null
+end
+
+local function quiet_progress()
+  local p = {}
+  function p.update() end
+  function p.add() end
+  function p.finish() end
+  function p.fail() end
+  return p
+end
+
+local function lock_timeout_text(v)
+  if math.type(v) == "integer" and v >= 0 then return v .. "ms" end
+  if type(v) == "string" and v:match("^%s*%d+%.?%d*%s*%a*%s*$") then return v end
+  config_error(format("lock_timeout must be an interval like \"300ms\" or a number of milliseconds, got %s",
+    tostring(v)))
+end
+
+---------------------------------------------------------------------------
+-- Lock-timeout + jittered-retry helper
+
+-- Backoff before attempt n+1: exponential from `base`, capped at `max`, with
+-- "equal jitter" (half fixed, half random) so that several retrying clients
+-- do not hit the lock queue in lockstep.
+local function backoff(n, base, max)
+  local d = math.min(max, base * 2 ^ (n - 1))
+  return d / 2 + math.random() * d / 2
+end
+
+-- A PostgreSQL text[] literal, every element quoted (for a $n::text[] parameter).
+local function text_array(list)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = '"' .. v:gsub('[\\"]', "\\%0") .. '"' end
+  return "{" .. concat(out, ",") .. "}"
+end
+
+-- Sessions holding a table lock that conflicts with `mode` on one of
+-- `relations` (quoted qualified names), as one readable line each.
+local function blockers(conn, relations, mode)
+  local rows = conn:query([[
+    SELECT DISTINCT a.pid, coalesce(a.application_name, '') AS app, coalesce(a.state, '?') AS state,
+           to_char(a.query_start, 'YYYY-MM-DD HH24:MI:SS TZ') AS query_start,
+           round(extract(epoch FROM now() - a.query_start))::int8 AS query_age
+      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+       AND l.relation = ANY (ARRAY(SELECT to_regclass(r) FROM unnest($1::text[]) r))
+       AND l.mode = ANY ($2::text[])
+     ORDER BY a.pid]],
+    text_array(relations), text_array(CONFLICTS[mode] or CONFLICTS.AccessExclusiveLock))
+  local list, parts = {}, {}
+  for _, r in ipairs(rows) do
+    local b = { pid = r.pid, application_name = r.app, state = r.state,
+                query_start = not isnull(r.query_start) and r.query_start or nil,
+                query_age = not isnull(r.query_age) and r.query_age or nil }
+    list[#list + 1] = b
+    parts[#parts + 1] = format("pid %d (application \"%s\", %s%s)", b.pid, (b.application_name:gsub("%c", "?")),
+      b.state,
+      b.query_start and format(", query started %s, %d s ago", b.query_start, b.query_age) or "")
+  end
+  return list, concat(parts, "; ")
+end
+
+-- tenancy.ddl_retry(conn, sql_or_fn, opts) -> result, attempts
+--   Runs sql (conn:exec) or fn(conn) in its own transaction with
+--   SET LOCAL lock_timeout; on 55P03/40P01/40001 rolls back, waits a jittered
+--   exponential backoff and tries again, at most opts.retries more times.
+--   opts: lock_timeout, retries, retry_base, retry_max (as in the tenancy spec),
+--     log, what = "ALTER TABLE x ..." (for messages), hint, relations =
+--     {qualified names} and lockmode = "AccessExclusiveLock" (to name the
+--     blockers), on_retry = function(attempt, err) (e.g. to shrink a batch).
+--   After the last attempt raises dhrun.Error kind="lock", exit=1, naming the
+--   sessions holding conflicting locks (fields blockers, attempts, sqlstate).
+--   Other errors (SQL, interrupt) propagate unchanged.
+function M.ddl_retry(conn, work, opts)
+  opts = opts or {}
+  local D = M.DEFAULTS
+  local timeout = lock_timeout_text(opts.lock_timeout or D.lock_timeout)
+  local retries = opts.retries or D.retries
+  local base, max = opts.retry_base or D.retry_base, opts.retry_max or D.retry_max
+  local log = opts.log
+  local what = opts.what or (type(work) == "string" and work) or "statement"
+  if type(work) ~= "string" and type(work) ~= "function" then
+    error("bad argument #2 to 'ddl_retry' (SQL string or function expected)", 2)
+  end
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local ok, res = pcall(conn.transaction, conn, function(c)
+      -- set_config(..., true) is SET LOCAL: gone at COMMIT/ROLLBACK, and the
+      -- value travels as a parameter, never spliced into SQL.
+      c:query("SELECT set_config('lock_timeout', $1, true)", timeout)
+      if type(work) == "string" then return c:exec(work) end
+      return work(c)
+    end)
+    if ok then return res, attempt end
+    if type(res) ~= "table" or not RETRYABLE[res.sqlstate] then error(res, 0) end
+    if attempt > retries then
+      local list, text = {}, ""
+      if opts.relations then list, text = blockers(conn, opts.relations, opts.lockmode) end
+      local message = format("%s: gave up after %d attempt%s (lock_timeout %s, last error: %s)%s", what, attempt,
+        attempt == 1 and "" or "s", timeout, res.message or tostring(res),
+        #list > 0 and ("; blocked by " .. text) or "")
+      fail("lock", 1, message, {
+        hint = opts.hint or ("other sessions hold locks on the table (pids above); retry later, or end those "
+          .. "sessions (pg_terminate_backend) if they are stuck"),
+        blockers = list, attempts = attempt, sqlstate = res.sqlstate, cause = res,
+      })
+    end
+    if opts.on_retry then opts.on_retry(attempt, res) end
+    local delay = backoff(attempt, base, max)
+    if log then
+      log.warn(format("%s: %s; retry %d/%d in %.2f s", what, res.message or tostring(res), attempt, retries, delay))
+    end
+    sys.sleep(delay)
+  end
+end
+
+---------------------------------------------------------------------------
+-- Construction and catalog
+
+local Tenancy = {}
+Tenancy.__index = Tenancy
+
+local function check_number(spec, key, min, integer)
+  local v = spec[key]
+  if v == nil then return M.DEFAULTS[key] end
+  if type(v) ~= "number" or v < min or (integer and math.type(v) ~= "integer") then
+    config_error(format("%s must be a%s number >= %s, got %s", key, integer and "n integer" or "", min,
+      tostring(v)))
+  end
+  return v
+end
+
+-- "<table>_<column>_not_null", kept within PostgreSQL's 63-byte identifier
+-- limit (a truncated name would no longer match the catalog lookup, and the
+-- steps would not be idempotent): long names get a short hash suffix.
+local function constraint_name(tbl, col)
+  local name = tbl .. "_" .. col .. "_not_null"
+  if #name <= NAMEDATALEN then return name end
+  local head = name:sub(1, NAMEDATALEN - 9)
+  while #head > 0 and not utf8.len(head) do head = head:sub(1, -2) end -- never cut a UTF-8 sequence
+  return head .. "_" .. sys.sha256(name):sub(1, 8)
+end
+
+-- tenancy.new(conn, spec) -> t.  Raises kind="config", exit=2 when a table,
+-- the column or a primary key is missing.
+function M.new(conn, spec)
+  if (type(conn) ~= "table" and type(conn) ~= "userdata") or conn.query == nil then
+    error("bad argument #1 to 'new' (dhrun.db connection expected)", 2)
+  end
+  if type(spec) ~= "table" then error("bad argument #2 to 'new' (table expected)", 2) end
+  if type(spec.column) ~= "string" or spec.column == "" then
+    config_error("tenancy.column must be a column name (string)", CONFIG_HINT)
+  end
+  if type(spec.tables) ~= "table" or #spec.tables == 0 then
+    config_error("tenancy.tables must be a non-empty list of table names", CONFIG_HINT)
+  end
+  local backfill = spec.backfill or {}
+  if type(backfill) ~= "table" then config_error("tenancy.backfill must be a table") end
+
+  local self = setmetatable({ conn = conn, column = spec.column, tables = {}, spec = {} }, Tenancy)
+  for key in pairs(M.DEFAULTS) do self.spec[key] = spec[key] end
+  local s = self.spec
+  s.batch_size = check_number(spec, "batch_size", 1, true)
+  s.min_batch_size = check_number(spec, "min_batch_size", 1, true)
+  s.max_batch_size = check_number(spec, "max_batch_size", 1, true)
+  if s.min_batch_size > s.max_batch_size then
+    config_error(format("min_batch_size (%d) is larger than max_batch_size (%d)", s.min_batch_size,
+      s.max_batch_size))
+  end
+  s.batch_target = check_number(spec, "batch_target", 0.001)
+  s.pause = check_number(spec, "pause", 0)
+  s.retries = check_number(spec, "retries", 0, true)
+  s.retry_base = check_number(spec, "retry_base", 0)
+  s.retry_max = check_number(spec, "retry_max", 0)
+  s.lock_timeout = lock_timeout_text(spec.lock_timeout or M.DEFAULTS.lock_timeout)
+  self.log = spec.log or require "dhrun.log"
+  self.backfill_spec = backfill
+
+  local schema = spec.schema
+  if schema == nil then
+    schema = conn:query_value("SELECT current_schema()")
+    if isnull(schema) then
+      config_error("no current schema (search_path is empty); set tenancy.schema", CONFIG_HINT)
+    end
+  elseif type(schema) ~= "string" then
+    config_error("tenancy.schema must be a schema name (string)", CONFIG_HINT)
+  end
+  self.schema = schema
+
+  local known = {}
+  for i, name in ipairs(spec.tables) do
+    if type(name) ~= "string" or name == "" then
+      config_error(format("tenancy.tables[%d] must be a table name (string)", i), CONFIG_HINT)
+    end
+    known[name] = true
+    self.tables[i] = self:_describe(name)
+  end
+  for key, v in pairs(backfill) do
+    if key ~= "prepare" and not known[key] then
+      -- A subset of the tables may be rolled out at a time; a typo shows here.
+      self.log.warn(format("tenancy.backfill.%s is not one of tenancy.tables: ignored", tostring(key)))
+    end
+    if key ~= "prepare" and (type(v) ~= "table" or type(v.value) ~= "string") then
+      config_error(format("tenancy.backfill.%s must be a table with value = \"SQL expression\"", key))
+    end
+  end
+  if backfill.prepare ~= nil and type(backfill.prepare) ~= "string" and type(backfill.prepare) ~= "function" then
+    config_error("tenancy.backfill.prepare must be SQL (string) or a function(conn)")
+  end
+  return self
+end
+
+-- Catalog facts for one table: quoted name, primary key columns and types.
+function Tenancy:_describe(name)
+  local conn = self.conn
+  local qname = conn:quote_ident(self.schema) .. "." .. conn:quote_ident(name)
+  local row = conn:query_one([[
+    SELECT c.oid::int8 AS oid, c.relkind::text AS relkind,
+           (SELECT a.attnum FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped) AS attnum
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = $1 AND c.relname = $2]], self.schema, name, self.column)
+  if row == nil then
+    fail("config", 2, format("tenancy: table %s does not exist", qname), { hint = CONFIG_HINT, table = name })
+  end
+  if row.relkind ~= "r" and row.relkind ~= "p" then
+    fail("config", 2, format("tenancy: %s is not a table", qname), { hint = CONFIG_HINT, table = name })
+  end
+  if isnull(row.attnum) then
+    fail("config", 2, format("tenancy: column %s does not exist in table %s", conn:quote_ident(self.column), qname),
+      { hint = CONFIG_HINT, table = name, column = self.column })
+  end
+  local pk = conn:query([[
+    SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
+      FROM pg_index i
+      CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = $1::oid AND i.indisprimary
+     ORDER BY k.ord]], row.oid)
+  if #pk == 0 then
+    fail("config", 2, format("tenancy: table %s has no primary key (the backfill walks it in batches)", qname),
+      { hint = CONFIG_HINT, table = name })
+  end
+  local cols = {}
+  for i, r in ipairs(pk) do cols[i] = { name = r.name, type = r.type } end
+  return {
+    name = name, qname = qname, pk = cols,
+    constraint = constraint_name(name, self.column),
+    task = self.column .. ":" .. self.schema .. "." .. name,
+  }
+end
+
+-- nullable, check_constraint ("none"|"not_valid"|"valid") from the catalog.
+function Tenancy:_catalog(tb)
+  local row = self.conn:query_one([[
+    SELECT NOT a.attnotnull AS nullable,
+           coalesce((SELECT CASE WHEN con.convalidated THEN 'valid' ELSE 'not_valid' END
+                       FROM pg_constraint con
+                      WHERE con.conrelid = c.oid AND con.conname = $4 AND con.contype = 'c'), 'none') AS check
+      FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE n.nspname = $1 AND c.relname = $2]], self.schema, tb.name, self.column, tb.constraint)
+  if row == nil then
+    fail("config", 2, format("tenancy: table %s or its column %s no longer exists", tb.qname,
+      self.conn:quote_ident(self.column)), { hint = CONFIG_HINT, table = tb.name })
+  end
+  return row.nullable, row.check
+end
+
+function Tenancy:_col()
+  return self.conn:quote_ident(self.column)
+end
+
+-- EXISTS probe: stops at the first NULL (an index probe when the column is
+-- indexed); never a count of the whole table.
+function Tenancy:_probe(tb)
+  return self.conn:query_value(format("SELECT EXISTS (SELECT 1 FROM %s WHERE %s IS NULL)", tb.qname, self:_col()))
+end
+
+function Tenancy:_count_nulls(tb)
+  return self.conn:query_value(format("SELECT count(*) FROM %s WHERE %s IS NULL", tb.qname, self:_col()))
+end
+
+function Tenancy:_retry_opts(tb, what, lockmode, extra)
+  local s = self.spec
+  local o = { lock_timeout = s.lock_timeout, retries = s.retries, retry_base = s.retry_base,
+              retry_max = s.retry_max, log = self.log, what = what, lockmode = lockmode,
+              relations = tb and { tb.qname } or nil }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+---------------------------------------------------------------------------
+-- State and checks
+
+-- t:state() -> { {table=, nullable=, check_constraint=}, ... }
+function Tenancy:state()
+  local out = {}
+  for i, tb in ipairs(self.tables) do
+    local nullable, check = self:_catalog(tb)
+    out[i] = { table = tb.name, nullable = nullable, check_constraint = check }
+  end
+  return out
+end
+
+-- t:null_check([opts]) -> {ok=, tables={ {table=, enforced=, has_nulls=, nulls=} }, offenders=}
+--   opts.count = false: do not count the offending rows.
+function Tenancy:null_check(opts)
+  opts = opts or {}
+  local counting = opts.count ~= false
+  local report = { ok = true, tables = {}, offenders = counting and 0 or nil }
+  for i, tb in ipairs(self.tables) do
+    local nullable = self:_catalog(tb)
+    -- NOT NULL in the catalog is proof enough: no query touches the table.
+    local entry = { table = tb.name, enforced = not nullable, has_nulls = false }
+    if nullable then
+      entry.has_nulls = self:_probe(tb)
+      if entry.has_nulls then
+        report.ok = false
+        if counting then
+          entry.nulls = self:_count_nulls(tb)
+          report.offenders = report.offenders + entry.nulls
+        end
+      end
+    end
+    report.tables[i] = entry
+  end
+  return report
+end
+
+-- t:has_nulls() -> boolean (EXISTS probes only, stops at the first table with NULLs)
+function Tenancy:has_nulls()
+  for _, tb in ipairs(self.tables) do
+    if self:_catalog(tb) and self:_probe(tb) then return true end
+  end
+  return false
+end
+
+---------------------------------------------------------------------------
+-- Backfill
+
+local PROGRESS_DDL = [[
+CREATE SCHEMA IF NOT EXISTS dhrun;
+CREATE TABLE IF NOT EXISTS dhrun.backfill_progress (
+    task         text PRIMARY KEY,
+    cursor       text[],
+    pass         int NOT NULL DEFAULT 1,
+    rows_updated bigint NOT NULL DEFAULT 0,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz
+);]]
+
+function Tenancy:_progress_exists()
+  return not isnull(self.conn:query_value("SELECT to_regclass('dhrun.backfill_progress')::text"))
+end
+
+function Tenancy:_ensure_progress_table()
+  if self:_progress_exists() then return end
+  local ok, err = pcall(self.conn.exec_script, self.conn, PROGRESS_DDL)
+  -- Two runs creating it at the same moment: the loser sees a duplicate.
+  if not ok and not (type(err) == "table" and (err.sqlstate == "23505" or err.sqlstate == "42P07"
+      or err.sqlstate == "42P06")) then
+    error(err, 0)
+  end
+end
+
+function Tenancy:_read_progress(tb)
+  local r = self.conn:query_one([[
+    SELECT cursor::text AS cursor, pass, rows_updated, finished_at IS NOT NULL AS finished
+      FROM dhrun.backfill_progress WHERE task = $1]], tb.task)
+  if r == nil then return nil end
+  return { cursor = not isnull(r.cursor) and r.cursor or nil, pass = r.pass, rows_updated = r.rows_updated,
+           finished = r.finished }
+end
+
+-- The batch statement.  One keyset step over the primary key: pick the next
+-- `limit` keys after the cursor (an index range scan), update those rows that
+-- are still NULL, and return how many keys were visited, how many rows got a
+-- value, and the last key (the new cursor, as text[]).  $1 = limit,
+-- $2 = cursor (text[]; absent on the first batch of a pass).
+function Tenancy:_batch_sql(tb, first)
+  local conn, bf = self.conn, self.backfill_spec[tb.name]
+  local cols, texts, desc, join, after = {}, {}, {}, {}, {}
+  for i, c in ipairs(tb.pk) do
+    local q = conn:quote_ident(c.name)
+    cols[i], texts[i], desc[i] = q, q .. "::text", q .. " DESC"
+    join[i] = format("t.%s = dhrun_batch.%s", q, q)
+    after[i] = format("($2::text[])[%d]::%s", i, c.type)
+  end
+  local pk, col = concat(cols, ", "), self:_col()
+  return format([[
+WITH dhrun_batch AS (
+  SELECT %s FROM %s%s ORDER BY %s LIMIT $1
+), dhrun_updated AS (
+  UPDATE %s AS t SET %s = (%s)
+    FROM dhrun_batch%s
+   WHERE %s AND t.%s IS NULL%s
+  RETURNING t.%s AS dhrun_value
+)
+SELECT (SELECT count(*) FROM dhrun_batch) AS scanned,
+       (SELECT count(*) FROM dhrun_updated WHERE dhrun_value IS NOT NULL) AS updated,
+       (SELECT ARRAY[%s]::text FROM dhrun_batch ORDER BY %s LIMIT 1) AS cursor]],
+    pk, tb.qname, first and "" or format(" WHERE (%s) > (%s)", pk, concat(after, ", ")), pk,
+    tb.qname, col, bf.value,
+    bf.from and (", " .. bf.from) or "",
+    concat(join, " AND "), col, bf.where and (" AND (" .. bf.where .. ")") or "",
+    col, concat(texts, ", "), concat(desc, ", "))
+end
+
+-- Stores the new cursor in the batch's own transaction.  The old cursor in the
+-- WHERE clause makes two concurrent runs of one task fail instead of both
+-- writing.
+local PROGRESS_UPDATE = [[
+UPDATE dhrun.backfill_progress
+   SET cursor = $2::text[], rows_updated = rows_updated + $3, updated_at = now(),
+       finished_at = CASE WHEN $4::boolean THEN now() END
+ WHERE task = $1 AND pass = $5 AND cursor IS NOT DISTINCT FROM $6::text[] AND finished_at IS NULL]]
+
+-- One pass from the stored cursor to the end of the table.
+function Tenancy:_pass(tb, prog, res, opts)
+  local conn, s, log = self.conn, self.spec, self.log
+  local size = self.batch_size or s.batch_size
+  local first_sql, next_sql = self:_batch_sql(tb, true), self:_batch_sql(tb, false)
+  local estimate = conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass", tb.qname)
+  local p = log.progress and log.progress {
+    label = format("backfill %s (pass %d)", tb.name, prog.pass), unit = "rows",
+    total = (not isnull(estimate) and estimate > 0) and estimate or nil,
+  } or quiet_progress()
+  local scanned, updated = 0, 0
+  local ok, err = pcall(function()
+    while true do
+      local t0, out = sys.now(), nil
+      local _, attempts = M.ddl_retry(conn, function(c)
+        local sql, cursor = prog.cursor and next_sql or first_sql, prog.cursor
+        if cursor then out = c:query_one(sql, size, cursor) else out = c:query_one(sql, size) end
+        local new_cursor = isnull(out.cursor) and cursor or out.cursor
+        local done = out.scanned < size
+        if c:exec(PROGRESS_UPDATE, tb.task, new_cursor, out.updated, done, prog.pass, cursor) ~= 1 then
+          fail("lock", 1, format("backfill of %s: the progress row %q moved under us: another backfill of this "
+            .. "table is running", tb.qname, tb.task), { hint = "let the other run finish, then run again" })
+        end
+        out.cursor, out.done = new_cursor, done
+      end, self:_retry_opts(tb, "backfill batch on " .. tb.qname, "RowExclusiveLock", {
+        -- fewer rows per attempt: fewer row locks to wait for
+        on_retry = function() size = math.max(s.min_batch_size, size // 2) end,
+        hint = "long transactions hold locks on these rows or the table; run the backfill again later: it resumes "
+          .. "after the last committed batch",
+      }))
+      local took = sys.now() - t0
+      prog.cursor = out.cursor
+      scanned, updated = scanned + out.scanned, updated + out.updated
+      res.batches = res.batches + 1
+      p:update(scanned)
+      if opts.on_batch then
+        opts.on_batch { table = tb.name, pass = prog.pass, batch = res.batches, scanned = out.scanned,
+                        updated = out.updated, cursor = out.cursor, batch_size = size, seconds = took }
+      end
+      if out.done then break end
+      -- Adapt toward batch_target seconds per batch (only on clean attempts:
+      -- a retried batch's time is mostly waiting).
+      if attempts == 1 then
+        if took > 2 * s.batch_target then
+          size = math.max(s.min_batch_size, size // 2)
+        elseif took < s.batch_target / 2 then
+          size = math.min(s.max_batch_size, math.floor(size * 1.5))
+        end
+      end
+      if s.pause > 0 then sys.sleep(s.pause) end
+    end
+  end)
+  self.batch_size = size -- a further pass over this table starts at the adapted size
+  if not ok then
+    p:fail("stopped: " .. tostring(type(err) == "table" and err.message or err))
+    error(err, 0)
+  end
+  prog.finished = true
+  p:finish(format("%d rows updated, %d scanned", updated, scanned))
+  res.scanned, res.updated = res.scanned + scanned, res.updated + updated
+  return updated
+end
+
+function Tenancy:_backfill_table(tb, opts)
+  local conn = self.conn
+  local t0 = sys.now()
+  local res = { table = tb.name, updated = 0, scanned = 0, batches = 0, passes = 0, remaining = 0 }
+  self.batch_size = nil -- each table adapts from spec.batch_size: row widths differ
+  local nullable = self:_catalog(tb)
+  if not nullable or not self:_probe(tb) then
+    res.skipped, res.seconds = true, sys.now() - t0
+    self.log.info(format("backfill %s: no NULL %s, nothing to do", tb.name, self.column))
+    return res
+  end
+  conn:exec("INSERT INTO dhrun.backfill_progress (task) VALUES ($1) ON CONFLICT (task) DO NOTHING", tb.task)
+  local prog = self:_read_progress(tb)
+  if prog.cursor and not prog.finished then
+    self.log.info(format("backfill %s: resuming pass %d after key %s", tb.name, prog.pass, prog.cursor))
+  elseif prog.finished then
+    self.log.info(format("backfill %s: NULL %s found after a finished pass: starting pass %d", tb.name, self.column,
+      prog.pass + 1))
+  end
+  while true do
+    if prog.finished then
+      -- NULLs remain after a finished pass (rows written behind the cursor
+      -- meanwhile): walk the table again from the start.
+      conn:exec([[UPDATE dhrun.backfill_progress SET pass = pass + 1, cursor = NULL, finished_at = NULL,
+                  started_at = now(), updated_at = now() WHERE task = $1]], tb.task)
+      prog = self:_read_progress(tb)
+    end
+    local full = prog.cursor == nil
+    local n = self:_pass(tb, prog, res, opts)
+    res.passes = res.passes + 1
+    if not self:_probe(tb) then break end
+    -- A full pass that filled nothing will not fill anything the next time:
+    -- the remaining rows' value expression yields NULL.
+    if res.passes >= M.MAX_PASSES or (full and n == 0) then
+      res.remaining = self:_count_nulls(tb)
+      self.log.warn(format("backfill %s: %d row(s) still have NULL %s after %d pass(es) (their value expression "
+        .. "yields NULL, or rows keep arriving without it)", tb.name, res.remaining, self.column, res.passes))
+      break
+    end
+  end
+  res.seconds = sys.now() - t0
+  return res
+end
+
+function Tenancy:_backfill_dry_run()
+  local summary = { dry_run = true, tables = {}, updated = 0, nulls = 0 }
+  local progress = self:_progress_exists()
+  for i, tb in ipairs(self.tables) do
+    if not self.backfill_spec[tb.name] then
+      config_error(format("tenancy.backfill.%s is missing (how to compute %s for it)", tb.name, self.column))
+    end
+    local nullable = self:_catalog(tb)
+    local has = nullable and self:_probe(tb) or false
+    local entry = { table = tb.name, has_nulls = has, nulls = has and self:_count_nulls(tb) or 0,
+                    sql = self:_batch_sql(tb, true) }
+    local prog = progress and self:_read_progress(tb)
+    if prog and not prog.finished and prog.cursor then entry.resume_cursor, entry.pass = prog.cursor, prog.pass end
+    summary.nulls = summary.nulls + entry.nulls
+    summary.tables[i] = entry
+    self.log.info(format("dry run: backfill %s: %d row(s) with NULL %s%s", tb.name, entry.nulls, self.column,
+      entry.resume_cursor and format(" (would resume pass %d after key %s)", entry.pass, entry.resume_cursor) or ""))
+  end
+  return summary
+end
+
+-- t:backfill([opts]) -> {tables = { {table=, updated=, scanned=, batches=, passes=, remaining=, seconds=,
+--                        skipped=} }, updated = total, remaining = total}
+--   opts.dry_run: only report (counts, the batch SQL); changes nothing.
+--   opts.on_batch = function(info) after each committed batch:
+--     info = {table=, pass=, batch=, scanned=, updated=, cursor=, batch_size=, seconds=}
+function Tenancy:backfill(opts)
+  opts = opts or {}
+  if opts.dry_run then return self:_backfill_dry_run() end
+  for _, tb in ipairs(self.tables) do
+    if not self.backfill_spec[tb.name] then
+      config_error(format("tenancy.backfill.%s is missing (how to compute %s for it)", tb.name, self.column))
+    end
+  end
+  self:_ensure_progress_table()
+  local prepare = self.backfill_spec.prepare
+  if prepare then
+    M.ddl_retry(self.conn, function(c)
+      if type(prepare) == "function" then return prepare(c) end
+      c:exec_script(prepare)
+    end, self:_retry_opts(nil, "backfill prepare", nil))
+  end
+  local summary = { tables = {}, updated = 0, remaining = 0 }
+  for i, tb in ipairs(self.tables) do
+    local r = self:_backfill_table(tb, opts)
+    summary.tables[i] = r
+    summary.updated = summary.updated + r.updated
+    summary.remaining = summary.remaining + r.remaining
+  end
+  return summary
+end
+
+---------------------------------------------------------------------------
+-- NOT NULL enforcement and rollback
+
+local function nulls_error(tb, column)
+  fail("check", 1, format("%s has rows with NULL %s: run the backfill again", tb.name, column), {
+    hint = "the column stays nullable; run the backfill, then enforce again",
+    table = tb.name, column = column,
+  })
+end
+
+-- t:enforce_not_null([opts]) -> {tables = { {table=, action="already"|"enforced"|"planned", steps = {
+--                                 {step=, sql=, attempts=, seconds=} }} }}
+--   opts.dry_run: plan only (the SQL each table still needs).
+--   opts.on_step = function(table, step) before each step runs.
+function Tenancy:enforce_not_null(opts)
+  opts = opts or {}
+  local conn, col, log = self.conn, self:_col(), self.log
+  local result = { tables = {} }
+  for i, tb in ipairs(self.tables) do
+    local cname = conn:quote_ident(tb.constraint)
+    local sql = {
+      add_check = format("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID", tb.qname, cname, col),
+      validate = format("ALTER TABLE %s VALIDATE CONSTRAINT %s", tb.qname, cname),
+      set_not_null = format("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", tb.qname, col),
+      drop_check = format("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", tb.qname, cname),
+    }
+    -- Each step is planned from the catalog, so a rerun after an interruption
+    -- continues where the last one stopped.
+    local nullable, check = self:_catalog(tb)
+    local plan = {}
+    if nullable then
+      if check == "none" then plan[#plan + 1] = "add_check" end
+      if check ~= "valid" then plan[#plan + 1] = "validate" end
+      plan[#plan + 1] = "set_not_null"
+    end
+    if check ~= "none" or nullable then plan[#plan + 1] = "drop_check" end
+    local entry = { table = tb.name, steps = {} }
+    result.tables[i] = entry
+    if #plan == 0 then
+      entry.action = "already"
+    elseif opts.dry_run then
+      entry.action = "planned"
+      for j, step in ipairs(plan) do entry.steps[j] = { step = step, sql = sql[step] } end
+    else
+      entry.action = "enforced"
+      -- Refuse early when NULLs are visible: once the NOT VALID CHECK exists,
+      -- any UPDATE of a row still NULL would fail (until the CHECK is dropped).
+      if check ~= "valid" and nullable and self:_probe(tb) then
+        if check == "not_valid" then
+          M.ddl_retry(conn, sql.drop_check, self:_retry_opts(tb, sql.drop_check, "AccessExclusiveLock"))
+        end
+        nulls_error(tb, self.column)
+      end
+      for _, step in ipairs(plan) do
+        if opts.on_step then opts.on_step(tb.name, step) end
+        local t0 = sys.now()
+        local mode = step == "validate" and "ShareUpdateExclusiveLock" or "AccessExclusiveLock"
+        local ok, err, attempts = pcall(M.ddl_retry, conn, sql[step],
+          self:_retry_opts(tb, format("enforce NOT NULL on %s (step %s)", tb.qname, step), mode, { sql = sql[step] }))
+        if not ok then
+          if step == "validate" and type(err) == "table" and err.sqlstate == "23514" then
+            -- NULLs arrived after the probe: take the CHECK away again so the
+            -- application's writes to those rows keep working.
+            M.ddl_retry(conn, sql.drop_check, self:_retry_opts(tb, sql.drop_check, "AccessExclusiveLock"))
+            nulls_error(tb, self.column)
+          elseif step == "add_check" and type(err) == "table" and err.sqlstate == "42710" then
+            attempts = 1 -- created meanwhile by another run: fine, it is what we wanted
+          else
+            error(err, 0)
+          end
+        end
+        local took = sys.now() - t0
+        entry.steps[#entry.steps + 1] = { step = step, sql = sql[step], attempts = attempts, seconds = took }
+        log.debug(format("%s: %s (%.3f s, %d attempt%s)", tb.name, sql[step], took, attempts,
+          attempts == 1 and "" or "s"))
+      end
+      log.ok(format("%s.%s is NOT NULL", tb.name, self.column))
+    end
+  end
+  return result
+end
+
+-- t:drop_not_null([opts]) -> {tables = { {table=, action="already"|"dropped"|"planned", sql=, attempts=} }}
+--   opts.transaction = true: all tables in ONE transaction (retried as a
+--   whole on lock timeout); opts.also = function(conn) runs inside it before
+--   COMMIT.  opts.dry_run: plan only.
+function Tenancy:drop_not_null(opts)
+  opts = opts or {}
+  local conn, col = self.conn, self:_col()
+  local result = { tables = {} }
+  local todo = {}
+  for i, tb in ipairs(self.tables) do
+    local nullable, check = self:_catalog(tb)
+    local entry = { table = tb.name }
+    if nullable and check == "none" then
+      entry.action = "already"
+    else
+      entry.action = opts.dry_run and "planned" or "dropped"
+      -- One statement: the ACCESS EXCLUSIVE lock is taken once.
+      entry.sql = format("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL, DROP CONSTRAINT IF EXISTS %s", tb.qname,
+        col, conn:quote_ident(tb.constraint))
+      todo[#todo + 1] = { tb = tb, entry = entry }
+    end
+    result.tables[i] = entry
+  end
+  if opts.dry_run then return result end
+  if opts.transaction then
+    local names = {}
+    for i, tb in ipairs(self.tables) do names[i] = tb.qname end
+    local _, attempts = M.ddl_retry(conn, function(c)
+      for _, t in ipairs(todo) do c:exec(t.entry.sql) end
+      if opts.also then opts.also(c) end
+    end, self:_retry_opts(nil, "DROP NOT NULL on " .. concat(names, ", "), "AccessExclusiveLock",
+      { relations = names }))
+    for _, t in ipairs(todo) do t.entry.attempts = attempts end
+  else
+    for _, t in ipairs(todo) do
+      local _, attempts = M.ddl_retry(conn, t.entry.sql, self:_retry_opts(t.tb, t.entry.sql, "AccessExclusiveLock"))
+      t.entry.attempts = attempts
+    end
+    if opts.also then opts.also(conn) end
+  end
+  for _, t in ipairs(todo) do self.log.ok(format("%s.%s is nullable again", t.tb.name, self.column)) end
+  return result
+end
+
+return M

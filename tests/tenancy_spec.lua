@@ -1,0 +1,697 @@
+-- dhrun.tenancy against a real PostgreSQL: a fresh database per test, small
+-- tables of our own (int, text and composite primary keys), real dhrun
+-- subprocesses for the kill -9 and the lock-queue tests.
+local db = require "dhrun.db"
+local sys = require "dhrun.core.sys"
+local process = require "dhrun.process"
+local tenancy = require "dhrun.tenancy"
+local cjson = require "cjson"
+local testdb = require "testdb"
+local sh = require "sh"
+
+local format = string.format
+local q = db.quote_ident
+
+-- A log that records lines instead of printing them (no progress bars).
+local function quiet_log()
+  local log = { lines = {} }
+  for _, level in ipairs { "debug", "info", "ok", "warn", "error" } do
+    log[level] = function(fmt, ...)
+      log.lines[#log.lines + 1] = level .. ": " .. (select("#", ...) > 0 and fmt:format(...) or fmt)
+    end
+  end
+  return log
+end
+
+-- A fresh database; connections opened through env.connect are closed and
+-- the database dropped when the test ends, whatever happens.
+local function setup()
+  local d = testdb.create()
+  local cleanup = {}
+  finally(function()
+    for i = #cleanup, 1, -1 do pcall(cleanup[i]) end
+    testdb.drop(d.name)
+  end)
+  local env = { db = d, cleanup = cleanup }
+  function env.connect()
+    local c = d.connect()
+    cleanup[#cleanup + 1] = function() c:close() end
+    return c
+  end
+  env.conn = env.connect()
+  return env
+end
+
+-- Three tables with the three kinds of primary key.  "Note" keys are chosen
+-- to stress the text[] cursor: commas, quotes, braces, backslashes, the
+-- word NULL, an empty string, non-ASCII.
+local SCHEMA = [[
+CREATE TABLE "Account" (id int PRIMARY KEY, name text NOT NULL, "workspaceId" text);
+CREATE TABLE "Note" (key text PRIMARY KEY, "accountId" int NOT NULL, "workspaceId" text);
+CREATE TABLE "Metric" ("accountId" int, day date, clicks int NOT NULL, "workspaceId" text,
+                       PRIMARY KEY ("accountId", day));
+]]
+
+local function populate(conn, n)
+  conn:exec_script(SCHEMA)
+  conn:exec([[INSERT INTO "Account" (id, name) SELECT g, 'account ' || g FROM generate_series(1, $1) g]], n)
+  conn:exec([[INSERT INTO "Note" (key, "accountId")
+              SELECT (ARRAY['a,b', 'q"uote', '{brace}', 'back\slash', 'ü NULL', 'x y', 'plain'])[1 + g % 7] || g,
+                     1 + g % $1
+                FROM generate_series(1, $1) g]], n)
+  conn:exec([[INSERT INTO "Note" (key, "accountId") VALUES ('NULL', 1), ('', 2), (',', 3), ('"', 4), ('{}', 5),
+              ('\', 6)]])
+  conn:exec([[INSERT INTO "Metric" ("accountId", day, clicks)
+              SELECT a, date '2025-01-01' + d, a * d FROM generate_series(1, $1) a, generate_series(0, 3) d]], n)
+end
+
+local function spec(extra)
+  local s = {
+    column = "workspaceId",
+    tables = { "Account", "Note", "Metric" },
+    backfill = {
+      Account = { value = [['ws-' || (t.id % 5)]] },
+      Note = { value = [[a."workspaceId"]], from = [["Account" a]], where = [[a.id = t."accountId"]] },
+      Metric = { value = [[a."workspaceId"]], from = [["Account" a]], where = [[a.id = t."accountId"]] },
+    },
+    batch_size = 10, min_batch_size = 10, max_batch_size = 10,
+    lock_timeout = "1s", retries = 3, retry_base = 0.05,
+    log = quiet_log(),
+  }
+  for k, v in pairs(extra or {}) do s[k] = v end
+  return s
+end
+
+-- The expected result: copies of the tables in schema "ref", each filled by
+-- ONE plain UPDATE with the same value expressions.
+local function make_reference(env, s)
+  local c = env.connect()
+  c:exec("CREATE SCHEMA ref")
+  for _, name in ipairs(s.tables) do
+    c:exec(format("CREATE TABLE ref.%s AS SELECT * FROM public.%s", q(name), q(name)))
+  end
+  c:exec("SET search_path = ref")
+  for _, name in ipairs(s.tables) do
+    local b = s.backfill[name]
+    c:exec(format('UPDATE %s AS t SET "workspaceId" = (%s)%s WHERE t."workspaceId" IS NULL%s', q(name), b.value,
+      b.from and (" FROM " .. b.from) or "", b.where and (" AND " .. b.where) or ""))
+  end
+  c:close()
+end
+
+local function digest(conn, schema, name)
+  return conn:query_value(format([[SELECT md5(coalesce(string_agg(x::text, E'\n' ORDER BY x::text), ''))
+                                     FROM %s.%s x]], q(schema), q(name)))
+end
+
+local function count(conn, sql, ...)
+  return conn:query_value("SELECT count(*) FROM " .. sql, ...)
+end
+
+local function fill_all(conn)
+  for _, name in ipairs { "Account", "Note", "Metric" } do
+    conn:exec(format([[UPDATE %s SET "workspaceId" = 'w']], q(name)))
+  end
+end
+
+local function catch(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  return err
+end
+
+local function exists(path)
+  local f = io.open(path)
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function wait_for(pred, seconds, what)
+  local deadline = sys.now() + seconds
+  while not pred() do
+    if sys.now() > deadline then error("timed out waiting for " .. what) end
+    sys.sleep(0.02)
+  end
+end
+
+-- A backfill of "Account" in small batches, run by a real dhrun process;
+-- prints the summary as JSON on its last line.
+local BACKFILL_SCRIPT = [[
+  local conn = require("dhrun.db").connect(os.getenv("TEN_DB"))
+  local t = require("dhrun.tenancy").new(conn, {
+    column = "workspaceId", tables = { "Account" },
+    backfill = { Account = { value = [=['ws-' || (t.id % 5)]=] } },
+    batch_size = 10, min_batch_size = 10, max_batch_size = 10, pause = tonumber(os.getenv("TEN_PAUSE")),
+  })
+  print(require("cjson").encode(t:backfill()))
+]]
+
+local function committed(conn, n)
+  return function()
+    local ok, v = pcall(conn.query_value, conn, "SELECT rows_updated FROM dhrun.backfill_progress")
+    return ok and v ~= nil and v >= n
+  end
+end
+
+local function sessions_gone(conn)
+  return function()
+    return count(conn, "pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()") == 0
+  end
+end
+
+describe("dhrun.tenancy", function()
+  it("rejects a missing table, column or primary key with a one-line exit-2 config error", function()
+    local env = setup()
+    env.conn:exec_script(SCHEMA .. [[CREATE TABLE "Loose" (x int, "workspaceId" text);]])
+
+    local err = catch(tenancy.new, env.conn, { column = "workspaceId", tables = { "Account", "Acount" } })
+    assert.are.equal("config", err.kind)
+    assert.are.equal(2, err.exit)
+    assert.are.equal('tenancy: table "public"."Acount" does not exist', err.message)
+    assert.are.equal("check tenancy.tables / tenancy.column in dhrun.config.lua", err.hint)
+
+    err = catch(tenancy.new, env.conn, { column = "tenantId", tables = { "Account" } })
+    assert.are.equal(2, err.exit)
+    assert.are.equal('tenancy: column "tenantId" does not exist in table "public"."Account"', err.message)
+
+    err = catch(tenancy.new, env.conn, { column = "workspaceId", tables = { "Loose" } })
+    assert.are.equal(2, err.exit)
+    assert.matches('"public"."Loose" has no primary key', err.message, 1, true)
+
+    -- What the engineer sees: exit code 2, the problem and the hint, nothing else.
+    local r = sh.dhrun({ "-e", [[
+      local conn = require("dhrun.db").connect(os.getenv("TEN_DB"))
+      require("dhrun.tenancy").new(conn, { column = "workspaceId", tables = { "Account", "Acount" } })
+    ]] }, { env = { TEN_DB = env.db.conninfo } })
+    assert.are.equal(2, r.code)
+    assert.are.equal('dhrun: tenancy: table "public"."Acount" does not exist\n'
+      .. "dhrun: hint: check tenancy.tables / tenancy.column in dhrun.config.lua\n", r.stderr)
+  end)
+
+  it("null_check probes nullable tables and counts only the offenders", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 30)
+    conn:exec([[UPDATE "Account" SET "workspaceId" = 'w' WHERE id > 3]])
+    conn:exec([[UPDATE "Note" SET "workspaceId" = 'w']])
+    local t = tenancy.new(conn, spec())
+
+    local r = t:null_check()
+    assert.is_false(r.ok)
+    assert.are.same({ table = "Account", enforced = false, has_nulls = true, nulls = 3 }, r.tables[1])
+    assert.are.same({ table = "Note", enforced = false, has_nulls = false }, r.tables[2])
+    assert.are.same({ table = "Metric", enforced = false, has_nulls = true, nulls = 120 }, r.tables[3])
+    assert.are.equal(123, r.offenders)
+    assert.is_true(t:has_nulls())
+
+    r = t:null_check { count = false }
+    assert.is_nil(r.offenders)
+    assert.are.same({ table = "Account", enforced = false, has_nulls = true }, r.tables[1])
+
+    fill_all(conn)
+    r = t:null_check()
+    assert.is_true(r.ok)
+    assert.are.equal(0, r.offenders)
+    assert.is_false(t:has_nulls())
+  end)
+
+  it("null_check answers from the catalog once NOT NULL is enforced: no query touches the table", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 20)
+    fill_all(conn)
+    local t = tenancy.new(conn, spec())
+    t:enforce_not_null()
+    -- A role that may read the catalog but none of the tables.
+    local role = "dhrun_t_noread_" .. sys.uuid4():sub(1, 8)
+    conn:exec("CREATE ROLE " .. q(role))
+    env.cleanup[#env.cleanup + 1] = function()
+      conn:exec("RESET ROLE")
+      conn:exec("DROP ROLE " .. q(role))
+    end
+
+    conn:exec("SET ROLE " .. q(role))
+    local r = t:null_check()
+    assert.is_true(r.ok)
+    for _, e in ipairs(r.tables) do
+      assert.are.same({ table = e.table, enforced = true, has_nulls = false }, e)
+    end
+
+    -- Control: with one table nullable again, the check does read it, and
+    -- this role may not.
+    conn:exec("RESET ROLE")
+    conn:exec([[ALTER TABLE "Note" ALTER COLUMN "workspaceId" DROP NOT NULL]])
+    conn:exec("SET ROLE " .. q(role))
+    local err = catch(t.null_check, t)
+    assert.are.equal("42501", err.sqlstate)
+    assert.matches("Note", err.message, 1, true)
+    conn:exec("RESET ROLE")
+  end)
+
+  it("backfills int, text and composite keys batch by batch, committing each, like one UPDATE would", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 40)
+    local s = spec()
+    make_reference(env, s)
+    local observer = env.connect()
+    local done, seen = {}, {}
+    local t = tenancy.new(conn, s)
+    local summary = t:backfill { on_batch = function(info)
+      -- Another session sees each batch as soon as it returns: committed.
+      done[info.table] = (done[info.table] or 0) + info.updated
+      seen[#seen + 1] = { done[info.table], count(observer, q(info.table) .. ' WHERE "workspaceId" IS NOT NULL') }
+    end }
+
+    for _, name in ipairs(s.tables) do
+      assert.are.equal(digest(conn, "ref", name), digest(conn, "public", name), name)
+    end
+    assert.are.equal(40 + 46 + 160, summary.updated)
+    assert.are.same({ table = "Account", updated = 40, scanned = 40, batches = 5, passes = 1, remaining = 0 },
+      { table = summary.tables[1].table, updated = summary.tables[1].updated, scanned = summary.tables[1].scanned,
+        batches = summary.tables[1].batches, passes = summary.tables[1].passes,
+        remaining = summary.tables[1].remaining })
+    assert.are.equal(46, summary.tables[2].scanned)
+    assert.are.equal(5, summary.tables[2].batches)
+    assert.are.equal(17, summary.tables[3].batches)
+    assert.are.equal(5 + 5 + 17, #seen)
+    for _, pair in ipairs(seen) do assert.are.equal(pair[1], pair[2]) end
+    assert.is_true(t:null_check().ok)
+
+    local rows = conn:query([[SELECT task, pass, rows_updated, finished_at IS NOT NULL AS finished
+                                FROM dhrun.backfill_progress ORDER BY task]])
+    assert.are.equal(3, #rows)
+    assert.are.same({ "workspaceId:public.Account", 1, 40, true },
+      { rows[1].task, rows[1].pass, rows[1].rows_updated, rows[1].finished })
+    assert.are.same({ "workspaceId:public.Note", 46, true }, { rows[3].task, rows[3].rows_updated, rows[3].finished })
+
+    -- Nothing left: a second run only probes.
+    summary = t:backfill()
+    assert.are.equal(0, summary.updated)
+    assert.is_true(summary.tables[1].skipped)
+  end)
+
+  it("adapts the batch size toward batch_target within min/max", function()
+    local env = setup()
+    populate(env.conn, 200)
+    env.conn:exec([[UPDATE "Account" SET "workspaceId" = 'w']])
+    local sizes = {}
+    local t = tenancy.new(env.conn, spec { tables = { "Metric" }, batch_size = 20, min_batch_size = 10,
+      max_batch_size = 100, batch_target = 10 })
+    t:backfill { on_batch = function(info) sizes[#sizes + 1] = info.batch_size end }
+    -- Fast batches grow by 1.5x up to the maximum.
+    assert.are.same({ 20, 30, 45, 67, 100 }, { sizes[1], sizes[2], sizes[3], sizes[4], sizes[5] })
+    assert.are.equal(100, sizes[#sizes])
+    assert.is_true(tenancy.new(env.conn, spec { tables = { "Metric" } }):null_check().ok)
+  end)
+
+  it("leaves rows whose value expression yields NULL alone and reports them", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 40)
+    local s = spec { tables = { "Account" } }
+    s.backfill = { Account = { value = [[CASE WHEN t.id % 10 = 0 THEN NULL ELSE 'ws-' || t.id END]] } }
+    local t = tenancy.new(conn, s)
+    local summary = t:backfill()
+    assert.are.equal(36, summary.updated)
+    assert.are.equal(4, summary.remaining)
+    assert.are.equal(4, summary.tables[1].remaining)
+    assert.are.equal(2, summary.tables[1].passes) -- the second pass found nothing more to fill, so it stopped
+    assert.matches("4 row%(s%) still have NULL workspaceId", s.log.lines[#s.log.lines])
+
+    local r = t:null_check()
+    assert.is_false(r.ok)
+    assert.are.equal(4, r.tables[1].nulls)
+    assert.are.equal(4, count(conn, [["Account" WHERE id % 10 = 0 AND "workspaceId" IS NULL]]))
+    assert.are.equal(36, count(conn, [["Account" WHERE "workspaceId" = 'ws-' || id]]))
+  end)
+
+  it("gives rows written behind the cursor a second pass", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 40)
+    local app = env.connect()
+    local t = tenancy.new(conn, spec { tables = { "Account", "Note" } })
+    local summary = t:backfill { on_batch = function(info)
+      if info.batch == 2 and info.table == "Account" then
+        -- The application writes rows without the column meanwhile: one
+        -- behind the cursor, one ahead of it.
+        app:exec([[INSERT INTO "Account" (id, name) VALUES (0, 'behind'), (1000, 'ahead')]])
+        app:exec([[INSERT INTO "Note" (key, "accountId") VALUES ('  first', 1)]])
+      end
+    end }
+    assert.are.equal(2, summary.tables[1].passes)
+    assert.are.equal(42, summary.tables[1].updated)
+    assert.are.equal(0, summary.remaining)
+    assert.are.equal(1, summary.tables[2].passes) -- the Note row arrived before its pass began
+    assert.are.equal("ws-0", conn:query_value([[SELECT "workspaceId" FROM "Account" WHERE id = 0]]))
+    assert.is_true(t:null_check().ok)
+    local row = conn:query_one([[SELECT pass, finished_at IS NOT NULL AS finished, rows_updated
+                                  FROM dhrun.backfill_progress WHERE task = 'workspaceId:public.Account']])
+    assert.are.same({ 2, true, 42 }, { row.pass, row.finished, row.rows_updated })
+  end)
+
+  it("resumes from the stored cursor after kill -9 and ends with exactly the expected data", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 600)
+    local s = spec { tables = { "Account" } }
+    make_reference(env, s)
+    local script = sh.tmpfile("backfill.lua", BACKFILL_SCRIPT)
+    local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0.02" } })
+    wait_for(committed(conn, 100), 20, "the backfill to commit 100 rows")
+    proc:kill("KILL")
+    local killed = assert(proc:wait(5))
+    assert.are.equal("SIGKILL", killed.signame)
+    -- Let the server notice the dead client before looking (a COMMIT it had
+    -- already sent may still land).
+    wait_for(sessions_gone(conn), 10, "the killed backfill's session to end")
+
+    local row = conn:query_one([[SELECT cursor[1]::int AS cursor, rows_updated, finished_at IS NULL AS open
+                                  FROM dhrun.backfill_progress]])
+    assert.is_true(row.open)
+    assert.is_true(row.cursor < 600)
+    -- Each batch and its cursor commit together: what is filled is exactly
+    -- the keys up to the cursor.
+    assert.are.equal(row.rows_updated, count(conn, [["Account" WHERE "workspaceId" IS NOT NULL]]))
+    assert.are.equal(row.cursor, count(conn, [["Account" WHERE "workspaceId" IS NOT NULL AND id <= $1]], row.cursor))
+
+    local r = sh.dhrun({ script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0" } })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("backfill Account: resuming pass 1 after key {" .. row.cursor .. "}", r.stdout, 1, true)
+    local summary = cjson.decode(r.stdout:match("[^\n]+\n$"))
+    assert.are.equal(600 - row.cursor, summary.tables[1].scanned)
+    assert.are.equal(600 - row.rows_updated, summary.updated)
+    assert.are.equal(digest(conn, "ref", "Account"), digest(conn, "public", "Account"))
+    assert.are.same({ 600, true }, { conn:query_value("SELECT rows_updated FROM dhrun.backfill_progress"),
+      conn:query_value("SELECT finished_at IS NOT NULL FROM dhrun.backfill_progress") })
+  end)
+
+  it("stops cleanly on Ctrl-C: exit 130, the open batch rolled back, the cursor consistent", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 600)
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/backfill.lua", BACKFILL_SCRIPT)
+    local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0.02" },
+      stderr = dir .. "/err" })
+    wait_for(committed(conn, 50), 20, "the backfill to commit 50 rows")
+    local t0 = sys.now()
+    proc:kill("INT")
+    local r = assert(proc:wait(5))
+    assert.is_true(sys.now() - t0 < 2)
+    assert.are.equal(130, r.code)
+    assert.matches("dhrun: interrupted (Ctrl-C)", sh.read(dir .. "/err"), 1, true)
+    wait_for(sessions_gone(conn), 10, "the interrupted backfill's session to end")
+    local row = conn:query_one([[SELECT cursor[1]::int AS cursor, rows_updated, finished_at IS NULL AS open
+                                  FROM dhrun.backfill_progress]])
+    assert.is_true(row.open)
+    assert.are.equal(row.rows_updated, count(conn, [["Account" WHERE "workspaceId" IS NOT NULL]]))
+    assert.are.equal(row.cursor, row.rows_updated)
+  end)
+
+  it("runs backfill.prepare first, in its own transaction", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 20)
+    local s = spec { tables = { "Account" } }
+    s.backfill = {
+      prepare = [[CREATE TABLE IF NOT EXISTS "Workspace" (n int PRIMARY KEY, id text NOT NULL);
+                  INSERT INTO "Workspace" SELECT n, 'personal-' || n FROM generate_series(0, 4) n
+                  ON CONFLICT DO NOTHING]],
+      Account = { value = [[w.id]], from = [["Workspace" w]], where = [[w.n = t.id % 5]] },
+    }
+    local t = tenancy.new(conn, s)
+    assert.are.equal(20, t:backfill().updated)
+    assert.are.equal(4, count(conn, [["Account" WHERE "workspaceId" = 'personal-0']]))
+    assert.are.equal(0, t:backfill().updated) -- prepare ran again, harmlessly
+
+    -- A failing prepare leaves nothing behind and stops the backfill.
+    conn:exec([[INSERT INTO "Account" (id, name) VALUES (100, 'new')]])
+    s.backfill.prepare = [[CREATE TABLE "Other" (x int); SELECT 1/0]]
+    local err = catch(t.backfill, tenancy.new(conn, s))
+    assert.are.equal("22012", err.sqlstate)
+    assert.are.equal(db.null, conn:query_value([[SELECT to_regclass('"Other"')::text]]))
+    assert.are.equal(1, count(conn, [["Account" WHERE "workspaceId" IS NULL]]))
+  end)
+
+  it("retries a batch blocked by a row lock, then gives up with a clear error", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 30)
+    local app = env.connect()
+    app:exec("BEGIN")
+    app:exec([[UPDATE "Account" SET name = 'busy' WHERE id = 5]])
+    local t = tenancy.new(conn, spec { tables = { "Account" }, lock_timeout = "100ms", retries = 2 })
+    local t0 = sys.now()
+    local err = catch(t.backfill, t)
+    assert.is_true(sys.now() - t0 < 3)
+    assert.are.equal("lock", err.kind)
+    assert.are.equal(1, err.exit)
+    assert.are.equal(3, err.attempts)
+    assert.matches('backfill batch on "public"."Account": gave up after 3 attempts', err.message, 1, true)
+    assert.are.equal(0, count(conn, [["Account" WHERE "workspaceId" IS NOT NULL]]))
+    app:exec("ROLLBACK")
+    assert.are.equal(30, t:backfill().updated)
+  end)
+
+  it("enforces NOT NULL online step by step, continuing an interrupted run, idempotently", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 20)
+    fill_all(conn)
+    -- An earlier run stopped after step 1 on "Note", and after step 3 on "Metric".
+    conn:exec([[ALTER TABLE "Note" ADD CONSTRAINT "Note_workspaceId_not_null" CHECK ("workspaceId" IS NOT NULL)
+                NOT VALID]])
+    conn:exec([[ALTER TABLE "Metric" ADD CONSTRAINT "Metric_workspaceId_not_null" CHECK ("workspaceId" IS NOT NULL),
+                ALTER COLUMN "workspaceId" SET NOT NULL]])
+    local t = tenancy.new(conn, spec())
+    assert.are.same({
+      { table = "Account", nullable = true, check_constraint = "none" },
+      { table = "Note", nullable = true, check_constraint = "not_valid" },
+      { table = "Metric", nullable = false, check_constraint = "valid" },
+    }, t:state())
+
+    local plan = t:enforce_not_null { dry_run = true }
+    local function steps(entry)
+      local out = {}
+      for i, st in ipairs(entry.steps) do out[i] = st.step end
+      return out
+    end
+    assert.are.same({ "add_check", "validate", "set_not_null", "drop_check" }, steps(plan.tables[1]))
+    assert.are.equal('ALTER TABLE "public"."Account" ADD CONSTRAINT "Account_workspaceId_not_null" '
+      .. 'CHECK ("workspaceId" IS NOT NULL) NOT VALID', plan.tables[1].steps[1].sql)
+    assert.are.same({ "validate", "set_not_null", "drop_check" }, steps(plan.tables[2]))
+    assert.are.same({ "drop_check" }, steps(plan.tables[3]))
+    assert.are.equal("none", t:state()[1].check_constraint) -- the plan changed nothing
+
+    local res = t:enforce_not_null()
+    for i, name in ipairs { "Account", "Note", "Metric" } do
+      assert.are.equal(name, res.tables[i].table)
+      assert.are.equal("enforced", res.tables[i].action)
+    end
+    assert.are.same({ "validate", "set_not_null", "drop_check" }, steps(res.tables[2]))
+    assert.are.equal(1, res.tables[1].steps[1].attempts)
+    assert.are.equal(3, conn:query_value([[SELECT count(*) FROM pg_attribute WHERE attname = 'workspaceId'
+                                            AND attnotnull AND attrelid::regclass::text IN
+                                            ('"Account"', '"Note"', '"Metric"')]]))
+    assert.are.equal(0, count(conn, [[pg_constraint WHERE conname LIKE '%not_null']]))
+    for _, st in ipairs(t:state()) do
+      assert.are.same({ nullable = false, check_constraint = "none" },
+        { nullable = st.nullable, check_constraint = st.check_constraint })
+    end
+
+    res = t:enforce_not_null()
+    for _, e in ipairs(res.tables) do
+      assert.are.equal("already", e.action)
+      assert.are.same({}, e.steps)
+    end
+  end)
+
+  it("refuses while NULLs exist, also when VALIDATE finds one, and the table stays nullable", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 20)
+    fill_all(conn)
+    conn:exec([[UPDATE "Note" SET "workspaceId" = NULL WHERE key = 'NULL']])
+    local t = tenancy.new(conn, spec())
+    local ran = {}
+    local err = catch(t.enforce_not_null, t, { on_step = function(name, step) ran[#ran + 1] = name .. ":" .. step end })
+    -- Refused before any DDL on "Note": a NOT VALID CHECK would already make
+    -- the application's UPDATEs of its NULL rows fail.
+    assert.are.same({ "Account:add_check", "Account:validate", "Account:set_not_null", "Account:drop_check" }, ran)
+    assert.are.equal("check", err.kind)
+    assert.are.equal(1, err.exit)
+    assert.are.equal("Note has rows with NULL workspaceId: run the backfill again", err.message)
+    local st = t:state()
+    assert.are.same({ true, "none" }, { st[2].nullable, st[2].check_constraint })
+    assert.is_true(st[3].nullable) -- later tables untouched
+
+    -- A NULL row arriving between the probe and the constraint: VALIDATE
+    -- finds it, and the CHECK is taken away again.
+    conn:exec([[UPDATE "Note" SET "workspaceId" = 'w']])
+    local app = env.connect()
+    err = catch(t.enforce_not_null, t, { on_step = function(name, step)
+      if name == "Metric" and step == "add_check" then
+        app:exec([[INSERT INTO "Metric" ("accountId", day, clicks) VALUES (1, '2030-01-01', 0)]])
+      end
+    end })
+    assert.are.equal("check", err.kind)
+    assert.are.equal("Metric has rows with NULL workspaceId: run the backfill again", err.message)
+    st = t:state()
+    assert.are.same({ true, "none" }, { st[3].nullable, st[3].check_constraint })
+    assert.are.same({ false, false }, { st[1].nullable, st[2].nullable })
+    -- The application can still write the NULL row (no CHECK left behind).
+    app:exec([[UPDATE "Metric" SET clicks = 1 WHERE day = '2030-01-01']])
+  end)
+
+  it("under a blocker, enforce retries then fails naming its pid, and other sessions never queue long", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 20)
+    fill_all(conn)
+    local blocker = env.connect()
+    blocker:exec("BEGIN")
+    blocker:query([[SELECT count(*) FROM "Account"]]) -- holds ACCESS SHARE until ROLLBACK
+    local pid = blocker:backend_pid()
+
+    -- A separate dhrun process plays the application: a SELECT and an
+    -- INSERT in a loop, recording the slowest statement.
+    local dir = sh.tmpdir()
+    local out = dir .. "/probe.json"
+    local script = sh.write(dir .. "/probe.lua", [[
+      local sys = require "dhrun.core.sys"
+      local conn = require("dhrun.db").connect(os.getenv("TEN_DB"))
+      local out = os.getenv("TEN_OUT")
+      local function exists(p) local f = io.open(p); if f then f:close() end; return f ~= nil end
+      conn:query('SELECT 1 FROM "Account" LIMIT 1')
+      io.open(out .. ".ready", "w"):close()
+      local worst, n, deadline = 0, 0, sys.now() + 15
+      while not exists(out .. ".stop") and sys.now() < deadline do
+        local t0 = sys.now()
+        conn:query('SELECT "workspaceId" FROM "Account" WHERE id = 1')
+        local t1 = sys.now()
+        conn:exec([=[INSERT INTO "Account" (id, name, "workspaceId") VALUES ($1, 'probe', 'w')]=], 100000 + n)
+        worst = math.max(worst, t1 - t0, sys.now() - t1)
+        n = n + 1
+        sys.sleep(0.005)
+      end
+      local f = io.open(out, "w")
+      f:write(require("cjson").encode { max = worst, n = n })
+      f:close()
+    ]])
+    local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo, TEN_OUT = out },
+      stderr = dir .. "/probe.err" })
+    env.cleanup[#env.cleanup + 1] = function() proc:stop(1) end
+    wait_for(function() return exists(out .. ".ready") end, 10, "the probe to start")
+
+    local t = tenancy.new(conn, spec { tables = { "Account" }, lock_timeout = "100ms", retries = 3,
+      retry_base = 0.2 })
+    local t0 = sys.now()
+    local err = catch(t.enforce_not_null, t)
+    local took = sys.now() - t0
+    io.open(out .. ".stop", "w"):close()
+    assert(proc:wait(10))
+
+    assert.are.equal("lock", err.kind)
+    assert.are.equal(1, err.exit)
+    assert.are.equal(4, err.attempts)
+    assert.matches('enforce NOT NULL on "public"."Account" (step add_check): gave up after 4 attempts', err.message,
+      1, true)
+    assert.matches("blocked by pid " .. pid .. " ", err.message, 1, true)
+    local found
+    for _, b in ipairs(err.blockers) do if b.pid == pid then found = b end end
+    assert.are.equal("idle in transaction", assert(found).state)
+    assert.is_nil(err.message:find("\n"))
+    assert.is_true(took < 4, "gave up after " .. took .. " s")
+    local probe = cjson.decode((assert(sh.read(out), sh.read(dir .. "/probe.err"))))
+    io.stderr:write(format("PROBE max=%.3f n=%d took=%.2f\n", probe.max, probe.n, took))
+    assert.is_true(probe.n > 10)
+    assert.is_true(probe.max < 0.1 + 0.2, format("a statement of the application waited %.3f s", probe.max))
+    assert.are.same({ true, "none" }, { t:state()[1].nullable, t:state()[1].check_constraint })
+
+    blocker:exec("ROLLBACK")
+    assert.are.equal("enforced", t:enforce_not_null().tables[1].action)
+  end)
+
+  it("drop_not_null rolls back idempotently, per table or all in one transaction", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 10)
+    fill_all(conn)
+    conn:exec("CREATE TABLE bookkeeping (note text)")
+    local t = tenancy.new(conn, spec())
+    t:enforce_not_null()
+
+    local plan = t:drop_not_null { dry_run = true }
+    assert.are.equal("planned", plan.tables[1].action)
+    assert.are.equal('ALTER TABLE "public"."Account" ALTER COLUMN "workspaceId" DROP NOT NULL, '
+      .. 'DROP CONSTRAINT IF EXISTS "Account_workspaceId_not_null"', plan.tables[1].sql)
+    assert.is_false(t:state()[1].nullable)
+
+    local res = t:drop_not_null()
+    for i, st in ipairs(t:state()) do
+      assert.are.equal("dropped", res.tables[i].action)
+      assert.is_true(st.nullable)
+    end
+    res = t:drop_not_null()
+    for _, e in ipairs(res.tables) do assert.are.equal("already", e.action) end
+
+    -- One transaction, bookkeeping included: all or nothing.
+    t:enforce_not_null()
+    local err = catch(t.drop_not_null, t, { transaction = true, also = function(c)
+      c:exec("INSERT INTO bookkeeping VALUES ('rolled back')")
+      error("bookkeeping failed")
+    end })
+    assert.matches("bookkeeping failed", tostring(err))
+    for _, st in ipairs(t:state()) do assert.is_false(st.nullable) end
+    assert.are.equal(0, count(conn, "bookkeeping"))
+
+    res = t:drop_not_null { transaction = true, also = function(c)
+      c:exec("INSERT INTO bookkeeping VALUES ('rolled back')")
+    end }
+    for i, st in ipairs(t:state()) do
+      assert.are.equal("dropped", res.tables[i].action)
+      assert.is_true(st.nullable)
+    end
+    assert.are.equal(1, count(conn, "bookkeeping"))
+  end)
+
+  it("dry-run backfill reports and changes nothing", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 20)
+    local before = digest(conn, "public", "Note")
+    local t = tenancy.new(conn, spec())
+    local r = t:backfill { dry_run = true }
+    assert.is_true(r.dry_run)
+    assert.are.same({ 20, 26, 80 }, { r.tables[1].nulls, r.tables[2].nulls, r.tables[3].nulls })
+    assert.are.equal(126, r.nulls)
+    assert.matches('UPDATE "public"."Note" AS t SET "workspaceId"', r.tables[2].sql, 1, true)
+    assert.are.equal(before, digest(conn, "public", "Note"))
+    assert.are.equal(db.null, conn:query_value("SELECT to_regclass('dhrun.backfill_progress')::text"))
+  end)
+
+  it("ddl_retry runs DDL under lock_timeout and succeeds once the blocker is gone", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 5)
+    local blocker = env.connect()
+    blocker:exec("BEGIN")
+    blocker:query([[SELECT 1 FROM "Account" LIMIT 1]])
+    local retried = {}
+    local n, attempts = tenancy.ddl_retry(conn, [[ALTER TABLE "Account" ADD COLUMN extra int]], {
+      lock_timeout = "100ms", retries = 5, retry_base = 0.05,
+      on_retry = function(attempt, err)
+        retried[#retried + 1] = err.sqlstate
+        if attempt == 2 then blocker:exec("COMMIT") end
+      end,
+    })
+    assert.are.equal(0, n)
+    assert.are.equal(3, attempts)
+    assert.are.same({ "55P03", "55P03" }, retried)
+    assert.are.equal(1, count(conn, [[pg_attribute WHERE attrelid = '"Account"'::regclass AND attname = 'extra']]))
+    -- The timeout was LOCAL to the DDL's transaction.
+    assert.are.equal("0", conn:get("lock_timeout"))
+  end)
+end)

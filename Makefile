@@ -28,12 +28,13 @@ DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libpq-dev \
             libclang-rt-14-dev valgrind
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps test test-only asan valgrind lint install uninstall clean help
+.PHONY: all deps demo test test-only asan valgrind lint install uninstall clean help
 
 all: $(BUILD)/dhrun
 
 help:
 	@echo "make            build $(BUILD)/dhrun"
+	@echo "make demo       the release flows on a throwaway PostgreSQL with the example Data Hub"
 	@echo "make deps       install missing Debian packages (apt-get)"
 	@echo "make test       install deps, build, run every test (last line: N passed, N failed)"
 	@echo "make asan       the test suite under AddressSanitizer + UBSan"
@@ -69,6 +70,11 @@ deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# The README's main-job command: everything it needs, then the demo.
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@tools/demo.sh
 
 # The README's test command.  Builds first, starts a throwaway PostgreSQL,
 # runs every spec under the real host, always stops the server.

@@ -1,0 +1,80 @@
+-- dhrun project config for the Data Hub example.  The flows in scripts/
+-- read this file; adapt it (not the flows) for your own project.
+-- Paths are relative to this file.  Every setting is listed in the README
+-- ("Project config").
+return {
+  project = "Data Hub",
+
+  -- Where the database is: nil means $DATABASE_URL, then the PG* variables.
+  -- (Keep passwords out of this file; dhrun masks them in all output.)
+  database_url = nil,
+
+  migrations = "prisma/migrations",
+  schema = "prisma/schema.prisma",    -- hashed to decide whether `prisma generate` must run
+  generated = "generated/prisma",     -- generate also runs when this is missing
+  migrate_with = "dhrun",             -- "prisma" runs `npx prisma migrate deploy/resolve` instead
+  lock_timeout = "2s",                -- per lock wait when applying a migration (retried with backoff)
+
+  -- The tenancy rollout: workspaceId on four tables.
+  tenancy = {
+    label = "Data Hub workspaceId",
+    column = "workspaceId",
+    tables = { "Connection", "MetricDaily", "Insight", "ChatMessage" },   -- backfill order
+    nullable_migration = "20251219170000_datahub_workspace_nullable",
+    not_null_migration = "20251219171000_datahub_workspace_not_null",
+    batch_size = 5000,
+    lock_timeout = "300ms",           -- per DDL / batch attempt; retried with jittered backoff
+    retries = 20,
+
+    -- The backfill rule: a row gets its owner's workspace (the workspace the
+    -- user OWNS); users who own none get a personal workspace and an OWNER
+    -- membership first; rows tied to a Connection take that connection's
+    -- workspace.  Idempotent: only NULL values are ever written.
+    backfill = {
+      prepare = [[
+        INSERT INTO "Workspace" (id, name, slug, "createdAt")
+        SELECT 'ws_personal_' || u.id, coalesce(u.name, u.email) || '''s workspace',
+               'personal-' || lower(u.id), CURRENT_TIMESTAMP
+        FROM "User" u
+        WHERE NOT EXISTS (SELECT 1 FROM "WorkspaceMember" m WHERE m."userId" = u.id AND m.role = 'OWNER')
+        ON CONFLICT DO NOTHING;
+        INSERT INTO "WorkspaceMember" (id, "workspaceId", "userId", role, "createdAt")
+        SELECT 'wm_personal_' || u.id, 'ws_personal_' || u.id, u.id, 'OWNER', CURRENT_TIMESTAMP
+        FROM "User" u
+        WHERE NOT EXISTS (SELECT 1 FROM "WorkspaceMember" m WHERE m."userId" = u.id AND m.role = 'OWNER')
+        ON CONFLICT DO NOTHING;
+        -- each user's own workspace (the oldest one they own), for the batches below
+        CREATE TEMP TABLE IF NOT EXISTS datahub_owner_ws ("userId" text PRIMARY KEY, "workspaceId" text NOT NULL);
+        TRUNCATE datahub_owner_ws;
+        INSERT INTO datahub_owner_ws
+        SELECT DISTINCT ON (m."userId") m."userId", m."workspaceId"
+        FROM "WorkspaceMember" m WHERE m.role = 'OWNER'
+        ORDER BY m."userId", m."createdAt", m.id;
+        ANALYZE datahub_owner_ws;
+      ]],
+      Connection = {
+        value = [[o."workspaceId"]], from = [[datahub_owner_ws o]], where = [[o."userId" = t."userId"]],
+      },
+      MetricDaily = {
+        value = [[c."workspaceId"]], from = [["Connection" c]], where = [[c.id = t."connectionId"]],
+      },
+      Insight = {
+        value = [[coalesce((SELECT c."workspaceId" FROM "Connection" c WHERE c.id = t."connectionId"),
+                           (SELECT o."workspaceId" FROM datahub_owner_ws o WHERE o."userId" = t."userId"))]],
+      },
+      ChatMessage = {
+        value = [[(SELECT o."workspaceId" FROM datahub_owner_ws o WHERE o."userId" = t."userId")]],
+      },
+    },
+  },
+
+  -- Commands run in the app directory (argv lists, no shell).
+  commands = {
+    generate = { "npx", "prisma", "generate" },
+    build = { "npm", "run", "build" },
+  },
+  env = {
+    -- lets `prisma generate` run offline
+    PRISMA_SCHEMA_ENGINE_BINARY = "/bin/true",
+  },
+}

@@ -1,0 +1,419 @@
+-- dhrun.flow: the step runner every flow script uses.
+--
+--   local flow = require("dhrun.flow").new{ name = "deploy", title = "Normal Deployment" }
+--   flow:step{ title = "Deploy migration #1", skip = function(ctx) ... end, run = function(ctx) ... end }
+--   return flow:run(...)
+--
+-- What every flow gets:
+--   * named steps with guards: skip(ctx) returns a reason and the step is
+--     skipped with that reason printed;
+--   * --dry-run: prints the plan (what would run or be skipped and why, and
+--     each step's plan(ctx) text such as the SQL of pending migrations) and
+--     changes nothing: only steps marked readonly run;
+--   * a release lock (a PostgreSQL advisory lock held for the whole run): a
+--     second flow exits with code 3 and says who holds it and since when;
+--   * a journal in the database (dhrun.runs / dhrun.steps) and --resume,
+--     which continues after the last step that completed;
+--   * per-step timing, a final summary with what to do next, and JSON and
+--     JUnit reports (--report-json PATH, --report-junit PATH);
+--   * exit codes: 0 ok, 1 a step failed, 2 usage/config error, 3 lock busy,
+--     4 database unreachable, 130 interrupted.
+local sys = require "dhrun.core.sys"
+local log = require "dhrun.log"
+local config = require "dhrun.config"
+local journal = require "dhrun.journal"
+
+local M = {}
+M.RELEASE_LOCK = 1684566645 -- "dhru"
+
+local Flow = {}
+Flow.__index = Flow
+
+local COMMON_OPTIONS = {
+  { name = "config", arg = "PATH", help = "project config (default: dhrun.config.lua here or in a parent directory)" },
+  { name = "dry-run", short = "n", help = "print the plan and change nothing" },
+  { name = "resume", help = "continue the last unfinished run of this flow after its last completed step" },
+  { name = "wait", arg = "SECONDS", help = "wait up to SECONDS for the release lock instead of exiting with code 3" },
+  { name = "report-json", arg = "PATH", help = "write a JSON report of the run" },
+  { name = "report-junit", arg = "PATH", help = "write a JUnit XML report of the run" },
+  { name = "verbose", short = "v", help = "debug output" },
+  { name = "help", short = "h", help = "show this help" },
+}
+
+function M.new(def)
+  assert(type(def) == "table" and type(def.name) == "string", "flow.new{name=, title=}")
+  local f = setmetatable({
+    name = def.name, title = def.title or def.name, description = def.description,
+    lock = def.lock ~= false, journal = def.journal ~= false, confirm = def.confirm,
+    next_ok = def.next_ok, next_fail = def.next_fail, setup = def.setup, steps = {},
+    keep_going = def.keep_going or false,
+    options = {}, needs_config = def.needs_config ~= false, needs_db = def.needs_db ~= false,
+  }, Flow)
+  for _, o in ipairs(COMMON_OPTIONS) do f.options[#f.options + 1] = o end
+  for _, o in ipairs(def.options or {}) do f.options[#f.options + 1] = o end
+  return f
+end
+
+-- Adds a step: {title=, skip=fn(ctx)->reason|nil, run=fn(ctx)->detail,
+-- plan=fn(ctx)->text, readonly=bool, hint=string|fn(ctx, err)->string}.
+function Flow:step(def)
+  assert(type(def.title) == "string", "step needs a title")
+  assert(type(def.run) == "function", "step '" .. def.title .. "' needs a run function")
+  self.steps[#self.steps + 1] = def
+  return def
+end
+
+local function usage_error(msg)
+  error(sys.error("usage", 2, msg), 0)
+end
+
+function Flow:help()
+  local lines = { string.format("usage: dhrun %s [options]", self.name), "", self.title }
+  if self.description then lines[#lines + 1] = self.description end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "steps:"
+  for i, s in ipairs(self.steps) do lines[#lines + 1] = string.format("  %d. %s", i, s.title) end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "options:"
+  for _, o in ipairs(self.options) do
+    local flag = "--" .. o.name .. (o.arg and ("=" .. o.arg) or "")
+    if o.short then flag = "-" .. o.short .. ", " .. flag end
+    lines[#lines + 1] = string.format("  %-26s %s", flag, o.help or "")
+  end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "exit codes: 0 ok, 1 a step or check failed, 2 usage/config error, 3 another run holds the"
+  lines[#lines + 1] = "release lock, 4 database unreachable, 130 interrupted (--resume continues)"
+  return table.concat(lines, "\n")
+end
+
+-- Parses flow arguments; unknown flags are an error (never ignored).
+function Flow:parse(argv)
+  local by_name, by_short, args = {}, {}, {}
+  for _, o in ipairs(self.options) do
+    by_name[o.name] = o
+    if o.short then by_short[o.short] = o end
+  end
+  local i = 1
+  while i <= #argv do
+    local a = argv[i]
+    local name, value
+    if a:match("^%-%-[^=]+=") then
+      name, value = a:match("^%-%-([^=]+)=(.*)$")
+    elseif a:match("^%-%-.") then
+      name = a:sub(3)
+    elseif a:match("^%-%a$") then
+      local o = by_short[a:sub(2)]
+      if not o then usage_error(string.format("unknown option '%s' (see dhrun %s --help)", a, self.name)) end
+      name = o.name
+    else
+      usage_error(string.format("unexpected argument '%s' (see dhrun %s --help)", a, self.name))
+    end
+    local o = by_name[name]
+    if not o then usage_error(string.format("unknown option '--%s' (see dhrun %s --help)", name, self.name)) end
+    if o.arg then
+      if value == nil then
+        i = i + 1
+        value = argv[i]
+        if value == nil then usage_error(string.format("option --%s needs a value (%s)", name, o.arg)) end
+      end
+      args[name] = value
+    else
+      if value ~= nil then usage_error(string.format("option --%s takes no value", name)) end
+      args[name] = true
+    end
+    i = i + 1
+  end
+  return args
+end
+
+-- A short description of an error object, one line.
+local function describe(err)
+  if type(err) == "table" then return tostring(err.message or err) end
+  return tostring(err)
+end
+
+local function fmt_duration(s)
+  if s < 1 then return string.format("%d ms", math.floor(s * 1000 + 0.5)) end
+  if s < 120 then return string.format("%.1f s", s) end
+  return string.format("%dm%02ds", math.floor(s / 60), math.floor(s % 60))
+end
+M.fmt_duration = fmt_duration
+
+local function detail_summary(detail)
+  if detail == nil then return nil end
+  if type(detail) == "string" then return detail end
+  if type(detail) == "table" then return detail.summary end
+end
+
+local function indent(text, prefix)
+  return prefix .. tostring(text):gsub("\n", "\n" .. prefix)
+end
+
+-- Takes the release lock; returns true, or raises exit 3 saying who holds it.
+local function take_release_lock(ctx, wait)
+  local conn = ctx.conn
+  if conn:try_advisory_lock(M.RELEASE_LOCK) then return true end
+  if wait then
+    local secs = tonumber(wait)
+    if not secs or secs < 0 then usage_error("--wait needs a number of seconds, not '" .. tostring(wait) .. "'") end
+    log.info("waiting up to %s for the release lock ...", fmt_duration(secs))
+    local deadline = sys.now() + secs
+    repeat
+      sys.sleep(0.2)
+      if conn:try_advisory_lock(M.RELEASE_LOCK) then return true end
+    until sys.now() >= deadline
+  end
+  local who = journal.running(conn)
+  local msg
+  if who then
+    msg = string.format("another dhrun run holds the release lock: %s (run #%s) by %s@%s, pid %s, since %s",
+      who.flow, who.id, tostring(who.user_name), tostring(who.host), tostring(who.pid), who.started)
+  else
+    local h = conn:query_one([[SELECT a.pid, a.application_name, to_char(a.backend_start AT TIME ZONE 'UTC',
+        'YYYY-MM-DD HH24:MI:SS "UTC"') AS since FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'advisory' AND l.granted AND l.objid = $1 LIMIT 1]], M.RELEASE_LOCK)
+    msg = "another dhrun run holds the release lock"
+    if h then msg = msg .. string.format(" (backend pid %s, %s, since %s)", h.pid, h.application_name, h.since) end
+  end
+  error(sys.error("lock", 3, msg, {
+    hint = "wait for it to finish (or pass --wait SECONDS); nothing was changed by this run" }), 0)
+end
+
+local function git_revision(dir)
+  local rev = os.getenv("DHRUN_GIT_REVISION")
+  if rev and rev ~= "" then return rev end
+  local ok, process = pcall(require, "dhrun.process")
+  if not ok then return nil end
+  local r = process.run({ "git", "-C", dir, "rev-parse", "--short=12", "HEAD" }, { capture = true })
+  if r.ok then return (r.stdout:gsub("%s+$", "")) end
+  return nil
+end
+
+local function confirm(ctx, prompt)
+  if ctx.args.yes then return true end
+  if not sys.isatty("stdin") then
+    error(sys.error("usage", 2, "refusing to " .. prompt.action .. " without confirmation: standard input is not a "
+      .. "terminal", { hint = "pass --yes to confirm (nothing was changed)" }), 0)
+  end
+  io.stdout:write(sys.redact(prompt.text), "\nType '", prompt.word, "' to continue, anything else to stop: ")
+  io.stdout:flush()
+  local answer = io.stdin:read("l")
+  if answer ~= prompt.word then
+    error(sys.error("usage", 2, "not confirmed: nothing was changed"), 0)
+  end
+  return true
+end
+
+-- Runs the flow with the script's arguments; returns the exit code.
+function Flow:run(...)
+  local argv = table.pack(...)
+  local args = self:parse({ table.unpack(argv, 1, argv.n) })
+  if args.help then
+    print(self:help())
+    return 0
+  end
+  if args.verbose then log.set_level("debug") end
+  local started = sys.now()
+  local ctx = { flow = self, args = args, dry_run = args["dry-run"] or false, log = log, results = {} }
+  if self.needs_config then ctx.cfg = config.load(args.config) end
+  if self.needs_db then
+    local release = require "dhrun.release"
+    ctx.conn = release.connect(ctx.cfg)
+  end
+  local _conn <close> = ctx.conn -- luacheck: ignore 211 (closed on every way out of run())
+  local result = { flow = self.name, title = self.title, project = ctx.cfg and ctx.cfg.project,
+    dry_run = ctx.dry_run, steps = require("dhrun.report").array() }
+
+  local header = "dhrun " .. self.name .. " — " .. self.title
+  if ctx.cfg then header = header .. " · " .. ctx.cfg.project end
+  if ctx.conn then header = header .. " · " .. ctx.conn:info().url end
+  if ctx.dry_run then header = header .. "  [dry run: nothing will be changed]" end
+  log.info(header)
+
+  local locked = false
+  if ctx.conn and self.lock and not ctx.dry_run then
+    take_release_lock(ctx, args.wait)
+    locked = true
+  end
+
+  -- journal and resume
+  local resume_done, resume_from = {}, nil
+  if args.resume then
+    local last = ctx.conn and journal.last_run(ctx.conn, self.name)
+    if not last then
+      usage_error("nothing to resume: the journal has no earlier run of " .. self.name
+        .. " (run it without --resume)")
+    end
+    if last.status == "ok" then
+      log.info("nothing to resume: run #%s of %s finished ok (%s)", last.id, self.name, last.started)
+      return 0
+    end
+    resume_from = last.id
+    for _, s in ipairs(last.steps) do
+      if s.status == "ok" or s.status == "skipped" then resume_done[s.seq] = last.id end
+    end
+    log.info("resuming run #%s (%s, started %s by %s@%s)", last.id, last.status, last.started,
+      tostring(last.user_name), tostring(last.host))
+  end
+  if ctx.conn and self.journal and not ctx.dry_run then
+    journal.ensure(ctx.conn)
+    journal.close_abandoned(ctx.conn)
+    ctx.run_id = journal.begin_run(ctx.conn, {
+      flow = self.name, project = ctx.cfg and ctx.cfg.project, args = { table.unpack(argv, 1, argv.n) },
+      git_revision = ctx.cfg and git_revision(ctx.cfg.app_dir), resumed_from = resume_from,
+    })
+    log.info("run #%s by %s@%s", ctx.run_id, sys.user(), sys.hostname())
+  end
+  result.run_id = ctx.run_id
+
+  local function finish(status, code, message)
+    result.status, result.exit_code, result.message = status, code, message
+    result.duration = sys.now() - started
+    if ctx.run_id then pcall(journal.end_run, ctx.conn, ctx.run_id, status, code, message) end
+    if locked then pcall(ctx.conn.advisory_unlock, ctx.conn, M.RELEASE_LOCK) end
+    self:write_reports(args, result)
+    return code
+  end
+
+  if self.setup then self.setup(ctx) end
+
+  local ok_setup, err_setup = pcall(function()
+    if self.confirm and not ctx.dry_run then
+      local prompt = self.confirm(ctx)
+      if prompt then confirm(ctx, prompt) end
+    end
+  end)
+  if not ok_setup then
+    finish("refused", type(err_setup) == "table" and err_setup.exit or 2, describe(err_setup))
+    error(err_setup, 0)
+  end
+
+  local n = #self.steps
+  local counts = { ok = 0, skipped = 0, failed = 0, planned = 0 }
+  for i, step in ipairs(self.steps) do
+    local rec = { seq = i, title = step.title }
+    result.steps[i] = rec
+    log.info("[%d/%d] %s", i, n, step.title)
+    local t0 = sys.now()
+    local skip_reason
+    if resume_done[i] then
+      skip_reason = "done in run #" .. resume_done[i]
+    elseif step.skip then
+      local ok, reason = pcall(step.skip, ctx)
+      if not ok then
+        rec.status, rec.reason = "failed", describe(reason)
+        counts.failed = counts.failed + 1
+        return self:fail_step(ctx, step, i, n, reason, finish, started, rec)
+      end
+      skip_reason = reason or nil
+    end
+    if skip_reason then
+      rec.status, rec.reason = "skipped", skip_reason
+      counts.skipped = counts.skipped + 1
+      log.info("      skipped: %s", skip_reason)
+      if ctx.run_id then
+        journal.step_start(ctx.conn, ctx.run_id, i, step.title)
+        journal.step_end(ctx.conn, ctx.run_id, i, "skipped", skip_reason, nil, 0)
+      end
+    elseif ctx.dry_run and not step.readonly then
+      rec.status = "planned"
+      counts.planned = counts.planned + 1
+      local plan = step.plan and step.plan(ctx)
+      log.info("      would run%s", plan and ":" or "")
+      if plan then log.info(indent(plan, "        ")) end
+      rec.plan = plan
+    else
+      if ctx.run_id then journal.step_start(ctx.conn, ctx.run_id, i, step.title) end
+      local ok, detail = pcall(step.run, ctx)
+      local dt = sys.now() - t0
+      rec.duration = dt
+      if not ok then
+        local interrupted = type(detail) == "table" and detail.kind == "interrupted"
+        if not self.keep_going or interrupted then
+          return self:fail_step(ctx, step, i, n, detail, finish, started, rec)
+        end
+        rec.status, rec.reason = "failed", describe(detail)
+        counts.failed = counts.failed + 1
+        counts.first_error = counts.first_error or detail
+        log.error("      FAILED: %s", describe(detail))
+        if type(detail) == "table" and detail.hint then log.error("      hint: %s", detail.hint) end
+        goto continue
+      end
+      rec.status, rec.detail = "ok", detail
+      counts.ok = counts.ok + 1
+      ctx.results[i] = detail
+      local summary = detail_summary(detail)
+      log.ok("      %s (%s)", summary or "done", fmt_duration(dt))
+      if ctx.run_id then journal.step_end(ctx.conn, ctx.run_id, i, "ok", summary, detail, dt) end
+    end
+    ::continue::
+  end
+
+  if counts.failed > 0 then
+    local err = counts.first_error
+    local code = type(err) == "table" and tonumber(err.exit) or 1
+    log.error("%s: %d of %d check(s) failed (%s)", self.name, counts.failed, n, fmt_duration(sys.now() - started))
+    return finish("failed", code == 0 and 1 or code, describe(err))
+  end
+
+  local total = sys.now() - started
+  if ctx.dry_run then
+    log.info("%s: dry run — %d would run, %d skipped, nothing changed (%s)", self.name, counts.planned,
+      counts.skipped, fmt_duration(total))
+  else
+    log.ok("%s: ok — %d done, %d skipped, 0 failed in %s", self.name, counts.ok, counts.skipped, fmt_duration(total))
+    local nxt = type(self.next_ok) == "function" and self.next_ok(ctx) or self.next_ok
+    if nxt then log.info("next: %s", nxt) end
+  end
+  return finish("ok", 0)
+end
+
+-- Records and reports a failed step; returns the exit code.
+function Flow:fail_step(ctx, step, i, n, err, finish, started, rec)
+  local interrupted = type(err) == "table" and err.kind == "interrupted"
+  local code = type(err) == "table" and tonumber(err.exit) or 1
+  local msg = describe(err)
+  rec.status, rec.reason = interrupted and "interrupted" or "failed", msg
+  if ctx.run_id then
+    pcall(journal.step_end, ctx.conn, ctx.run_id, i, rec.status, msg, type(err) == "table" and {
+      sqlstate = err.sqlstate, code = err.code, kind = err.kind } or nil, rec.duration)
+  end
+  local total = fmt_duration(sys.now() - started)
+  if interrupted then
+    log.error("      interrupted (%s)", msg)
+    log.error("%s: stopped at step %d/%d (%s) after %s; the steps before it are complete", self.name, i, n,
+      step.title, total)
+    log.info("next: dhrun %s --resume  (continues from step %d)", self.name, i)
+    return finish("interrupted", code, msg)
+  end
+  log.error("      FAILED: %s", msg)
+  if type(err) == "table" and err.detail then log.error("      detail: %s", err.detail) end
+  local hint = type(step.hint) == "function" and step.hint(ctx, err) or step.hint
+  if type(err) == "table" and err.hint then hint = hint and (err.hint .. "; " .. hint) or err.hint end
+  if hint then log.error("      hint: %s", hint) end
+  if type(err) ~= "table" and sys.options().verbose then log.error(debug.traceback()) end
+  log.error("%s: FAILED at step %d/%d (%s) after %s; the steps after it did not run", self.name, i, n,
+    step.title, total)
+  local nxt = type(self.next_fail) == "function" and self.next_fail(ctx, i, err) or self.next_fail
+  if nxt then log.info("next: %s", nxt) end
+  return finish("failed", code == 0 and 1 or code, msg)
+end
+
+function Flow.write_reports(_, args, result)
+  local path_json, path_junit = args["report-json"], args["report-junit"]
+  if not path_json and not path_junit then return end
+  local report = require "dhrun.report"
+  if path_json then report.write_json(path_json, result) end
+  if path_junit then
+    local cases = {}
+    for _, s in ipairs(result.steps) do
+      local status = ({ ok = "pass", skipped = "skip", planned = "skip", failed = "fail", interrupted = "error" })[
+        s.status] or "skip"
+      cases[#cases + 1] = { name = string.format("%d. %s", s.seq, s.title), classname = "dhrun." .. result.flow,
+        time = s.duration or 0, status = status, message = s.reason }
+    end
+    report.write_junit(path_junit, { { name = result.flow, time = result.duration or 0, cases = cases } })
+  end
+end
+
+return M

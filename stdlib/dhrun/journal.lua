@@ -1,0 +1,109 @@
+-- dhrun.journal: the record of every flow run, kept in the target database
+-- (schema "dhrun", out of Prisma's way).  It is the release audit trail —
+-- who ran what, where, with which dhrun version and app revision, each
+-- step's outcome and timing, the `_prisma_migrations` rows written — and
+-- what `--resume` continues from.
+local sys = require "dhrun.core.sys"
+local cjson = require "cjson.safe"
+
+local M = {}
+
+M.SCHEMA_SQL = [[
+CREATE SCHEMA IF NOT EXISTS dhrun;
+CREATE TABLE IF NOT EXISTS dhrun.runs (
+  id            bigserial PRIMARY KEY,
+  flow          text NOT NULL,
+  project       text,
+  status        text NOT NULL DEFAULT 'running',
+  started_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+  finished_at   timestamptz,
+  user_name     text,
+  host          text,
+  pid           integer,
+  dhrun_version text,
+  git_revision  text,
+  args          text[],
+  exit_code     integer,
+  message       text,
+  resumed_from  bigint
+);
+CREATE TABLE IF NOT EXISTS dhrun.steps (
+  run_id      bigint NOT NULL REFERENCES dhrun.runs(id) ON DELETE CASCADE,
+  seq         integer NOT NULL,
+  name        text NOT NULL,
+  status      text NOT NULL,
+  reason      text,
+  started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+  finished_at timestamptz,
+  duration_ms integer,
+  detail      jsonb,
+  PRIMARY KEY (run_id, seq)
+);]]
+
+function M.exists(conn)
+  return conn:query_value("SELECT to_regclass('dhrun.steps') IS NOT NULL")
+end
+
+function M.ensure(conn)
+  if not M.exists(conn) then conn:exec_script(M.SCHEMA_SQL) end
+end
+
+-- Runs left 'running' by a dhrun that died (kill -9, lost connection).  The
+-- caller holds the release lock, so no such run can still be alive.
+function M.close_abandoned(conn)
+  return conn:exec([[UPDATE dhrun.runs SET status = 'abandoned', finished_at = clock_timestamp(),
+    message = coalesce(message, 'dhrun stopped without closing this run (killed, or its connection was lost)')
+    WHERE status = 'running']])
+end
+
+local function text_array(list)
+  local parts = {}
+  for i, s in ipairs(list) do parts[i] = '"' .. s:gsub('[\\"]', "\\%0") .. '"' end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+function M.begin_run(conn, info)
+  return conn:query_value([[INSERT INTO dhrun.runs (flow, project, user_name, host, pid, dhrun_version, git_revision,
+      args, resumed_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[], $9) RETURNING id]],
+    info.flow, info.project, sys.user(), sys.hostname(), sys.pid(), sys.options().version or "?",
+    info.git_revision, text_array(info.args or {}), info.resumed_from)
+end
+
+function M.step_start(conn, run_id, seq, name)
+  conn:exec([[INSERT INTO dhrun.steps (run_id, seq, name, status) VALUES ($1, $2, $3, 'running')
+    ON CONFLICT (run_id, seq) DO UPDATE SET status = 'running', started_at = clock_timestamp(),
+      finished_at = NULL, reason = NULL, detail = NULL]], run_id, seq, name)
+end
+
+function M.step_end(conn, run_id, seq, status, reason, detail, duration)
+  local json = detail ~= nil and sys.redact(cjson.encode(detail) or "null") or nil
+  conn:exec([[UPDATE dhrun.steps SET status = $3, reason = $4, detail = $5::jsonb, finished_at = clock_timestamp(),
+      duration_ms = $6 WHERE run_id = $1 AND seq = $2]],
+    run_id, seq, status, reason and sys.redact(reason), json, duration and math.floor(duration * 1000 + 0.5))
+end
+
+function M.end_run(conn, run_id, status, exit_code, message)
+  conn:exec([[UPDATE dhrun.runs SET status = $2, exit_code = $3, message = $4, finished_at = clock_timestamp()
+    WHERE id = $1]], run_id, status, exit_code, message and sys.redact(message))
+end
+
+-- The newest run of `flow` and its steps, or nil.
+function M.last_run(conn, flow)
+  if not M.exists(conn) then return nil end
+  local run = conn:query_one([[SELECT id, status, user_name, host,
+      to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"') AS started
+    FROM dhrun.runs WHERE flow = $1 ORDER BY id DESC LIMIT 1]], flow)
+  if not run then return nil end
+  run.steps = conn:query("SELECT seq, name, status, reason FROM dhrun.steps WHERE run_id = $1 ORDER BY seq", run.id)
+  return run
+end
+
+-- Who is running a flow now (for the lock-busy message), or nil.
+function M.running(conn)
+  if not M.exists(conn) then return nil end
+  return conn:query_one([[SELECT id, flow, user_name, host, pid,
+      to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"') AS started
+    FROM dhrun.runs WHERE status = 'running' ORDER BY id DESC LIMIT 1]])
+end
+
+return M

@@ -1,0 +1,308 @@
+-- The release flows end to end, as a user runs them (dhrun NAME --config ...
+-- as a real subprocess), from every starting state of the release, against
+-- the example Data Hub on a real PostgreSQL.
+local cjson = require "cjson"
+local sh = require "sh"
+local dh = require "datahub"
+local prisma = require "dhrun.prisma"
+local sys = require "dhrun.core.sys"
+
+local function public_fp(conn)
+  -- everything but the journal, which records every run by design
+  return dh.fingerprint(conn, true)
+end
+
+describe("deploy", function()
+  it("runs the whole checklist from the pre-tenancy state, then a rerun changes nothing", function()
+    local t = dh.create("pre")
+    finally(function() dh.drop(t) end)
+    local counts = dh.counts(t.conn)
+    local cfg, dir = dh.config()
+    local r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    for _, s in ipairs({ "[2/7] Deploy migration #1 (nullable columns)", "applied " .. dh.NULLABLE,
+      "[3/7] Backfill workspaceIds", "[4/7] Verify no NULLs (MUST pass)",
+      "✅ All Data Hub workspaceId values are backfilled (no NULLs).", "applied " .. dh.NOT_NULL,
+      "[6/7] Regenerate Prisma client", "Compiled successfully", "deploy: ok" }) do
+      assert.matches(s, r.stdout, 1, true)
+    end
+    dh.assert_final(t.conn, nil)
+    assert.are.same(counts, dh.counts(t.conn))
+    assert.are.equal("generated\n", sh.read(dir .. "/generate.log"))
+
+    local before = public_fp(t.conn)
+    r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("skipped: " .. dh.NULLABLE .. " is already applied", r.stdout, 1, true)
+    assert.matches("skipped: no NULL workspaceId values", r.stdout, 1, true)
+    assert.matches("skipped: no pending migrations", r.stdout, 1, true)
+    assert.matches("skipped: schema unchanged since the last generate", r.stdout, 1, true)
+    assert.matches("deploy: ok — 3 done, 4 skipped, 0 failed", r.stdout, 1, true)
+    assert.are.equal(before, public_fp(t.conn))
+    assert.are.equal("generated\n", sh.read(dir .. "/generate.log"), "generate did not run again")
+  end)
+
+  for _, state in ipairs({ "nullable", "half", "rolled_back" }) do
+    it("reaches the final state from the '" .. state .. "' state", function()
+      local t = dh.create(state)
+      finally(function() dh.drop(t) end)
+      local counts = dh.counts(t.conn)
+      local r = dh.flow(t, "deploy", { "--no-build" })
+      assert.are.equal(0, r.code, r.stdout .. r.stderr)
+      dh.assert_final(t.conn, counts)
+    end)
+  end
+
+  it("refuses to run on top of a failed migration #2, changing nothing", function()
+    local t = dh.create("failed")
+    finally(function() dh.drop(t) end)
+    local before = public_fp(t.conn)
+    local r = dh.flow(t, "deploy", { "--no-build" })
+    assert.are.equal(1, r.code)
+    assert.matches("migration " .. dh.NOT_NULL .. " failed earlier", r.stderr, 1, true)
+    assert.matches("hint: run dhrun recover", r.stderr, 1, true)
+    assert.are.equal(before, public_fp(t.conn))
+  end)
+
+  it("--dry-run prints the plan with the SQL and changes nothing at all", function()
+    local t = dh.create("pre")
+    finally(function() dh.drop(t) end)
+    local before = dh.fingerprint(t.conn)
+    local r = dh.flow(t, "deploy", { "--dry-run" })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("[dry run: nothing will be changed]", r.stdout, 1, true)
+    assert.matches("would run:", r.stdout, 1, true)
+    assert.matches('ALTER TABLE "MetricDaily" ADD COLUMN%s+"workspaceId" TEXT;', r.stdout)
+    assert.matches("nothing changed", r.stdout, 1, true)
+    assert.are.equal(before, dh.fingerprint(t.conn))
+    assert.is_false(t.conn:query_value("SELECT to_regnamespace('dhrun') IS NOT NULL"), "no journal schema")
+  end)
+
+  it("stops before migration #2 when the check finds NULLs, and --resume continues", function()
+    local t = dh.create("nullable")
+    finally(function() dh.drop(t) end)
+    -- a backfill rule that leaves ChatMessage NULL: the MUST-pass check fails
+    local broken = dh.config(nil, 'cfg.tenancy.backfill.ChatMessage = { value = "NULL" }')
+    local r = dh.flow(t, "deploy", { "--no-build" }, { config = broken })
+    assert.are.equal(1, r.code)
+    assert.matches("FAILED: ❌ %d+ Data Hub workspaceId value%(s%) are NULL: ChatMessage %d+", r.stderr)
+    assert.matches("deploy: FAILED at step 4/7 (Verify no NULLs (MUST pass))", r.stderr, 1, true)
+    assert.are.equal(0, dh.not_null_columns(t.conn), "migration #2 was not attempted")
+    assert.are.equal("pending", prisma.status(t.conn, dh.migrations).state)
+
+    -- the hint's advice: run the backfill (here with the fixed rule), then resume
+    r = dh.flow(t, "backfill-workspace", {})
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    r = dh.flow(t, "deploy", { "--no-build", "--resume" })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("resuming run #1 (failed", r.stdout, 1, true)
+    assert.matches("%[3/7%] Backfill workspaceIds\n[^\n]*skipped: done in run #1", r.stdout)
+    assert.matches("skipped: done in run #1", r.stdout, 1, true)
+    dh.assert_final(t.conn)
+  end)
+
+  it("keeps a journal: who, where, version, each step, the migrations applied", function()
+    local t = dh.create("pre")
+    finally(function() dh.drop(t) end)
+    local report = sh.tmpdir() .. "/deploy.json"
+    local junit = sh.tmpdir() .. "/deploy.xml"
+    local r = dh.flow(t, "deploy", { "--no-build", "--report-json", report, "--report-junit", junit })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    local run = t.conn:query_one("SELECT * FROM dhrun.runs ORDER BY id DESC LIMIT 1")
+    assert.are.equal("deploy", run.flow)
+    assert.are.equal("ok", run.status)
+    assert.are.equal(0, run.exit_code)
+    assert.are.equal(sys.user(), run.user_name)
+    assert.are.equal(sys.hostname(), run.host)
+    assert.matches("^%d+%.%d+%.%d+$", run.dhrun_version)
+    local steps = t.conn:query("SELECT seq, status, detail FROM dhrun.steps WHERE run_id = $1 ORDER BY seq", run.id)
+    assert.are.equal(7, #steps)
+    assert.are.same({ dh.NULLABLE }, cjson.decode(steps[2].detail).applied)
+    assert.are.equal("skipped", steps[7].status)
+    local doc = cjson.decode(sh.read(report))
+    assert.are.equal("ok", doc.status)
+    assert.are.equal(7, #doc.steps)
+    assert.matches('<testsuite name="deploy"', sh.read(junit), 1, true)
+  end)
+
+  it("lets only one flow run at a time: the second exits 3 and says who holds the lock", function()
+    local t = dh.create("nullable")
+    finally(function() dh.drop(t) end)
+    local process = require "dhrun.process"
+    local slow = dh.config(nil, "cfg.tenancy.batch_size = 200; cfg.tenancy.max_batch_size = 200; "
+      .. "cfg.tenancy.pause = 0.3")
+    local first = process.spawn({ sh.bin, "backfill-workspace", "--config", slow },
+      { cwd = sh.root, env = { DATABASE_URL = t.url } })
+    -- wait until the first run is journaled as running
+    local deadline = sys.now() + 10
+    repeat sys.sleep(0.1) until sys.now() > deadline or t.conn:query_value(
+      "SELECT to_regclass('dhrun.runs') IS NOT NULL AND EXISTS (SELECT 1 FROM dhrun.runs WHERE status = 'running')")
+    local r = dh.flow(t, "deploy", { "--no-build" })
+    first:stop()
+    assert.are.equal(3, r.code, r.stdout .. r.stderr)
+    assert.matches("another dhrun run holds the release lock: backfill%-workspace %(run #1%) by [^@]+@", r.stderr)
+    assert.matches("nothing was changed", r.stderr, 1, true)
+    assert.are.equal(0, dh.not_null_columns(t.conn))
+  end)
+
+  it("survives kill -9 in the middle of the backfill: a rerun finishes with no row lost or wrong", function()
+    local t = dh.create("nullable")
+    finally(function() dh.drop(t) end)
+    local counts = dh.counts(t.conn)
+    local process = require "dhrun.process"
+    local slow = dh.config(nil, "cfg.tenancy.batch_size = 300; cfg.tenancy.max_batch_size = 300; "
+      .. "cfg.tenancy.pause = 0.05")
+    local child = process.spawn({ sh.bin, "backfill-workspace", "--config", slow },
+      { cwd = sh.root, env = { DATABASE_URL = t.url } })
+    -- kill once some but not all MetricDaily rows are done
+    local deadline = sys.now() + 20
+    repeat sys.sleep(0.05) until sys.now() > deadline or t.conn:query_value(
+      [[SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NOT NULL]]) >= 600
+    child:kill("KILL")
+    child:wait(5)
+    local done = t.conn:query_value([[SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NOT NULL]])
+    assert.is_true(done > 0 and done < counts.MetricDaily, "killed mid-way (" .. done .. ")")
+    local r = dh.flow(t, "deploy", { "--no-build" })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    dh.assert_final(t.conn, counts)
+    assert.are.equal("abandoned", t.conn:query_value("SELECT status FROM dhrun.runs WHERE id = 1"))
+  end)
+end)
+
+describe("recover", function()
+  it("recovers a failed migration #2 as the checklist says", function()
+    local t = dh.create("failed")
+    finally(function() dh.drop(t) end)
+    local counts = dh.counts(t.conn)
+    local r = dh.flow(t, "recover", {})
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches(dh.NOT_NULL .. " failed: recovering", r.stdout, 1, true)
+    assert.matches("marked " .. dh.NOT_NULL .. " rolled back (1 failed row(s))", r.stdout, 1, true)
+    assert.matches("Compiled successfully", r.stdout, 1, true)
+    dh.assert_final(t.conn, counts)
+    -- Prisma's view of the history: the failed row rolled back, a new applied row
+    local rows = t.conn:query([[SELECT finished_at IS NOT NULL AS fin, rolled_back_at IS NOT NULL AS rb
+      FROM _prisma_migrations WHERE migration_name = $1 ORDER BY started_at]], dh.NOT_NULL)
+    assert.are.equal(2, #rows)
+    assert.is_true(rows[1].rb)
+    assert.is_true(rows[2].fin and not rows[2].rb)
+  end)
+
+  for _, state in ipairs({ "nullable", "half", "rolled_back" }) do
+    it("finishes the rollout from the '" .. state .. "' state", function()
+      local t = dh.create(state)
+      finally(function() dh.drop(t) end)
+      local counts = dh.counts(t.conn)
+      local r = dh.flow(t, "recover", { "--no-build" })
+      assert.are.equal(0, r.code, r.stdout .. r.stderr)
+      dh.assert_final(t.conn, counts)
+    end)
+  end
+
+  it("does nothing on a healthy database", function()
+    local t = dh.create("done")
+    finally(function() dh.drop(t) end)
+    local before = public_fp(t.conn)
+    local r = dh.flow(t, "recover", {})
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("nothing failed: every step below will be skipped", r.stdout, 1, true)
+    assert.are.equal(before, public_fp(t.conn))
+  end)
+
+  it("refuses, changing nothing, before the tenancy release", function()
+    local t = dh.create("pre")
+    finally(function() dh.drop(t) end)
+    local before = public_fp(t.conn)
+    local r = dh.flow(t, "recover", {})
+    assert.are.equal(1, r.code)
+    assert.matches("nothing to recover: migration #1 (" .. dh.NULLABLE .. ") is not applied yet", r.stderr, 1, true)
+    assert.matches("hint: this database is before the tenancy release: run dhrun deploy", r.stderr, 1, true)
+    assert.are.equal(before, public_fp(t.conn))
+  end)
+end)
+
+describe("rollback", function()
+  it("refuses without --yes when stdin is not a terminal, changing nothing", function()
+    local t = dh.create("done")
+    finally(function() dh.drop(t) end)
+    local before = public_fp(t.conn)
+    local r = dh.flow(t, "rollback", {})
+    assert.are.equal(2, r.code)
+    assert.matches("refusing to roll back without confirmation: standard input is not a terminal", r.stderr, 1, true)
+    assert.matches("pass --yes", r.stderr, 1, true)
+    assert.are.equal(before, public_fp(t.conn))
+  end)
+
+  it("drops NOT NULL and marks the migration rolled back in one go, and says what next", function()
+    local t = dh.create("done")
+    finally(function() dh.drop(t) end)
+    local r = dh.flow(t, "rollback", { "--yes" })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.are.equal(0, dh.not_null_columns(t.conn))
+    assert.are.equal(0, t.conn:query_value(
+      "SELECT count(*) FROM _prisma_migrations WHERE migration_name = $1 AND rolled_back_at IS NULL", dh.NOT_NULL))
+    assert.matches("next: fix the NULLs", r.stdout, 1, true)
+    local st = prisma.status(t.conn, dh.migrations)
+    assert.are.same({ dh.NOT_NULL }, st.rerun)
+    -- a second rollback has nothing to do
+    r = dh.flow(t, "rollback", { "--yes" })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("skipped: nothing to roll back", r.stdout, 1, true)
+  end)
+end)
+
+describe("status and check-workspace", function()
+  it("print the checklist's expected messages on a deployed database", function()
+    local t = dh.create("done")
+    finally(function() dh.drop(t) end)
+    local r = dh.flow(t, "status", {})
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("Database schema is up to date!", r.stdout, 1, true)
+    assert.matches("✅ All Data Hub workspaceId values are backfilled (no NULLs).", r.stdout, 1, true)
+    assert.matches("Compiled successfully", r.stdout, 1, true)
+    r = dh.flow(t, "check-workspace", {})
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("NOT NULL enforced", r.stdout, 1, true)
+  end)
+
+  it("report pending migrations and NULL offenders per table with exit 1", function()
+    local t = dh.create("nullable")
+    finally(function() dh.drop(t) end)
+    local r = dh.flow(t, "status", { "--no-build" })
+    assert.are.equal(1, r.code)
+    assert.matches("Following migration have not yet been applied:", r.stdout, 1, true)
+    assert.matches("Z INFO        " .. dh.NOT_NULL .. "\n", r.stdout, 1, true)
+    r = dh.flow(t, "check-workspace", {})
+    assert.are.equal(1, r.code)
+    for _, name in ipairs(dh.TABLES) do assert.matches(name .. "%s+%d+ NULL row%(s%)", r.stdout) end
+  end)
+end)
+
+describe("bad input", function()
+  it("--resume with no journal: one clear line, exit 2", function()
+    local t = dh.create("pre")
+    finally(function() dh.drop(t) end)
+    local r = dh.flow(t, "deploy", { "--resume" })
+    assert.are.equal(2, r.code)
+    assert.matches("nothing to resume: the journal has no earlier run of deploy", r.stderr, 1, true)
+  end)
+
+  it("an unknown flag is refused before anything runs", function()
+    local r = sh.dhrun({ "deploy", "--dry-rn" }, { cwd = sh.root })
+    assert.are.equal(2, r.code)
+    assert.are.equal("dhrun: unknown option '--dry-rn' (see dhrun deploy --help)\n", r.stderr)
+  end)
+
+  it("a config naming a missing table or a typo'd setting: exit 2, one line", function()
+    local t = dh.create("nullable")
+    finally(function() dh.drop(t) end)
+    local cfg = dh.config(nil, 'cfg.tenancy.tables = { "Connection", "Metrics" }')
+    local r = dh.flow(t, "check-workspace", {}, { config = cfg })
+    assert.are.equal(2, r.code, r.stdout .. r.stderr)
+    assert.matches("Metrics", r.stderr, 1, true)
+    cfg = dh.config(nil, "cfg.tenency = {}")
+    r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(2, r.code)
+    assert.matches("unknown setting 'tenency' in the config (did you mean 'tenancy'?)", r.stderr, 1, true)
+  end)
+end)

@@ -25,7 +25,7 @@ echo "PostgreSQL $(psql -XAtc 'SHOW server_version' datahub) on port $PGPORT (so
 say "loading the example Data Hub before the tenancy release (migration 20251201090000_init + seed data)"
 "$dhrun" "$root/examples/datahub/setup.lua" --state pre --users 60 --metrics 5000 || exit 1
 
-cfg="$root/examples/datahub/dhrun.config.lua"
+cfg="examples/datahub/dhrun.config.lua"
 run() { echo; echo "\$ dhrun $*"; (cd "$root" && "$dhrun" "$@"); }
 
 say "what deploy would do"

@@ -223,8 +223,7 @@ function M.new(conn, spec)
   if type(backfill) ~= "table" then config_error("tenancy.backfill must be a table") end
 
   local self = setmetatable({ conn = conn, column = spec.column, tables = {}, spec = {} }, Tenancy)
-  for key in pairs(M.DEFAULTS) do self.spec[key] = spec[key] end
-  local s = self.spec
+  local s = self.spec -- the validated settings, defaults filled in
   s.batch_size = check_number(spec, "batch_size", 1, true)
   s.min_batch_size = check_number(spec, "min_batch_size", 1, true)
   s.max_batch_size = check_number(spec, "max_batch_size", 1, true)

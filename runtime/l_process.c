@@ -526,19 +526,99 @@ static int cannot_run(lua_State *L, const char *file, int code,
     return 3;
 }
 
+/* Reads core.spawn's arguments (argv at 1, opts at 2) into ln, mode and
+ * file_for; strings and arrays are anchored in the table at `a`. */
+static void prepare_launch(lua_State *L, int a, struct launch *ln,
+                           int mode[3], const char *file_for[3])
+{
+    size_t argc = lua_rawlen(L, 1);
+    luaL_argcheck(L, argc > 0, 1, "argv must not be empty");
+    ln->argv = new_ptr_array(L, a, argc);
+    ln->sh_argv = new_ptr_array(L, a, argc + 1);
+    ln->sh_argv[0] = (char *)"/bin/sh";
+    for (size_t i = 0; i < argc; i++) {
+        lua_rawgeti(L, 1, (lua_Integer)i + 1);
+        lua_pushfstring(L, "argv[%d]", (int)i + 1);
+        ln->argv[i] = (char *)checked_string(L, -2, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        anchor(L, a);
+        if (i > 0)
+            ln->sh_argv[i + 1] = ln->argv[i];
+    }
+    lua_getfield(L, 2, "env");
+    const char *path = build_env(L, lua_gettop(L), a, ln);
+    build_paths(L, a, ln->argv[0], path, ln);
+    lua_pop(L, 1);
+    ln->cwd = string_opt(L, 2, "cwd");
+    mode[IN] = mode_opt(L, 2, "stdin", M_NULL);
+    mode[OUT] = mode_opt(L, 2, "stdout", M_PIPE);
+    mode[ERR] = mode_opt(L, 2, "stderr", M_PIPE);
+    luaL_argcheck(L, mode[IN] != M_FILE, 2, "stdin cannot be \"file\"");
+    file_for[OUT] = string_opt(L, 2, "stdout_file");
+    file_for[ERR] = string_opt(L, 2, "stderr_file");
+    for (int i = OUT; i <= ERR; i++)
+        luaL_argcheck(L, (mode[i] == M_FILE) == (file_for[i] != NULL), 2,
+                      "a \"file\" stream needs stdout_file/stderr_file");
+    struct rlimit rl;
+    ln->maxfd = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536
+                    ? (int)rl.rlim_cur : 65536;
+}
+
+/* Creates the handle (not started yet), keeping the stdin data as its
+ * user value.  Exists before any fd is opened, so that a Lua error
+ * cannot leak our pipe ends: its __gc closes them. */
+static Proc *new_proc(lua_State *L, int stdin_mode)
+{
+    Proc *p = (Proc *)lua_newuserdatauv(L, sizeof(Proc), 1);
+    memset(p, 0, sizeof *p);
+    p->pid = -1;
+    p->reaped = 1;                    /* nothing to reap until fork works */
+    p->pidfd = p->fd[IN] = p->fd[OUT] = p->fd[ERR] = -1;
+    lua_getfield(L, 2, "grace");
+    p->grace = luaL_optnumber(L, -1, 3.0);
+    lua_pop(L, 1);
+    luaL_setmetatable(L, PROC_MT);
+    if (stdin_mode == M_PIPE) {
+        lua_getfield(L, 2, "input");   /* any bytes, NULs included */
+        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 2,
+                      "stdin \"pipe\" needs input = string");
+        lua_tolstring(L, -1, &p->in_len);
+        lua_setiuservalue(L, -2, 1);
+    }
+    return p;
+}
+
+/* The child reported why it could not exec: pushes fail, code, message. */
+static int exec_failed(lua_State *L, const struct launch *ln,
+                       const struct exec_failure *f)
+{
+    const char *file = ln->argv[0];
+    if (f->stage == STAGE_CWD)
+        return cannot_run(L, file, 126, "cwd %s: %s", ln->cwd,
+                          strerror(f->err));
+    if (f->stage == STAGE_SETUP)
+        return cannot_run(L, file, 126, "setting up the child: %s",
+                          strerror(f->err));
+    if (f->err == ENOENT && strchr(file, '/') == NULL)
+        return cannot_run(L, file, 127, "not found in PATH");
+    return cannot_run(L, file,
+                      f->err == ENOENT || f->err == ENOTDIR ? 127 : 126,
+                      "%s", strerror(f->err));
+}
+
 /*
  * core.spawn(argv, opts) -> handle | fail, code, message
- * opts: cwd, env = {NAME = "value" | false}, grace (seconds),
- *       stdin = "null" | "inherit" | "pipe" with input = string,
- *       stdout / stderr = "pipe" | "null" | "inherit" | "file" with
- *       stdout_file / stderr_file = path (appended).
- * Returns fail, 127 or 126, message when the program cannot be started.
+ * opts: cwd, env = {NAME = "value" | false}, grace (seconds, default 3),
+ *       stdin = "null" (default) | "inherit" | "pipe" with input = string,
+ *       stdout / stderr = "pipe" (default) | "null" | "inherit" | "file"
+ *       with stdout_file / stderr_file = path (opened for appending).
+ * Returns fail, 127 (not found) or 126, message when the program cannot
+ * be started.
  */
 static int proc_spawn(lua_State *L)
 {
     struct launch ln;
-    int a, mode[3];
-    size_t argc;
+    int mode[3];
     const char *file_for[3] = {NULL, NULL, NULL};
 
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -549,64 +629,13 @@ static int proc_spawn(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
     lua_newtable(L);                  /* 3: anchors for the launch strings */
-    a = 3;
     memset(&ln, 0, sizeof ln);
     ln.src[0] = ln.src[1] = ln.src[2] = -1;
-
-    argc = lua_rawlen(L, 1);
-    luaL_argcheck(L, argc > 0, 1, "argv must not be empty");
-    ln.argv = new_ptr_array(L, a, argc);
-    ln.sh_argv = new_ptr_array(L, a, argc + 1);
-    ln.sh_argv[0] = (char *)"/bin/sh";
-    for (size_t i = 0; i < argc; i++) {
-        lua_rawgeti(L, 1, (lua_Integer)i + 1);
-        lua_pushfstring(L, "argv[%d]", (int)i + 1);
-        ln.argv[i] = (char *)checked_string(L, -2, lua_tostring(L, -1));
-        lua_pop(L, 1);
-        anchor(L, a);
-        if (i > 0)
-            ln.sh_argv[i + 1] = ln.argv[i];
-    }
-    lua_getfield(L, 2, "env");
-    const char *path = build_env(L, lua_gettop(L), a, &ln);
-    build_paths(L, a, ln.argv[0], path, &ln);
-    lua_pop(L, 1);                    /* env */
-    ln.cwd = string_opt(L, 2, "cwd");
-    mode[IN] = mode_opt(L, 2, "stdin", M_NULL);
-    mode[OUT] = mode_opt(L, 2, "stdout", M_PIPE);
-    mode[ERR] = mode_opt(L, 2, "stderr", M_PIPE);
-    luaL_argcheck(L, mode[IN] != M_FILE, 2, "stdin cannot be \"file\"");
-    file_for[OUT] = string_opt(L, 2, "stdout_file");
-    file_for[ERR] = string_opt(L, 2, "stderr_file");
-    for (int i = OUT; i <= ERR; i++)
-        luaL_argcheck(L, (mode[i] == M_FILE) == (file_for[i] != NULL), 2,
-                      "a \"file\" stream needs stdout_file/stderr_file");
-    lua_getfield(L, 2, "grace");
-    double grace = luaL_optnumber(L, -1, 3.0);
-    lua_pop(L, 1);
-    struct rlimit rl;
-    ln.maxfd = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536
-                   ? (int)rl.rlim_cur : 65536;
-
-    /* The handle exists before any fd is opened, so a Lua error from here
-     * on cannot leak our ends (its __gc closes them). */
-    Proc *p = (Proc *)lua_newuserdatauv(L, sizeof(Proc), 1);   /* 4 */
-    memset(p, 0, sizeof *p);
-    p->pid = -1;
-    p->reaped = 1;                    /* nothing to reap until fork works */
-    p->pidfd = p->fd[IN] = p->fd[OUT] = p->fd[ERR] = -1;
-    p->grace = grace;
-    luaL_setmetatable(L, PROC_MT);
-    if (mode[IN] == M_PIPE) {
-        lua_getfield(L, 2, "input");   /* any bytes, NULs included */
-        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 2,
-                      "stdin \"pipe\" needs input = string");
-        lua_tolstring(L, -1, &p->in_len);
-        lua_setiuservalue(L, -2, 1);  /* the handle keeps the data alive */
-    }
+    prepare_launch(L, 3, &ln, mode, file_for);
+    Proc *p = new_proc(L, mode[IN]);
     const char *input = NULL;
     if (lua_getiuservalue(L, -1, 1) == LUA_TSTRING)
-        input = lua_tostring(L, -1);
+        input = lua_tostring(L, -1);  /* anchored by the user value */
     lua_pop(L, 1);
 
     /* From here until fork: no Lua allocation (a raise would leak the
@@ -631,6 +660,8 @@ static int proc_spawn(lua_State *L)
     }
     ln.errpipe = errpipe[1];
 
+    /* Signals stay blocked across fork so that dhrun's handler cannot run
+     * in the child before child_exec has reset it. */
     sigset_t all, old;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old);
@@ -667,18 +698,7 @@ static int proc_spawn(lua_State *L)
     if (got == sizeof f) {
         try_reap(p, 1);
         proc_release(p);
-        const char *file = ln.argv[0];
-        if (f.stage == STAGE_CWD)
-            return cannot_run(L, file, 126, "cwd %s: %s", ln.cwd,
-                              strerror(f.err));
-        if (f.stage == STAGE_SETUP)
-            return cannot_run(L, file, 126, "setting up the child: %s",
-                              strerror(f.err));
-        if (f.err == ENOENT && strchr(file, '/') == NULL)
-            return cannot_run(L, file, 127, "not found in PATH");
-        return cannot_run(L, file, f.err == ENOENT || f.err == ENOTDIR ? 127
-                                                                       : 126,
-                          "%s", strerror(f.err));
+        return exec_failed(L, &ln, &f);
     }
     p->pidfd = pidfd_open(pid, 0);    /* -1 on old kernels: we poll then */
     if (input != NULL)

@@ -2,14 +2,24 @@
 -- take the whole process group down, bounded capture, live streaming of
 -- redacted lines, and Ctrl-C forwarded to the child.
 --
---   process.run(argv [, opts])    -> result     never raises for a failed child
---   process.shell(cmdline [, opts]) -> result   {"/bin/sh", "-c", cmdline}
---   process.must(argv [, opts])   -> result     raises a dhrun.Error (kind "process", exit 1) unless ok
---   process.spawn(argv [, opts])  -> proc       background child
---   process.INHERIT, process.NULL               sentinels for stdin/stdout/stderr
+--   process.run(argv [, opts])      -> result  never raises for a failed child
+--   process.shell(cmdline [, opts]) -> result  {"/bin/sh", "-c", cmdline}
+--   process.must(argv [, opts])     -> result  raises a dhrun.Error (kind "process", exit 1) unless ok
+--   process.spawn(argv [, opts])    -> proc    background child: pid, running, wait, kill, stop
+--   process.INHERIT, process.NULL              sentinels for stdin/stdout/stderr
 --
--- The C core (dhrun.core.process) forks and polls; everything about lines,
--- capture limits and timeouts is here.
+-- opts: cwd, env = {NAME = "value" | false}, stdin = string | INHERIT | NULL (nil: /dev/null),
+--   timeout (s), grace (s between SIGTERM and SIGKILL, default 3; also after Ctrl-C),
+--   capture (default true), max_capture (bytes per stream, default 16 MiB; the last bytes are kept),
+--   stream (echo lines, redacted, to dhrun's stdout/stderr), prefix, on_line(stream_name, line),
+--   stdout / stderr = INHERIT | NULL | file path (appended) | nil (pipe).
+-- result: ok, code, signal, signame, stdout, stderr, duration, timed_out, truncated, pid, argv, error.
+--   ok is false after a timeout even if the child then exited 0.  stdout/stderr are "" when not
+--   captured; they are the child's raw bytes (only streamed lines and error messages are redacted).
+--   on_line gets raw lines too, and the final unterminated line at the end.
+--
+-- The C core (dhrun.core.process) forks and polls; lines, capture limits
+-- and timeouts are handled here.
 local core = require "dhrun.core.process"
 local sys = require "dhrun.core.sys"
 
@@ -274,7 +284,7 @@ local function run(fname, argv, opts)
     failed.argv = argv
     return failed
   end
-  -- <close>: an error raised by on_line (or Ctrl-C) still stops the child
+  -- only closed, never read: an error raised by on_line still stops the child
   local handle <close> = job.h -- luacheck: ignore 211
   local deadline = opts.timeout and now() + opts.timeout
   if not job:pump(deadline) then

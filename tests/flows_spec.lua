@@ -306,3 +306,26 @@ describe("bad input", function()
     assert.matches("unknown setting 'tenency' in the config (did you mean 'tenancy'?)", r.stderr, 1, true)
   end)
 end)
+
+describe("secrets", function()
+  it("the database password appears in no output, report or journal row", function()
+    local testdb = require "testdb"
+    local t = dh.create("nullable")
+    finally(function() dh.drop(t) end)
+    local password = testdb.password()
+    local url = testdb.tcp_url(t.name, password)
+    assert.matches(password, url, 1, true)
+    local dir = sh.tmpdir()
+    local r = dh.flow({ url = url }, "deploy", { "--report-json", dir .. "/r.json", "--report-junit", dir .. "/r.xml",
+      "--verbose" })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    local fail = dh.flow({ url = url }, "deploy", { "--bogus" })
+    assert.are.equal(2, fail.code)
+    for _, text in ipairs({ r.stdout, r.stderr, fail.stderr, sh.read(dir .. "/r.json"), sh.read(dir .. "/r.xml"),
+      dh.fingerprint(t.conn), t.conn:query_value("SELECT string_agg(r::text, ' ') FROM dhrun.runs r"),
+      t.conn:query_value("SELECT string_agg(s::text, ' ') FROM dhrun.steps s") }) do
+      assert.is_nil(text:find(password, 1, true), "password found in: " .. text:sub(1, 200))
+    end
+    assert.matches("postgresql://dhrun_pw@127.0.0.1:", r.stdout, 1, true)
+  end)
+end)

@@ -202,7 +202,7 @@ BEGIN
   END;
   INSERT INTO "MetricDaily" (id, "connectionId", provider, date, impressions, clicks, spend, conversions)
   SELECT m.id, m.connection_id, m.provider, date '2025-12-01' - m.day, m.impressions, m.clicks,
-         round((random() * 100)::numeric, 2),           -- CPC 0.20 .. 2.75
+         round(m.clicks * (20 + get_byte(m.h, 3)) / 100.0, 2),           -- CPC 0.20 .. 2.75
          m.clicks * (get_byte(m.h, 4) % 9) / 100                          -- CVR 0 .. 8%
   FROM (
     SELECT x.id, x.connection_id, x.provider, x.day, x.h, x.impressions,

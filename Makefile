@@ -3,7 +3,7 @@ PREFIX  ?= /usr/local
 BUILD   ?= build
 CC      ?= cc
 
-PKGS      := lua5.4 libpq libcrypto
+PKGS      := lua5.4 libpq libcrypto libcurl
 WARNINGS  := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
              -Wstrict-prototypes -Wwrite-strings -Wpointer-arith -Wformat=2 \
              -Wundef -Wvla -Wcast-align -Wold-style-definition -pedantic
@@ -28,7 +28,7 @@ DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libpq-dev \
             libclang-rt-14-dev valgrind
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps demo test test-only asan valgrind lint install uninstall clean help
+.PHONY: all deps app-deps bench fuzz demo test test-only asan valgrind lint install uninstall clean help
 
 all: $(BUILD)/dhrun
 
@@ -40,6 +40,8 @@ help:
 	@echo "make asan       the test suite under AddressSanitizer + UBSan"
 	@echo "make valgrind   the test suite with dhrun under valgrind memcheck"
 	@echo "make lint       luacheck over stdlib/, scripts/, tests/"
+	@echo "make bench      the benchmarks (bench/); results in bench/RESULTS.md"
+	@echo "make fuzz       the libFuzzer targets, each for a bounded time"
 	@echo "make install    install to PREFIX=$(PREFIX)"
 
 $(BUILD)/dhrun: $(OBJS)
@@ -99,6 +101,20 @@ valgrind: deps all
 
 lint:
 	@luacheck -q stdlib scripts tests examples bench
+
+# The example app's npm packages (package-lock.json, `npm ci`).
+app-deps:
+	@if [ -f examples/datahub/package-lock.json ] && [ ! -d examples/datahub/node_modules ]; then \
+	  echo "make app-deps: npm ci in examples/datahub"; \
+	  (cd examples/datahub && npm ci --no-audit --no-fund --loglevel=error); \
+	fi
+
+bench: deps app-deps
+	@$(MAKE) --no-print-directory all
+	@DHRUN=$(BUILD)/dhrun bench/run.sh $(BENCH)
+
+fuzz: deps
+	@fuzz/run.sh $(FUZZ_SECONDS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/dhrun/scripts

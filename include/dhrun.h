@@ -84,6 +84,7 @@ double dhrun_now(void);
 int luaopen_dhrun_core_sys(lua_State *L);
 int luaopen_dhrun_core_db(lua_State *L);
 int luaopen_dhrun_core_process(lua_State *L);
+int luaopen_dhrun_core_http(lua_State *L);
 
 /* Host entry point used by main.c; returns the process exit code. */
 int dhrun_main(int argc, char **argv);

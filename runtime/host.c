@@ -34,6 +34,7 @@ static const luaL_Reg c_modules[] = {
     {"cjson", luaopen_cjson},
     {"cjson.safe", luaopen_cjson_safe},
     {"dhrun.core.db", luaopen_dhrun_core_db},
+    {"dhrun.core.http", luaopen_dhrun_core_http},
     {"dhrun.core.process", luaopen_dhrun_core_process},
     {"dhrun.core.sys", luaopen_dhrun_core_sys},
     {"lfs", luaopen_lfs},

@@ -537,6 +537,8 @@ static int pmain(lua_State *L)
     lua_setfield(L, -2, "version");
     lua_pushstring(L, o->argv[0]);
     lua_setfield(L, -2, "progname");
+    lua_pushstring(L, DHRUN_SHARE_DIR);
+    lua_setfield(L, -2, "share_dir");
     lua_setfield(L, LUA_REGISTRYINDEX, "dhrun.options");
 
     /* The prelude makes print/io.write redacting and os.exit close the

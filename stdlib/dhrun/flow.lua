@@ -46,7 +46,7 @@ function M.new(def)
     name = def.name, title = def.title or def.name, description = def.description,
     lock = def.lock ~= false, journal = def.journal ~= false, confirm = def.confirm,
     next_ok = def.next_ok, next_fail = def.next_fail, setup = def.setup, steps = {},
-    keep_going = def.keep_going or false,
+    keep_going = def.keep_going or false, on_failure = def.on_failure, check_args = def.check_args,
     options = {}, needs_config = def.needs_config ~= false, needs_db = def.needs_db ~= false,
   }, Flow)
   for _, o in ipairs(COMMON_OPTIONS) do f.options[#f.options + 1] = o end
@@ -55,12 +55,69 @@ function M.new(def)
 end
 
 -- Adds a step: {title=, skip=fn(ctx)->reason|nil, run=fn(ctx)->detail,
--- plan=fn(ctx)->text, readonly=bool, hint=string|fn(ctx, err)->string}.
+-- plan=fn(ctx)->text, readonly=bool, keep_going=bool (a failure is
+-- counted but the next steps still run), hint=string|fn(ctx, err)->string}.
 function Flow:step(def)
   assert(type(def.title) == "string", "step needs a title")
   assert(type(def.run) == "function", "step '" .. def.title .. "' needs a run function")
   self.steps[#self.steps + 1] = def
   return def
+end
+
+-- While a script is loaded by Flow:include, flow:run(...) only hands back
+-- the flow it defined.
+local including = false
+
+-- Where flow scripts are looked up: the including script's directory, then
+-- the host's search path (./scripts, $DHRUN_PATH, the installed share dir).
+local function script_path(name)
+  local dirs = {}
+  local here = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$")
+  if here then dirs[#dirs + 1] = here end
+  dirs[#dirs + 1] = "./scripts"
+  for d in (os.getenv("DHRUN_PATH") or ""):gmatch("[^:]+") do dirs[#dirs + 1] = d end
+  local share = sys.options().share_dir
+  if share then dirs[#dirs + 1] = share .. "/scripts" end
+  local patterns = {}
+  for i, d in ipairs(dirs) do patterns[i] = d .. "/?.lua" end
+  return package.searchpath(name, table.concat(patterns, ";"))
+end
+
+-- Appends the steps of another flow script (e.g. "deploy"), so one run
+-- (one lock, one journal) can chain flows.  Returns the included flow.
+function Flow:include(name)
+  local path, err = script_path(name)
+  if not path then
+    error(sys.error("usage", 2, "cannot include flow '" .. name .. "': " .. err:gsub("\n%s*", " ")), 0)
+  end
+  local chunk, lerr = loadfile(path, "t")
+  if not chunk then error(sys.error("script", 2, lerr), 0) end
+  including = true
+  local ok, other = pcall(chunk)
+  including = false
+  if not ok then error(other, 0) end
+  if getmetatable(other) ~= Flow then
+    error(sys.error("script", 2, path .. " does not end with `return flow:run(...)`"), 0)
+  end
+  for _, o in ipairs(other.options) do
+    local known = false
+    for _, mine in ipairs(self.options) do if mine.name == o.name then known = true end end
+    if not known then self.options[#self.options + 1] = o end
+  end
+  for _, s in ipairs(other.steps) do
+    local copy = setmetatable({}, { __index = s })
+    if other.keep_going and s.keep_going == nil then copy.keep_going = true end
+    copy.from = other.name
+    self.steps[#self.steps + 1] = copy
+  end
+  if other.setup then
+    local mine = self.setup
+    self.setup = function(ctx)
+      if mine then mine(ctx) end
+      other.setup(ctx)
+    end
+  end
+  return other
 end
 
 local function usage_error(msg)
@@ -206,6 +263,7 @@ end
 
 -- Runs the flow with the script's arguments; returns the exit code.
 function Flow:run(...)
+  if including then return self end
   local argv = table.pack(...)
   local args = self:parse({ table.unpack(argv, 1, argv.n) })
   if args.help then
@@ -213,6 +271,8 @@ function Flow:run(...)
     return 0
   end
   if args.verbose then log.set_level("debug") end
+  -- argument problems are reported before anything connects or locks
+  if self.check_args then self.check_args(args) end
   local started = sys.now()
   local ctx = { flow = self, args = args, dry_run = args["dry-run"] or false, log = log, results = {} }
   if self.needs_config then ctx.cfg = config.load(args.config) end
@@ -329,7 +389,9 @@ function Flow:run(...)
       rec.duration = dt
       if not ok then
         local interrupted = type(detail) == "table" and detail.kind == "interrupted"
-        if not self.keep_going or interrupted then
+        local keep_going = step.keep_going
+        if keep_going == nil then keep_going = self.keep_going end
+        if not keep_going or interrupted then
           return self:fail_step(ctx, step, i, n, detail, finish, started, rec)
         end
         rec.status, rec.reason = "failed", describe(detail)
@@ -352,7 +414,10 @@ function Flow:run(...)
   if counts.failed > 0 then
     local err = counts.first_error
     local code = type(err) == "table" and tonumber(err.exit) or 1
-    log.error("%s: %d of %d check(s) failed (%s)", self.name, counts.failed, n, fmt_duration(sys.now() - started))
+    log.error("%s: %d of %d step(s) failed (%s)", self.name, counts.failed, n, fmt_duration(sys.now() - started))
+    if self.on_failure and not ctx.dry_run then self.on_failure(ctx, result) end
+    local nxt = type(self.next_fail) == "function" and self.next_fail(ctx, nil, err) or self.next_fail
+    if nxt then log.info("next: %s", nxt) end
     return finish("failed", code == 0 and 1 or code, describe(err))
   end
 

@@ -12,7 +12,10 @@ local flow = require("dhrun.flow").new {
   title = "Normal Deployment",
   description = "migration #1 -> backfill -> check (must pass) -> migration #2 -> generate -> build",
   options = { { name = "no-build", help = "database steps only: skip generate and build" } },
-  next_ok = "run the smoke test (dhrun smoke) against the deployed app",
+  next_ok = function(ctx)
+    if ctx.args["no-build"] then return "build and start the app, then run the smoke test: dhrun smoke" end
+    return "start or reload the app, then run the smoke test: dhrun smoke (dhrun release does all three)"
+  end,
 }
 
 local migrated = false -- did this run apply a migration? (then generate must run)
@@ -72,9 +75,7 @@ flow:step {
 flow:step {
   title = "Verify no NULLs (MUST pass)",
   readonly = true,
-  skip = function(ctx)
-    if ctx.dry_run and #release.missing_column(ctx) > 0 then return "after migration #1 and the backfill" end
-  end,
+  skip = release.check_skip_in_dry_run,
   run = release.require_no_nulls,
 }
 
@@ -89,10 +90,8 @@ flow:step {
       .. release.migrations(ctx):plan(nil, tenancy(ctx).nullable_migration)
   end,
   run = function(ctx)
-    local enforced = release.tenancy(ctx):enforce_not_null()
-    local d = release.migrations(ctx):deploy()
+    local d = release.deploy_not_null(ctx)
     migrated = migrated or #(d.applied or {}) > 0
-    d.not_null = enforced.tables
     return d
   end,
 }

@@ -13,7 +13,10 @@ local flow = require("dhrun.flow").new {
   title = "Recovery (migration #2 failed)",
   description = "resolve --rolled-back -> backfill -> check (must pass) -> deploy -> generate -> build",
   options = { { name = "no-build", help = "database steps only: skip generate and build" } },
-  next_ok = "run the smoke test (dhrun smoke) against the deployed app",
+  next_ok = function(ctx)
+    if ctx.args["no-build"] then return "build and start the app, then run the smoke test: dhrun smoke" end
+    return "start or reload the app, then run the smoke test: dhrun smoke (dhrun release does all three)"
+  end,
 }
 
 local migrated = false
@@ -75,7 +78,12 @@ flow:step {
   end,
 }
 
-flow:step { title = "Verify no NULLs (MUST pass)", readonly = true, run = release.require_no_nulls }
+flow:step {
+  title = "Verify no NULLs (MUST pass)",
+  readonly = true,
+  skip = release.check_skip_in_dry_run,
+  run = release.require_no_nulls,
+}
 
 flow:step {
   title = "Deploy the NOT NULL migration",
@@ -86,10 +94,8 @@ flow:step {
     return "make the column NOT NULL online, then\n" .. release.migrations(ctx):plan()
   end,
   run = function(ctx)
-    local enforced = release.tenancy(ctx):enforce_not_null()
-    local d = release.migrations(ctx):deploy()
+    local d = release.deploy_not_null(ctx)
     migrated = migrated or #(d.applied or {}) > 0
-    d.not_null = enforced.tables
     return d
   end,
 }

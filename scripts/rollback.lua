@@ -38,7 +38,8 @@ flow:step {
     end
   end,
   plan = function(ctx)
-    local lines = { "in one transaction (lock_timeout " .. ctx.cfg.tenancy.lock_timeout .. " per lock, retried):" }
+    local lines = { "in one transaction (lock_timeout " .. tostring(release.tenancy(ctx).spec.lock_timeout)
+      .. " per lock, retried):" }
     for _, t in ipairs(ctx.cfg.tenancy.tables) do
       lines[#lines + 1] = "  ALTER TABLE " .. db.quote_ident(t) .. " ALTER COLUMN "
         .. db.quote_ident(ctx.cfg.tenancy.column) .. " DROP NOT NULL;"

@@ -28,6 +28,11 @@ flow:step {
       local hint = st.state == "failed" and "run dhrun recover" or "run dhrun deploy"
       error(sys.error("check", 1, "migrations: " .. st.state:gsub("_", " "), { hint = hint }), 0)
     end
+    if #st.rerun > 0 then
+      -- Prisma calls this "up to date"; the release is not complete
+      error(sys.error("check", 1, "migration " .. st.rerun[1] .. " is recorded as rolled back: deploy will apply "
+        .. "it again", { hint = "after fixing the cause (dhrun backfill-workspace), run dhrun deploy" }), 0)
+    end
     return { summary = "Database schema is up to date!", notes = st.notes }
   end,
 }
@@ -40,7 +45,7 @@ flow:step {
       error(sys.error("check", 1, "the " .. ctx.cfg.tenancy.column .. " column does not exist yet "
         .. "(migration #1 not applied)", { hint = "run dhrun deploy" }), 0)
     end
-    return release.require_no_nulls(ctx)
+    return release.require_no_nulls(ctx, "run dhrun backfill-workspace (or dhrun deploy, which backfills first)")
   end,
 }
 

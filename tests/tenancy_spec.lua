@@ -517,15 +517,16 @@ describe("dhrun.tenancy", function()
     local t = tenancy.new(conn, spec())
     local ran = {}
     local err = catch(t.enforce_not_null, t, { on_step = function(name, step) ran[#ran + 1] = name .. ":" .. step end })
-    -- Refused before any DDL on "Note": a NOT VALID CHECK would already make
-    -- the application's UPDATEs of its NULL rows fail.
-    assert.are.same({ "Account:add_check", "Account:validate", "Account:set_not_null", "Account:drop_check" }, ran)
+    -- Refused before any DDL on any table: no table is left half-enforced,
+    -- and no NOT VALID CHECK makes the application's UPDATEs of NULL rows fail.
+    assert.are.same({}, ran)
     assert.are.equal("check", err.kind)
     assert.are.equal(1, err.exit)
-    assert.are.equal("Note has rows with NULL workspaceId: run the backfill again", err.message)
+    assert.are.equal("Note has rows with NULL workspaceId: NOT NULL was not enforced on any table", err.message)
     local st = t:state()
+    assert.is_true(st[1].nullable) -- earlier tables untouched too
     assert.are.same({ true, "none" }, { st[2].nullable, st[2].check_constraint })
-    assert.is_true(st[3].nullable) -- later tables untouched
+    assert.is_true(st[3].nullable)
 
     -- A NULL row arriving between the probe and the constraint: VALIDATE
     -- finds it, and the CHECK is taken away again.

@@ -111,6 +111,14 @@ local function prepare(target)
     local keep, known = {}, keywords()
     for _, item in ipairs(items) do
       local key = item_key(item)
+      if key == "pgbouncer" and (item:match("=(.*)$") or "") ~= "false" then
+        -- session advisory locks (the release lock, Prisma's migrate lock),
+        -- session lock_timeout and search_path do not survive pgbouncer's
+        -- transaction pooling
+        error(setmetatable({ kind = "config", exit = 2,
+          message = "the database URL has pgbouncer=true: dhrun needs a direct connection to PostgreSQL",
+          hint = "use the direct URL (Prisma's directUrl) for releases, not the pooled one" }, error_mt), 0)
+      end
       if key == "schema" and known.schema == nil then
         schema = pct_decode(item:match("^[^=]*=?(.*)$"))
       elseif not (PRISMA_ONLY[key] and known[key] == nil) then
@@ -212,10 +220,13 @@ local function connect_error(msg, tried, timeout)
   if first == "timeout expired" then
     first = string.format("timeout expired after %g s", timeout or 10)
   end
+  -- "invalid sslmode value: ..." and the like: the connection string is
+  -- wrong, not the server (exit 2, not 4)
+  local bad_option = first:match("^invalid %S+ value") or first:match("^invalid connection option")
   return setmetatable({
-    kind = "connect", exit = 4,
+    kind = bad_option and "config" or "connect", exit = bad_option and 2 or 4,
     message = "cannot connect to " .. url_from(tried) .. ": " .. first,
-    hint = connect_hint(msg),
+    hint = bad_option and "fix that option in DATABASE_URL" or connect_hint(msg),
   }, error_mt)
 end
 

@@ -220,7 +220,7 @@ local function take_release_lock(ctx, wait)
       if conn:try_advisory_lock(M.RELEASE_LOCK) then return true end
     until sys.now() >= deadline
   end
-  local who = journal.running(conn)
+  local who = journal.holder(conn, M.RELEASE_LOCK)
   local msg
   if who then
     msg = string.format("another dhrun run holds the release lock: %s (run #%s) by %s@%s, pid %s, since %s",
@@ -228,12 +228,14 @@ local function take_release_lock(ctx, wait)
   else
     local h = conn:query_one([[SELECT a.pid, a.application_name, to_char(a.backend_start AT TIME ZONE 'UTC',
         'YYYY-MM-DD HH24:MI:SS "UTC"') AS since FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-      WHERE l.locktype = 'advisory' AND l.granted AND l.objid = $1 LIMIT 1]], M.RELEASE_LOCK)
+      WHERE l.locktype = 'advisory' AND l.granted AND l.objid = $1 AND l.objsubid = 1
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1]], M.RELEASE_LOCK)
     msg = "another dhrun run holds the release lock"
     if h then msg = msg .. string.format(" (backend pid %s, %s, since %s)", h.pid, h.application_name, h.since) end
   end
   error(sys.error("lock", 3, msg, {
-    hint = "wait for it to finish (or pass --wait SECONDS); nothing was changed by this run" }), 0)
+    hint = wait and "it was still running after --wait; nothing was changed by this run"
+      or "wait for it to finish (or pass --wait SECONDS); nothing was changed by this run" }), 0)
 end
 
 local function git_revision(dir)
@@ -244,6 +246,16 @@ local function git_revision(dir)
   local r = process.run({ "git", "-C", dir, "rev-parse", "--short=12", "HEAD" }, { capture = true })
   if r.ok then return (r.stdout:gsub("%s+$", "")) end
   return nil
+end
+
+-- TEST HOOK (fault injection, tests/faults_spec.lua), not a feature:
+-- DHRUN_FAULT_KILL_AT="<flow>:<step number>" makes the runner SIGKILL itself
+-- right before that step starts, i.e. after the previous step is journaled,
+-- to reproduce `kill -9` at a step boundary.  Unset, it costs one getenv.
+local function fault_kill_at(flow_name, seq)
+  if os.getenv("DHRUN_FAULT_KILL_AT") ~= flow_name .. ":" .. seq then return end
+  io.stdout:flush()
+  require("dhrun.process").run({ "kill", "-KILL", tostring(sys.pid()) })
 end
 
 local function confirm(ctx, prompt)
@@ -273,6 +285,15 @@ function Flow:run(...)
   if args.verbose then log.set_level("debug") end
   -- argument problems are reported before anything connects or locks
   if self.check_args then self.check_args(args) end
+  for _, opt in ipairs({ "report-json", "report-junit" }) do
+    local path = args[opt]
+    if path then
+      local dir = path:match("^(.*)/[^/]*$") or "."
+      if require("lfs").attributes(dir, "mode") ~= "directory" then
+        usage_error(string.format("--%s %s: directory %s does not exist", opt, path, dir))
+      end
+    end
+  end
   local started = sys.now()
   local ctx = { flow = self, args = args, dry_run = args["dry-run"] or false, log = log, results = {} }
   if self.needs_config then ctx.cfg = config.load(args.config) end
@@ -310,7 +331,12 @@ function Flow:run(...)
     end
     resume_from = last.id
     for _, s in ipairs(last.steps) do
-      if s.status == "ok" or s.status == "skipped" then resume_done[s.seq] = last.id end
+      local step = self.steps[s.seq]
+      -- only work that was done is skipped; checks and preflights run again
+      local done = s.status == "ok" or (s.status == "skipped" and (s.reason or ""):match("^done in run #"))
+      if done and step and step.title == s.name and not step.readonly then
+        resume_done[s.seq] = s.reason and s.reason:match("^done in run #(%d+)$") or last.id
+      end
     end
     log.info("resuming run #%s (%s, started %s by %s@%s)", last.id, last.status, last.started,
       tostring(last.user_name), tostring(last.host))
@@ -331,7 +357,8 @@ function Flow:run(...)
     result.duration = sys.now() - started
     if ctx.run_id then pcall(journal.end_run, ctx.conn, ctx.run_id, status, code, message) end
     if locked then pcall(ctx.conn.advisory_unlock, ctx.conn, M.RELEASE_LOCK) end
-    self:write_reports(args, result)
+    local ok, err = pcall(self.write_reports, self, args, result)
+    if not ok then log.warn("could not write the report: %s", describe(err)) end
     return code
   end
 
@@ -351,6 +378,7 @@ function Flow:run(...)
   local n = #self.steps
   local counts = { ok = 0, skipped = 0, failed = 0, planned = 0 }
   for i, step in ipairs(self.steps) do
+    fault_kill_at(self.name, i)
     local rec = { seq = i, title = step.title }
     result.steps[i] = rec
     log.info("[%d/%d] %s", i, n, step.title)
@@ -455,6 +483,10 @@ function Flow:fail_step(ctx, step, i, n, err, finish, started, rec)
   if type(err) == "table" and err.detail then log.error("      detail: %s", err.detail) end
   local hint = type(step.hint) == "function" and step.hint(ctx, err) or step.hint
   if type(err) == "table" and err.hint then hint = hint and (err.hint .. "; " .. hint) or err.hint end
+  if not hint and ctx.conn and ctx.conn:status() == "unknown" then
+    hint = "the database connection was lost (server restart, or the session was terminated); once the server is "
+      .. "back, run dhrun " .. self.name .. " again: completed steps and backfill batches are kept"
+  end
   if hint then log.error("      hint: %s", hint) end
   if type(err) ~= "table" and sys.options().verbose then log.error(debug.traceback()) end
   log.error("%s: FAILED at step %d/%d (%s) after %s; the steps after it did not run", self.name, i, n,

@@ -4,7 +4,7 @@
 -- step's outcome and timing, the `_prisma_migrations` rows written — and
 -- what `--resume` continues from.
 local sys = require "dhrun.core.sys"
-local cjson = require "cjson.safe"
+local report = require "dhrun.report"
 
 local M = {}
 
@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS dhrun.runs (
   args          text[],
   exit_code     integer,
   message       text,
-  resumed_from  bigint
+  resumed_from  bigint,
+  backend_pid   integer
 );
 CREATE TABLE IF NOT EXISTS dhrun.steps (
   run_id      bigint NOT NULL REFERENCES dhrun.runs(id) ON DELETE CASCADE,
@@ -45,7 +46,16 @@ function M.exists(conn)
 end
 
 function M.ensure(conn)
-  if not M.exists(conn) then conn:exec_script(M.SCHEMA_SQL) end
+  if M.exists(conn) then return end
+  local ok, err = pcall(conn.exec_script, conn, M.SCHEMA_SQL)
+  if not ok then
+    if type(err) == "table" and err.sqlstate == "42501" then
+      error(sys.error("config", 2, "dhrun cannot create its journal (schema dhrun): " .. tostring(err.message), {
+        hint = "grant CREATE on the database to this user once, or create schema dhrun owned by it "
+          .. "(CREATE SCHEMA dhrun AUTHORIZATION <user>)" }), 0)
+    end
+    error(err, 0)
+  end
 end
 
 -- Runs left 'running' by a dhrun that died (kill -9, lost connection).  The
@@ -64,7 +74,8 @@ end
 
 function M.begin_run(conn, info)
   return conn:query_value([[INSERT INTO dhrun.runs (flow, project, user_name, host, pid, dhrun_version, git_revision,
-      args, resumed_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[], $9) RETURNING id]],
+      args, resumed_from, backend_pid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[], $9, pg_backend_pid())
+    RETURNING id]],
     info.flow, info.project, sys.user(), sys.hostname(), sys.pid(), sys.options().version or "?",
     info.git_revision, text_array(info.args or {}), info.resumed_from)
 end
@@ -76,7 +87,9 @@ function M.step_start(conn, run_id, seq, name)
 end
 
 function M.step_end(conn, run_id, seq, status, reason, detail, duration)
-  local json = detail ~= nil and sys.redact(cjson.encode(detail) or "null") or nil
+  local ok, json = true, nil
+  if detail ~= nil then ok, json = pcall(report.encode, detail) end
+  if not ok then json = nil end
   conn:exec([[UPDATE dhrun.steps SET status = $3, reason = $4, detail = $5::jsonb, finished_at = clock_timestamp(),
       duration_ms = $6 WHERE run_id = $1 AND seq = $2]],
     run_id, seq, status, reason and sys.redact(reason), json, duration and math.floor(duration * 1000 + 0.5))
@@ -98,12 +111,19 @@ function M.last_run(conn, flow)
   return run
 end
 
--- Who is running a flow now (for the lock-busy message), or nil.
-function M.running(conn)
+-- The run whose session holds advisory lock `key` now (for the lock-busy
+-- message), or nil: the holder is found in pg_locks, not guessed from rows
+-- a killed run may have left 'running'.
+function M.holder(conn, key)
   if not M.exists(conn) then return nil end
-  return conn:query_one([[SELECT id, flow, user_name, host, pid,
-      to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"') AS started
-    FROM dhrun.runs WHERE status = 'running' ORDER BY id DESC LIMIT 1]])
+  return conn:query_one([[SELECT r.id, r.flow, r.user_name, r.host, r.pid,
+      to_char(r.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"') AS started
+    FROM pg_locks l JOIN dhrun.runs r ON r.backend_pid = l.pid AND r.status = 'running'
+    WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database
+      WHERE datname = current_database()) AND l.classid = ($1::bigint >> 32)::oid
+      AND l.objid = ($1::bigint & 4294967295)::oid
+      AND l.objsubid = 1
+    ORDER BY r.id DESC LIMIT 1]], key)
 end
 
 return M

@@ -488,6 +488,10 @@ local function failure_logs(err)
 end
 
 local function script_failed(conn, m, err, id)
+  -- The connection is gone (server restart, pg_terminate_backend): the
+  -- server rolled back whatever was open and no row can be written now, so
+  -- the cause itself is the error, not the INSERT that would fail next.
+  if conn:status() == "unknown" then error(err, 0) end
   local primary, sqlstate, dbtext = failure_logs(err)
   if not id then
     -- transactional mode rolled everything back: leave the row Prisma
@@ -499,7 +503,8 @@ local function script_failed(conn, m, err, id)
   conn:try_exec("UPDATE _prisma_migrations SET logs = $1 WHERE id = $2", string.format(TEXT.P3018, m.name,
     sqlstate, dbtext), id)
   perror("P3018", "migration " .. m.name .. " failed: " .. primary,
-    "fix the cause, then recover: dhrun recover (or prisma migrate resolve --rolled-back \"" .. m.name .. "\")",
+    "fix the cause, then mark it rolled back (dhrun resolve --rolled-back " .. m.name
+      .. ") and deploy again; for the tenancy NOT NULL migration, dhrun recover does all of it",
     { m.name, sqlstate, dbtext }, { migration = m.name, sqlstate = sqlstate ~= "" and sqlstate or nil, row_id = id })
 end
 

@@ -12,9 +12,19 @@ local M = {}
 
 -- Connects to the project's database: cfg.database_url, else $DATABASE_URL,
 -- else the PG* variables.
+-- The config is checked against the project and the database right away
+-- (M.check_project), so a wrong one is refused before anything is locked,
+-- journaled or changed.
 function M.connect(cfg)
   local url = cfg and cfg.database_url
   local conn = db.connect(url, { application_name = "dhrun" })
+  if cfg then
+    local ok, err = pcall(M.check_project, conn, cfg)
+    if not ok then
+      conn:close()
+      error(err, 0)
+    end
+  end
   return conn
 end
 
@@ -65,9 +75,12 @@ end
 -- Migrations deploy would apply (optionally only up to `until_name`).
 function Migrations:pending(until_name)
   local st = prisma.status(self.conn, self.dir)
-  local out = {}
-  for _, m in ipairs(st.to_apply) do
-    out[#out + 1] = m
+  local out, todo = {}, {}
+  for _, m in ipairs(st.to_apply) do todo[m.name] = true end
+  -- in directory order, so that nothing after until_name counts once
+  -- until_name itself is applied
+  for _, m in ipairs(st.migrations) do
+    if todo[m.name] then out[#out + 1] = m end
     if until_name and m.name == until_name then break end
   end
   if until_name then
@@ -106,9 +119,25 @@ function Migrations:plan(until_name, after_name)
   end
   if #pending == 0 then return "no pending migrations" end
   local parts = {}
+  local verbose = log.level() == "debug"
   for _, m in ipairs(pending) do
-    parts[#parts + 1] = "apply " .. m.name .. ":"
-    parts[#parts + 1] = m.sql and ("  " .. m.sql:gsub("%s+$", ""):gsub("\n", "\n  ")) or "  (no migration.sql!)"
+    if not m.sql then
+      parts[#parts + 1] = "apply " .. m.name .. ": no migration.sql (deploy would stop here: P3015)"
+    elseif verbose then
+      parts[#parts + 1] = "apply " .. m.name .. ":"
+      parts[#parts + 1] = "  " .. m.sql:gsub("%s+$", ""):gsub("\n", "\n  ")
+    else
+      -- statements without their comments (Prisma's files are mostly comments)
+      local stmts = {}
+      for stmt in (m.sql:gsub("%-%-[^\n]*", "") .. ";"):gmatch("([^;]*);") do
+        stmt = stmt:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
+        if stmt ~= "" then stmts[#stmts + 1] = stmt end
+      end
+      parts[#parts + 1] = "apply " .. m.name .. " (" .. #stmts .. " statement(s); --verbose shows the file):"
+      for _, stmt in ipairs(stmts) do
+        parts[#parts + 1] = "  " .. (#stmt > 110 and (stmt:sub(1, 107) .. "...") or stmt) .. ";"
+      end
+    end
   end
   return table.concat(parts, "\n")
 end
@@ -122,14 +151,28 @@ local function prisma_cli(self, args)
     prefix = "      │ " })
 end
 
+-- Migration #2 done online: under Prisma's advisory lock (so a `prisma
+-- migrate deploy` elsewhere cannot slip in between the steps), NOT NULL is
+-- enforced table by table, then the migration file is applied with the
+-- tenancy's short lock_timeout: by then its SET NOT NULLs are catalog-only.
+function M.deploy_not_null(ctx)
+  local t = M.tenancy(ctx)
+  return prisma.with_lock(ctx.conn, function()
+    local enforced = t:enforce_not_null()
+    local d = M.migrations(ctx):deploy(nil, { lock_timeout = t.spec.lock_timeout })
+    d.not_null = enforced.tables
+    return d
+  end)
+end
+
 -- Applies pending migrations (up to until_name).  Returns a step detail.
-function Migrations:deploy(until_name)
+function Migrations:deploy(until_name, opts)
   if self.cfg.migrate_with == "prisma" then
     prisma_cli(self, { "deploy" })
     return { summary = "prisma migrate deploy ran" }
   end
   local res = prisma.deploy(self.conn, self.dir, {
-    until_name = until_name, lock_timeout = self.cfg.lock_timeout,
+    until_name = until_name, lock_timeout = opts and opts.lock_timeout or self.cfg.lock_timeout,
     on_apply = function(m) log.info("      applying %s", m.name) end,
   })
   local summary = #res.applied == 0 and "no pending migrations" or ("applied " .. table.concat(res.applied, ", "))
@@ -158,9 +201,27 @@ function M.tenancy(ctx)
   local tenancy = require "dhrun.tenancy"
   local spec = {}
   for k, v in pairs(tcfg) do spec[k] = v end
-  spec.log = log
+  spec.log = M.indented_log("      ")
   ctx._tenancy = tenancy.new(ctx.conn, spec)
   return ctx._tenancy
+end
+
+-- A dhrun.log look-alike whose lines sit under the current step.
+function M.indented_log(prefix)
+  local proxy = {}
+  for _, name in ipairs({ "debug", "info", "ok", "warn", "error" }) do
+    proxy[name] = function(fmt, ...)
+      if select("#", ...) == 0 then return log[name](prefix .. tostring(fmt)) end
+      return log[name](prefix .. fmt, ...)
+    end
+  end
+  proxy.progress = function(o)
+    local copy = {}
+    for k, v in pairs(o) do copy[k] = v end
+    copy.label = prefix .. (o.label or "")
+    return log.progress(copy)
+  end
+  return setmetatable(proxy, { __index = log })
 end
 
 -- One line per table with NULLs, e.g. "MetricDaily 120, Insight 3".
@@ -252,6 +313,68 @@ function M.missing_column(ctx)
   return missing
 end
 
+local function config_error(msg, hint)
+  error(sys.error("config", 2, msg, { hint = hint }), 0)
+end
+
+-- Checks the config against the project and the database, read-only:
+--   * the migrations directory exists, is for PostgreSQL, and every
+--     migration in it has its migration.sql (Prisma would stop at the first
+--     one without, after applying those before it);
+--   * tenancy: both named migrations are in it, every table exists, and the
+--     column exists on every table, or on none while migration #1 (which
+--     must add it) is still to be applied.
+-- Raises a config error (exit 2) naming the first problem.
+function M.check_project(conn, cfg)
+  local dir = cfg.migrations
+  local list = prisma.list(dir)
+  local provider = prisma.lock_provider(dir)
+  if provider and provider ~= "postgresql" then
+    config_error("migration_lock.toml in " .. dir .. " names provider `" .. provider
+      .. "`, not postgresql (Prisma P3019)",
+      "this migrations directory belongs to another database; check `migrations` in " .. cfg.file)
+  end
+  local by_name = {}
+  for _, m in ipairs(list) do
+    if not m.sql then
+      config_error("migration " .. m.name .. " has no migration.sql (Prisma P3015)",
+        "restore " .. m.path .. " or delete the directory")
+    end
+    by_name[m.name] = m
+  end
+  local t = cfg.tenancy
+  if not t then return end
+  for _, key in ipairs({ "nullable_migration", "not_null_migration" }) do
+    if t[key] and not by_name[t[key]] then
+      config_error(string.format("tenancy.%s names %s, which is not in %s (%d migration(s))", key, t[key], dir,
+        #list), "check tenancy.* and `migrations` in " .. cfg.file)
+    end
+  end
+  local missing = M.missing_column({ cfg = cfg, conn = conn }) -- raises for a missing table
+  if #missing == 0 then return end
+  local why
+  if #missing < #t.tables then
+    why = " (the other tables have it)"
+  elseif t.nullable_migration then
+    local applied = false
+    for _, r in ipairs(prisma.rows(conn) or {}) do
+      if r.migration_name == t.nullable_migration and prisma.row_state(r) == "applied" then applied = true end
+    end
+    -- Prisma quotes every identifier; a hand-written migration may not
+    local sql, col = by_name[t.nullable_migration].sql, t.column
+    local adds = sql:find('"' .. col .. '"', 1, true) or (col == col:lower() and sql:lower():find(col, 1, true))
+    if applied then
+      why = ", although migration #1 (" .. t.nullable_migration .. ") is applied"
+    elseif not adds then
+      why = ", and migration #1 (" .. t.nullable_migration .. ") does not add it"
+    end
+  end
+  if why then
+    config_error(string.format('tenancy.column "%s" is not a column of %s%s', t.column, table.concat(missing, ", "),
+      why), "check tenancy.column in " .. cfg.file)
+  end
+end
+
 function M.label(ctx)
   return ctx.cfg.tenancy.label or (ctx.cfg.project .. " " .. ctx.cfg.tenancy.column)
 end
@@ -269,12 +392,23 @@ function M.null_check(ctx)
 end
 
 -- Raises the check failure that stops a flow before migration #2.
-function M.require_no_nulls(ctx)
+function M.require_no_nulls(ctx, hint)
   local ok, line, report = M.null_check(ctx)
   if ok then return { summary = line } end
   error(sys.error("check", 1, line, {
-    hint = "run the backfill (dhrun backfill-workspace), then this flow again; migration #2 was not attempted",
+    hint = hint or ("run the backfill (dhrun backfill-workspace), then dhrun " .. ctx.flow.name
+      .. " --resume; migration #2 was not attempted"),
     offenders = report.tables }), 0)
+end
+
+-- In a dry run the MUST-pass check comes after a backfill that was only
+-- planned: it is skipped (with what the backfill would do) rather than
+-- failing on NULLs the real run would have filled.
+function M.check_skip_in_dry_run(ctx)
+  if not ctx.dry_run then return nil end
+  if #M.missing_column(ctx) > 0 then return "after migration #1 and the backfill" end
+  local report = M.tenancy(ctx):null_check()
+  if not report.ok then return "after the backfill, which would fill: " .. M.offenders_text(report) end
 end
 
 return M

@@ -110,6 +110,12 @@ local function encode(v, indent, seen)
   return open .. "\n" .. concat(parts, ",\n") .. "\n" .. indent .. close
 end
 
+-- report.encode(value) -> JSON text with every string redacted first (cjson
+-- escapes "/" and quotes, so redacting the encoded text could miss a secret).
+function report.encode(value)
+  return encode(value, "", {})
+end
+
 function report.write_json(path, value)
   if type(path) ~= "string" then
     error(format("bad argument #1 to 'write_json' (string expected, got %s)", type(path)), 2)

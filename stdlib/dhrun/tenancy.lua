@@ -540,7 +540,7 @@ function Tenancy:_pass(tb, prog, res, opts)
     error(err, 0)
   end
   prog.finished = true
-  p:finish(format("%d rows updated, %d scanned", updated, scanned))
+  p:finish(format("%d updated", updated))
   res.scanned, res.updated = res.scanned + scanned, res.updated + updated
   return updated
 end
@@ -618,6 +618,13 @@ end
 function Tenancy:backfill(opts)
   opts = opts or {}
   if opts.dry_run then return self:_backfill_dry_run() end
+  -- per-run overrides (dhrun backfill-workspace --batch-size N --pause S):
+  -- an explicit batch size is kept fixed instead of adapting
+  local s = self.spec
+  if opts.batch_size then
+    s.batch_size, s.min_batch_size, s.max_batch_size = opts.batch_size, opts.batch_size, opts.batch_size
+  end
+  if opts.pause then s.pause = opts.pause end
   for _, tb in ipairs(self.tables) do
     if not self.backfill_spec[tb.name] then
       config_error(format("tenancy.backfill.%s is missing (how to compute %s for it)", tb.name, self.column))
@@ -659,6 +666,26 @@ function Tenancy:enforce_not_null(opts)
   opts = opts or {}
   local conn, col, log = self.conn, self:_col(), self.log
   local result = { tables = {} }
+  if not opts.dry_run then
+    -- All tables are probed before the first DDL, so NULLs left in one table
+    -- never leave the others half-enforced.
+    local offenders = {}
+    for _, tb in ipairs(self.tables) do
+      local nullable, check = self:_catalog(tb)
+      if nullable and check ~= "valid" and self:_probe(tb) then
+        offenders[#offenders + 1] = tb.name
+        if check == "not_valid" then
+          local drop = format("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", tb.qname, conn:quote_ident(tb.constraint))
+          M.ddl_retry(conn, drop, self:_retry_opts(tb, drop, "AccessExclusiveLock"))
+        end
+      end
+    end
+    if #offenders > 0 then
+      fail("check", 1, format("%s %s rows with NULL %s: NOT NULL was not enforced on any table",
+        concat(offenders, ", "), #offenders == 1 and "has" or "have", self.column), {
+        hint = "run the backfill, then enforce again", tables = offenders, column = self.column })
+    end
+  end
   for i, tb in ipairs(self.tables) do
     local cname = conn:quote_ident(tb.constraint)
     local sql = {

@@ -359,3 +359,23 @@ describe("resolve", function()
     assert.are.equal("dhrun: Pass either --applied or --rolled-back, not both.\n", r.stderr)
   end)
 end)
+
+describe("backfill-workspace", function()
+  it("honours --batch-size (a fixed size) and refuses a bad one before connecting", function()
+    local t = dh.create("nullable")
+    finally(function() dh.drop(t) end)
+    local r = dh.flow(t, "backfill-workspace", { "--batch-size", "1000" })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    local detail = cjson.decode(t.conn:query_value(
+      "SELECT detail FROM dhrun.steps WHERE run_id = (SELECT max(id) FROM dhrun.runs) AND seq = 1"))
+    local batches
+    for _, tb in ipairs(detail.tables) do
+      if tb.table == "MetricDaily" then batches = tb.batches end
+    end
+    -- 5000 rows in batches of at most 1000 (plus the empty batch that finds the end)
+    assert.is_true(batches == 5 or batches == 6, "batches: " .. tostring(batches))
+    r = sh.dhrun({ "backfill-workspace", "--batch-size", "abc", "--dry-run" }, { cwd = sh.root })
+    assert.are.equal(2, r.code)
+    assert.are.equal("dhrun: --batch-size needs a whole number >= 1, not 'abc'\n", r.stderr)
+  end)
+end)

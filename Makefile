@@ -25,7 +25,7 @@ STDLIB  := $(shell find stdlib -name '*.lua' | LC_ALL=C sort)
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libpq-dev \
             libssl-dev lua-filesystem-dev lua-cjson-dev \
             libcurl4-openssl-dev postgresql lua-busted lua-check clang \
-            libclang-rt-14-dev valgrind
+            libclang-rt-14-dev valgrind chromium curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps app-deps bench fuzz demo test test-only asan valgrind lint install uninstall clean help
@@ -74,13 +74,13 @@ deps:
 	fi
 
 # The README's main-job command: everything it needs, then the demo.
-demo: deps
+demo: deps app-deps
 	@$(MAKE) --no-print-directory all
 	@tools/demo.sh
 
 # The README's test command.  Builds first, starts a throwaway PostgreSQL,
 # runs every spec under the real host, always stops the server.
-test: deps
+test: deps app-deps
 	@$(MAKE) --no-print-directory all
 	@DHRUN=$(BUILD)/dhrun tests/run.sh $(TESTS)
 

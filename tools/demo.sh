@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tools/demo.sh - the main job on an embedded default: a throwaway local
-# PostgreSQL with the example Data Hub in its pre-tenancy state (seeded), the
-# release flows run against it, and everything stopped again — also when a
-# step fails or you press Ctrl-C.  Run it through `make demo`.
+# PostgreSQL with the example Data Hub in its pre-tenancy state (seeded), then
+# the release as the checklist has it (deploy, build, start the app, smoke
+# test), and everything stopped again — also when a step fails or on Ctrl-C.
+# Run it through `make demo`, which builds dhrun and installs what it needs.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dhrun="$root/build/dhrun"
@@ -22,20 +23,27 @@ createdb -h "$PGHOST" -p "$PGPORT" -U postgres datahub || exit 1
 export DATABASE_URL="postgresql://postgres@localhost/datahub?host=$PGHOST&port=$PGPORT"
 echo "PostgreSQL $(psql -XAtc 'SHOW server_version' datahub) on port $PGPORT (socket in $PGHOST)"
 
+# a free port for the example app
+for _ in $(seq 1 50); do
+  port=$(( 20000 + RANDOM % 30000 ))
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+done
+export DATAHUB_PORT=$port DATAHUB_URL="http://127.0.0.1:$port"
+
 say "loading the example Data Hub before the tenancy release (migration 20251201090000_init + seed data)"
 "$dhrun" "$root/examples/datahub/setup.lua" --state pre --users 60 --metrics 5000 || exit 1
 
 cfg="examples/datahub/dhrun.config.lua"
 run() { echo; echo "\$ dhrun $*"; (cd "$root" && "$dhrun" "$@"); }
 
-say "what deploy would do"
-run deploy --config "$cfg" --dry-run --no-build || exit 1
-say "the release: Normal Deployment"
-run deploy --config "$cfg" --no-build || exit 1
-say "running it again changes nothing"
+say "what the release would do"
+run release --config "$cfg" --dry-run || exit 1
+say "the release: Normal Deployment, build, start the app, 5-Minute Smoke Test"
+run release --config "$cfg" || exit 1
+say "running deploy again changes nothing"
 run deploy --config "$cfg" --no-build || exit 1
 say "Quick Status Check"
-run status --config "$cfg" --no-build
+run status --config "$cfg"
 code=$?
-say "done (exit $code); stopping PostgreSQL"
+say "done (exit $code); the app was stopped with the release run; stopping PostgreSQL"
 exit $code

@@ -77,4 +77,30 @@ return {
     -- lets `prisma generate` run offline
     PRISMA_SCHEMA_ENGINE_BINARY = "/bin/true",
   },
+
+  -- The running app, for `dhrun release` and `dhrun smoke`.
+  app = {
+    -- release: a command that restarts the real service, e.g.
+    --   restart = { "systemctl", "restart", "datahub" },
+    -- or, as here (demo and CI), the app run in the background while the flow runs:
+    start = { "npm", "run", "start" },
+    url = os.getenv("DATAHUB_URL") or "http://127.0.0.1:3000",
+    health = "/health",
+    ready_timeout = 30,
+    log = "logs/app.log",             -- the app's log file, read by the smoke test
+    output = "logs/stdout.log",       -- where a started app's stdout/stderr go
+    env = { PORT = os.getenv("DATAHUB_PORT") or "3000", APP_LOG = "logs/app.log" },
+  },
+
+  smoke = {
+    -- the session the smoke test uses: --user EMAIL, `user = "..."`, or this query
+    user_query = [[SELECT u.email FROM "User" u
+      JOIN "WorkspaceMember" m ON m."userId" = u.id AND m.role = 'OWNER'
+      ORDER BY u."createdAt", u.id LIMIT 1]],
+    connect_provider = "google-ads",  -- flipped and restored by section 4
+  },
+
+  release = {
+    on_smoke_failure = "report",      -- or "rollback": run the Emergency Rollback
+  },
 }

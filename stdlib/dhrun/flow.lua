@@ -506,7 +506,7 @@ function Flow.write_reports(_, args, result)
     for _, s in ipairs(result.steps) do
       local status = ({ ok = "pass", skipped = "skip", planned = "skip", failed = "fail", interrupted = "error" })[
         s.status] or "skip"
-      cases[#cases + 1] = { name = string.format("%d. %s", s.seq, s.title), classname = "dhrun." .. result.flow,
+      cases[#cases + 1] = { name = s.title, classname = "dhrun." .. result.flow,
         time = s.duration or 0, status = status, message = s.reason }
     end
     report.write_junit(path_junit, { { name = result.flow, time = result.duration or 0, cases = cases } })

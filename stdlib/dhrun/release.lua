@@ -282,9 +282,12 @@ end
 
 function M.build(ctx)
   local r = M.command(ctx, "build")
+  -- the build's own last word ("Compiled successfully"), from stdout first
   local last
-  for line in (r.stdout .. "\n" .. r.stderr):gmatch("[^\n]+") do
-    if line:match("%S") then last = line end
+  for _, stream in ipairs({ r.stderr, r.stdout }) do
+    for line in stream:gmatch("[^\n]+") do
+      if line:match("%S") then last = line end
+    end
   end
   return { summary = "build ok" .. (last and (": " .. last:gsub("^%s+", "")) or ""), seconds = r.duration }
 end

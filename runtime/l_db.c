@@ -234,6 +234,25 @@ static void on_notice(void *arg, const PGresult *r)
 /* ------------------------------------------------------------------ */
 /* Errors                                                               */
 
+/* Pushes a new "db" dhrun.Error whose message is "[SQLSTATE] <first line of
+ * msg>" (no prefix without a state), with the sqlstate field set.  [-0, +1, m] */
+static void push_db_error(lua_State *L, const char *state, const char *msg)
+{
+    if (state != NULL)
+        lua_pushfstring(L, "[%s] ", state);
+    else
+        lua_pushliteral(L, "");
+    push_one_line(L, msg);
+    lua_concat(L, 2);
+    dhrun_error_new(L, "db", DHRUN_EXIT_FAILED, lua_tostring(L, -1),
+                    user_level(L));
+    lua_remove(L, -2);
+    if (state != NULL) {
+        lua_pushstring(L, state);
+        lua_setfield(L, -2, "sqlstate");
+    }
+}
+
 /* Raises the dhrun.Error for the failed result parked in c->res. */
 static int raise_result_error(lua_State *L, dbconn *c)
 {
@@ -266,19 +285,7 @@ static int raise_result_error(lua_State *L, dbconn *c)
     if (severity == NULL)
         severity = PQresultErrorField(r, PG_DIAG_SEVERITY);
 
-    if (state != NULL)
-        lua_pushfstring(L, "[%s] ", state);
-    else
-        lua_pushliteral(L, "");
-    push_one_line(L, primary);
-    lua_concat(L, 2);
-    dhrun_error_new(L, "db", DHRUN_EXIT_FAILED, lua_tostring(L, -1),
-                    user_level(L));
-    lua_remove(L, -2);
-    if (state != NULL) {
-        lua_pushstring(L, state);
-        lua_setfield(L, -2, "sqlstate");
-    }
+    push_db_error(L, state, primary);
     lua_pushstring(L, severity ? severity : "ERROR");
     lua_setfield(L, -2, "severity");
     if (pos != NULL) {
@@ -305,19 +312,7 @@ static int raise_conn_error(lua_State *L, dbconn *c)
     const char *msg = c->pg ? PQerrorMessage(c->pg) : "";
     if (*msg == '\0')
         msg = "connection to the server was lost";
-    if (state != NULL)
-        lua_pushfstring(L, "[%s] ", state);
-    else
-        lua_pushliteral(L, "");
-    push_one_line(L, msg);
-    lua_concat(L, 2);
-    dhrun_error_new(L, "db", DHRUN_EXIT_FAILED, lua_tostring(L, -1),
-                    user_level(L));
-    lua_remove(L, -2);
-    if (state != NULL) {
-        lua_pushstring(L, state);
-        lua_setfield(L, -2, "sqlstate");
-    }
+    push_db_error(L, state, msg);
     lua_pushliteral(L, "FATAL");
     lua_setfield(L, -2, "severity");
     return lua_error(L);

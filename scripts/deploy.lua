@@ -18,8 +18,6 @@ local flow = require("dhrun.flow").new {
   end,
 }
 
-local migrated = false -- did this run apply a migration? (then generate must run)
-
 local function tenancy(ctx) return ctx.cfg.tenancy end
 
 flow:step {
@@ -45,76 +43,15 @@ flow:step {
   plan = function(ctx) return release.migrations(ctx):plan(tenancy(ctx).nullable_migration) end,
   run = function(ctx)
     local d = release.migrations(ctx):deploy(tenancy(ctx).nullable_migration)
-    migrated = migrated or #(d.applied or {}) > 0
+    ctx.migrated = ctx.migrated or #(d.applied or {}) > 0
     return d
   end,
 }
 
-flow:step {
-  title = "Backfill workspaceIds",
-  skip = function(ctx)
-    if #release.missing_column(ctx) > 0 then
-      return not ctx.dry_run and "the column does not exist" or nil
-    end
-    if release.tenancy(ctx):null_check({ count = false }).ok then
-      return "no NULL " .. tenancy(ctx).column .. " values"
-    end
-  end,
-  plan = function(ctx)
-    if #release.missing_column(ctx) > 0 then
-      return "after migration #1 adds the column: fill every row's " .. tenancy(ctx).column .. " in batches"
-    end
-    return "backfill in batches: " .. release.offenders_text(release.tenancy(ctx):null_check())
-  end,
-  run = function(ctx)
-    local s = release.tenancy(ctx):backfill()
-    return { summary = string.format("%d row(s) updated", s.updated or 0), tables = s.tables }
-  end,
-}
-
-flow:step {
-  title = "Verify no NULLs (MUST pass)",
-  readonly = true,
-  skip = release.check_skip_in_dry_run,
-  run = release.require_no_nulls,
-}
-
-flow:step {
-  title = "Deploy migration #2 (NOT NULL)",
-  skip = function(ctx)
-    if #release.migrations(ctx):pending() == 0 then return "no pending migrations" end
-  end,
-  plan = function(ctx)
-    return "make " .. tenancy(ctx).column .. " NOT NULL online on " .. table.concat(tenancy(ctx).tables, ", ")
-      .. " (CHECK NOT VALID -> VALIDATE -> SET NOT NULL -> DROP CHECK, bounded lock waits), then\n"
-      .. release.migrations(ctx):plan(nil, tenancy(ctx).nullable_migration)
-  end,
-  run = function(ctx)
-    local d = release.deploy_not_null(ctx)
-    migrated = migrated or #(d.applied or {}) > 0
-    return d
-  end,
-}
-
-flow:step {
-  title = "Regenerate Prisma client",
-  skip = function(ctx)
-    if ctx.args["no-build"] then return "--no-build" end
-    if not release.has_command(ctx, "generate") then return "no commands.generate in the config" end
-    return release.generate_skip_reason(ctx, migrated)
-  end,
-  plan = function(ctx) return table.concat(ctx.cfg.commands.generate, " ") end,
-  run = release.generate,
-}
-
-flow:step {
-  title = "Build application",
-  skip = function(ctx)
-    if ctx.args["no-build"] then return "--no-build" end
-    if not release.has_command(ctx, "build") then return "no commands.build in the config" end
-  end,
-  plan = function(ctx) return table.concat(ctx.cfg.commands.build, " ") end,
-  run = release.build,
-}
+flow:step(release.steps.backfill("Backfill workspaceIds"))
+flow:step(release.steps.verify_no_nulls("Verify no NULLs (MUST pass)"))
+flow:step(release.steps.deploy_not_null("Deploy migration #2 (NOT NULL)"))
+flow:step(release.steps.generate("Regenerate Prisma client"))
+flow:step(release.steps.build("Build application"))
 
 return flow:run(...)

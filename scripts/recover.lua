@@ -19,8 +19,6 @@ local flow = require("dhrun.flow").new {
   end,
 }
 
-local migrated = false
-
 local function not_null(ctx) return ctx.cfg.tenancy.not_null_migration end
 
 local function refuse(msg, hint)
@@ -64,59 +62,10 @@ flow:step {
   run = function(ctx) return release.migrations(ctx):resolve_rolled_back(not_null(ctx)) end,
 }
 
-flow:step {
-  title = "Backfill workspaceIds",
-  skip = function(ctx)
-    if release.tenancy(ctx):null_check({ count = false }).ok then
-      return "no NULL " .. ctx.cfg.tenancy.column .. " values"
-    end
-  end,
-  plan = function(ctx) return "backfill in batches: " .. release.offenders_text(release.tenancy(ctx):null_check()) end,
-  run = function(ctx)
-    local s = release.tenancy(ctx):backfill()
-    return { summary = string.format("%d row(s) updated", s.updated or 0), tables = s.tables }
-  end,
-}
-
-flow:step {
-  title = "Verify no NULLs (MUST pass)",
-  readonly = true,
-  skip = release.check_skip_in_dry_run,
-  run = release.require_no_nulls,
-}
-
-flow:step {
-  title = "Deploy the NOT NULL migration",
-  skip = function(ctx)
-    if #release.migrations(ctx):pending() == 0 then return "no pending migrations" end
-  end,
-  plan = function(ctx)
-    return "make the column NOT NULL online, then\n" .. release.migrations(ctx):plan()
-  end,
-  run = function(ctx)
-    local d = release.deploy_not_null(ctx)
-    migrated = migrated or #(d.applied or {}) > 0
-    return d
-  end,
-}
-
-flow:step {
-  title = "Regenerate Prisma client",
-  skip = function(ctx)
-    if ctx.args["no-build"] then return "--no-build" end
-    if not release.has_command(ctx, "generate") then return "no commands.generate in the config" end
-    return release.generate_skip_reason(ctx, migrated)
-  end,
-  run = release.generate,
-}
-
-flow:step {
-  title = "Verify build",
-  skip = function(ctx)
-    if ctx.args["no-build"] then return "--no-build" end
-    if not release.has_command(ctx, "build") then return "no commands.build in the config" end
-  end,
-  run = release.build,
-}
+flow:step(release.steps.backfill("Backfill workspaceIds"))
+flow:step(release.steps.verify_no_nulls("Verify no NULLs (MUST pass)"))
+flow:step(release.steps.deploy_not_null("Deploy the NOT NULL migration"))
+flow:step(release.steps.generate("Regenerate Prisma client"))
+flow:step(release.steps.build("Verify build"))
 
 return flow:run(...)

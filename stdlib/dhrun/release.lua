@@ -414,4 +414,85 @@ function M.check_skip_in_dry_run(ctx)
   if not report.ok then return "after the backfill, which would fill: " .. M.offenders_text(report) end
 end
 
+---------------------------------------------------------------------------
+-- The checklist's shared steps, as step definitions for dhrun.flow.  deploy,
+-- recover and release use the same ones:
+--   flow:step(release.steps.backfill("Backfill workspaceIds"))
+-- ctx.migrated records that this run applied a migration (generate must run).
+
+M.steps = {}
+
+function M.steps.backfill(title)
+  return {
+    title = title,
+    skip = function(ctx)
+      if #M.missing_column(ctx) > 0 then
+        return not ctx.dry_run and "the column does not exist (migration #1 not applied)" or nil
+      end
+      if M.tenancy(ctx):null_check({ count = false }).ok then
+        return "no NULL " .. ctx.cfg.tenancy.column .. " values"
+      end
+    end,
+    plan = function(ctx)
+      if #M.missing_column(ctx) > 0 then
+        return "after migration #1 adds the column: fill every row's " .. ctx.cfg.tenancy.column .. " in batches"
+      end
+      return "backfill in batches: " .. M.offenders_text(M.tenancy(ctx):null_check())
+    end,
+    run = function(ctx)
+      local s = M.tenancy(ctx):backfill()
+      return { summary = string.format("%d row(s) updated", s.updated or 0), tables = s.tables }
+    end,
+  }
+end
+
+function M.steps.verify_no_nulls(title)
+  return { title = title, readonly = true, skip = M.check_skip_in_dry_run, run = M.require_no_nulls }
+end
+
+function M.steps.deploy_not_null(title)
+  return {
+    title = title,
+    skip = function(ctx)
+      if #M.migrations(ctx):pending() == 0 then return "no pending migrations" end
+    end,
+    plan = function(ctx)
+      local t = ctx.cfg.tenancy
+      return "make " .. t.column .. " NOT NULL online on " .. table.concat(t.tables, ", ")
+        .. " (CHECK NOT VALID -> VALIDATE -> SET NOT NULL -> DROP CHECK, bounded lock waits), then\n"
+        .. M.migrations(ctx):plan(nil, t.nullable_migration)
+    end,
+    run = function(ctx)
+      local d = M.deploy_not_null(ctx)
+      ctx.migrated = ctx.migrated or #(d.applied or {}) > 0
+      return d
+    end,
+  }
+end
+
+function M.steps.generate(title)
+  return {
+    title = title,
+    skip = function(ctx)
+      if ctx.args["no-build"] then return "--no-build" end
+      if not M.has_command(ctx, "generate") then return "no commands.generate in the config" end
+      return M.generate_skip_reason(ctx, ctx.migrated)
+    end,
+    plan = function(ctx) return table.concat(ctx.cfg.commands.generate, " ") end,
+    run = M.generate,
+  }
+end
+
+function M.steps.build(title)
+  return {
+    title = title,
+    skip = function(ctx)
+      if ctx.args["no-build"] then return "--no-build" end
+      if not M.has_command(ctx, "build") then return "no commands.build in the config" end
+    end,
+    plan = function(ctx) return table.concat(ctx.cfg.commands.build, " ") end,
+    run = M.build,
+  }
+end
+
 return M

@@ -226,7 +226,8 @@ describe("dhrun.log", function()
       -- ~0.3 s at one line per 0.1 s: some lines, fewer than the 10 updates (+ finish)
       assert.is_true(#m >= 2 and #m < 11, r.stdout)
       for i = 1, #m - 1 do
-        assert.matches("^INFO  backfill MetricDaily: %d+/1,000 rows %(%d+%.%d%%%), [%d,.]+ rows/s, ETA [%d.]+s$", m[i])
+        assert.matches("^INFO  backfill MetricDaily: [%d,]+/1,000 rows %(%d+%.%d%%%), [%d,.]+ rows/s, ETA [%d.]+s$",
+          m[i])
       end
       assert.matches("^OK    backfill MetricDaily: done, 1,000 rows in 0%.%ds %([%d,.]+ rows/s%)$", m[#m])
     end)

@@ -84,6 +84,16 @@ local function add_secret(s)
   end
 end
 
+-- A password with an unencoded '/' or '@' (a base64 one has '/') makes libpq
+-- read the URL as something else (host "user", port "pass..."), and pieces
+-- of the password would then reach messages unmasked.  Such a URL has, before
+-- its query, a '/' or '@' ahead of its last '@'.  Returns that part (with what
+-- looks like the password: after the first ':'), or nil for a sound URL.
+local function misread_userinfo(url)
+  local before = (url:match("^%a+://([^?]*)") or ""):match("^(.*)@")
+  if before and before:find("[/@]") then return before, before:match("^[^:/@]*:(.*)$") end
+end
+
 local function register_url_secrets(url)
   local _, userinfo, _, items = split_url(url)
   if userinfo then add_secret(userinfo:match("^[^:]*:(.*)$")) end
@@ -106,6 +116,12 @@ end
 local function prepare(target)
   local schema
   if is_url(target) then
+    local misread, password = misread_userinfo(target)
+    if misread then
+      add_secret(password)
+      error(config_error("an unencoded '/' or '@' before the host name (in the password?); "
+        .. "percent-encode them as %2F and %40"), 0)
+    end
     register_url_secrets(target)
     local scheme, userinfo, main, items = split_url(target)
     local keep, known = {}, keywords()
@@ -174,6 +190,11 @@ function db.display_url(target)
     error("bad argument #1 to 'display_url' (string expected, got " .. type(target) .. ")", 2)
   end
   if is_url(target) then
+    local misread = misread_userinfo(target)
+    if misread then -- keep only the user name and what follows the last '@'
+      local scheme, rest = target:match("^(%a+://)(.*)$")
+      return scheme .. misread:match("^[^:/@]*") .. rest:sub(#misread + 1)
+    end
     local scheme, userinfo, main, items = split_url(target)
     local keep = {}
     for _, item in ipairs(items) do

@@ -1,0 +1,255 @@
+-- B1: the workspaceId backfill at full scale (10M MetricDaily rows plus the
+-- other three tables at the seed's sizes), three ways, each on a fresh clone
+-- of the same seeded template, each with the write probe running:
+--   (a) dhrun backfill-workspace --config bench/dhrun.config.lua (as a user runs it)
+--   (b) one UPDATE ... FROM per table after the same prepare SQL (psql): the speed limit
+--   (c) the Prisma Client script a team would write (bench/prisma-baseline), capped in time
+-- plus dhrun alone at 1/10 and 3/10 of the scale, to show its memory is flat.
+local lib = require "benchlib"
+local sys = require "dhrun.core.sys"
+local cjson = require "cjson"
+
+local format = string.format
+
+local M = { name = "b1", title = "B1 backfill" }
+
+local PRISMA_DIR = "bench/prisma-baseline"
+local PRISMA_SECONDS = tonumber(os.getenv("BENCH_PRISMA_SECONDS") or "") or 90
+
+-- Same-rule check: a digest of (table, workspaceId, row count) over the
+-- seeded rows (the probe's own rows left out), so (a) and (b) can be shown
+-- to have written exactly the same values.
+local DIGEST = [[
+SELECT md5(string_agg(tbl || ':' || ws || ':' || n, ',' ORDER BY tbl, ws)) FROM (
+  SELECT 'MetricDaily' AS tbl, coalesce("workspaceId", '-') AS ws, count(*) AS n FROM "MetricDaily"
+   WHERE id <= (SELECT value::int8 FROM bench.meta WHERE key = 'seeded_max_metric_id') GROUP BY 2
+  UNION ALL SELECT 'Connection', coalesce("workspaceId", '-'), count(*) FROM "Connection" GROUP BY 2
+  UNION ALL SELECT 'Insight', coalesce("workspaceId", '-'), count(*) FROM "Insight"
+   WHERE id NOT LIKE 'probe-%' GROUP BY 2
+  UNION ALL SELECT 'ChatMessage', coalesce("workspaceId", '-'), count(*) FROM "ChatMessage"
+   WHERE id NOT LIKE 'probe-%' GROUP BY 2) s]]
+
+local function nulls_left(dbname)
+  local conn <close> = lib.connect(dbname)
+  local n = 0
+  for _, t in ipairs(lib.tables) do
+    n = n + conn:query_value(format([[SELECT count(*) FROM %q WHERE "workspaceId" IS NULL]], t))
+  end
+  return n
+end
+
+-- Rows the run filled: NULLs before minus NULLs after (the probe only ever
+-- writes rows that already have a workspaceId).
+local function seeded_rows(template)
+  local conn <close> = lib.connect(template)
+  local n = 0
+  for _, t in ipairs(lib.tables) do n = n + conn:query_value(format("SELECT count(*) FROM %q", t)) end
+  return n
+end
+
+-- One strategy on a fresh clone: probe on, run, probe off, measure.
+local function measure(template, dbname, label, fn, with_probe)
+  lib.clone(template, dbname)
+  lib.checkpoint()
+  local before = lib.table_sizes(dbname)
+  local lsn = lib.wal_lsn()
+  local probe = with_probe and lib.probe_start(dbname, "b1-" .. label)
+  local sampler = with_probe and lib.sampler_start(dbname, "b1-" .. label)
+  if probe then sys.sleep(1) end -- a second of undisturbed probe first
+  local offset = lib.log_offset()
+  local res = fn(dbname)
+  res.checkpoints = lib.checkpoints(offset)
+  res.autovacuums = lib.autovacuums(dbname, "MetricDaily")
+  if probe then res.probe, res.locks = probe.stop(), sampler.stop() end
+  res.wal = lib.wal_bytes(lsn, lib.wal_lsn())
+  res.before, res.after = before, lib.table_sizes(dbname)
+  res.nulls_left = nulls_left(dbname)
+  return res
+end
+
+local function dhrun_backfill(dbname)
+  local r, wall, rss = lib.timed(lib.dhrun_argv("backfill-workspace", "--config", lib.config),
+    { env = lib.dhrun_env(dbname) })
+  lib.write(format("%s/b1-%s.log", lib.out, dbname), r.stdout .. r.stderr)
+  return { seconds = wall, rss_kb = rss }
+end
+
+local function single_update(dbname)
+  local _, wall = lib.timed(lib.psql_argv(dbname, "-f", lib.single_update_sql()))
+  return { seconds = wall }
+end
+
+local function prisma_script(dbname)
+  local r, wall, rss = lib.timed({ "node", "backfill.js" }, {
+    cwd = PRISMA_DIR, env = { PGDATABASE = dbname, BENCH_PRISMA_MAX_SECONDS = tostring(PRISMA_SECONDS) },
+  })
+  local out = cjson.decode(r.stdout:match("{.*}"))
+  -- rows/s over the script's own loop (its node start-up is not counted)
+  return { seconds = wall, loop_seconds = out.seconds, rss_kb = rss, updated = out.rows, capped = out.capped,
+           users_done = out.users_done, users_total = out.users_total }
+end
+
+local function growth(res)
+  return res.after.total / res.before.total
+end
+
+function M.run(ctx)
+  local scale = lib.scale
+  local template = lib.template(scale)
+  local total_rows = seeded_rows(template)
+  local tag = lib.tag(scale)
+  lib.say("B1: backfill of %s rows (%s MetricDaily) three ways", lib.fmt_int(total_rows), tag)
+
+  lib.say("B1 (a) dhrun backfill-workspace")
+  local a = measure(template, "b1_dhrun", "dhrun", dhrun_backfill, true)
+  a.rows = total_rows - a.nulls_left
+  a.rate = a.rows / a.seconds
+  local digest_a = lib.sql_value("b1_dhrun", DIGEST)
+  lib.ok("dhrun: %s in %.1f s = %s, peak RSS %d KiB; probe %s", lib.fmt_int(a.rows), a.seconds,
+    lib.fmt_rate(a.rate), a.rss_kb, lib.probe_text(a.probe))
+
+  lib.say("B1 (b) one UPDATE per table (psql)")
+  local b = measure(template, "b1_single", "single", single_update, true)
+  b.rows = total_rows - b.nulls_left
+  b.rate = b.rows / b.seconds
+  local digest_b = lib.sql_value("b1_single", DIGEST)
+  lib.ok("single statement: %s in %.1f s = %s; probe %s", lib.fmt_int(b.rows), b.seconds, lib.fmt_rate(b.rate),
+    lib.probe_text(b.probe))
+  lib.drop_db("b1_single")
+
+  lib.say("B1 (c) the Prisma Client script (per-user updateMany loop, capped at %d s)", PRISMA_SECONDS)
+  local c = measure(template, "b1_prisma", "prisma", prisma_script, true)
+  c.rows = total_rows - c.nulls_left
+  c.rate = c.rows / c.loop_seconds
+  lib.ok("prisma: %s rows in %.1f s (%d of %d users%s) = %s, peak RSS %d KiB; probe %s", lib.fmt_int(c.rows),
+    c.loop_seconds, c.users_done, c.users_total, c.capped and ", capped" or "", lib.fmt_rate(c.rate), c.rss_kb,
+    lib.probe_text(c.probe))
+  lib.drop_db("b1_prisma")
+
+  -- RSS at 1/10 and 3/10 of the scale (own templates: seeding 1M + 3M rows
+  -- costs less than deleting rows from a clone would).
+  local series = {}
+  for _, f in ipairs({ 1, 3 }) do
+    local s = scale * f // 10
+    local t = lib.template(s)
+    local name = "b1_dhrun_" .. lib.tag(s):lower():gsub("%.", "_")
+    local r = measure(t, name, "dhrun-" .. lib.tag(s), dhrun_backfill, false)
+    r.scale, r.rows = s, seeded_rows(t) - r.nulls_left
+    r.rate = r.rows / r.seconds
+    series[#series + 1] = r
+    lib.set_backfilled(s, name)
+    lib.ok("dhrun at %s: %s rows in %.1f s, peak RSS %d KiB", lib.tag(s), lib.fmt_int(r.rows), r.seconds, r.rss_kb)
+  end
+  -- and at full scale without the probe: the series' third point, and
+  -- dhrun's speed when it does not share the server with 200 writes/s
+  lib.drop_db("b1_dhrun")
+  local quiet = measure(template, "b1_dhrun", "dhrun-quiet", dhrun_backfill, false)
+  quiet.scale, quiet.rows = scale, total_rows - quiet.nulls_left
+  quiet.rate = quiet.rows / quiet.seconds
+  series[#series + 1] = quiet
+  lib.ok("dhrun at %s without the probe: %s rows in %.1f s = %s, peak RSS %d KiB", tag, lib.fmt_int(quiet.rows),
+    quiet.seconds, lib.fmt_rate(quiet.rate), quiet.rss_kb)
+  -- B2 and B3 go on from here: the database as dhrun's backfill left it.
+  lib.set_backfilled(scale, "b1_dhrun")
+
+  local rss_min, rss_max = math.huge, 0
+  for _, r in ipairs({ a, table.unpack(series) }) do
+    rss_min, rss_max = math.min(rss_min, r.rss_kb), math.max(rss_max, r.rss_kb)
+  end
+  local flat = rss_max / rss_min
+
+  local rows = {
+    { bench = format("B1 backfill rows/s, dhrun vs one UPDATE per table (%s)", tag),
+      measured = lib.fmt_rate(a.rate), baseline = lib.fmt_rate(b.rate), ratio = a.rate / b.rate,
+      target = "≥ 0.9×", pass = a.rate / b.rate >= 0.9, key = "b1_vs_single" },
+    { bench = format("B1 backfill rows/s, dhrun vs Prisma updateMany script (%s)", tag),
+      measured = lib.fmt_rate(a.rate), baseline = lib.fmt_rate(c.rate) .. (c.capped and " (capped)" or ""),
+      ratio = a.rate / c.rate, target = "≥ 10×", pass = a.rate / c.rate >= 10, key = "b1_vs_prisma" },
+    { bench = "B1 probe max latency during dhrun's backfill",
+      measured = lib.fmt_ms(a.probe.max), baseline = lib.fmt_ms(b.probe.max) .. " (one UPDATE)",
+      ratio = a.probe.max / b.probe.max, target = "< 100 ms",
+      pass = a.probe.max < 100 and a.probe.skipped == 0 and not a.probe.aborted, key = "b1_probe",
+      miss = format("max %s, %.1f× the 100 ms limit; %d of %d probe transactions over 100 ms (%d of them skipped "
+        .. "as hopelessly late)", lib.fmt_ms(a.probe.max), a.probe.max / 100, a.probe.over100, a.probe.n,
+        a.probe.skipped) },
+    { bench = format("B1 dhrun peak RSS (%s)", tag), measured = format("%.1f MB", a.rss_kb / 1024),
+      baseline = format("%.1f MB (Prisma script)", c.rss_kb / 1024), ratio = a.rss_kb / c.rss_kb,
+      target = "< 32 MB", pass = a.rss_kb < 32 * 1024, key = "b1_rss",
+      miss = format("%.1f MB, %.1f MB over 32 MB", a.rss_kb / 1024, a.rss_kb / 1024 - 32) },
+    { bench = "B1 dhrun peak RSS flat across scales (max/min)",
+      measured = format("%.1f–%.1f MB", rss_min / 1024, rss_max / 1024),
+      baseline = table.concat((function()
+        local t = {}
+        for _, r in ipairs(series) do t[#t + 1] = format("%s: %.1f", lib.tag(r.scale), r.rss_kb / 1024) end
+        return t
+      end)(), ", ") .. " (no probe)",
+      ratio = flat, target = "≤ 1.10× (flat)", pass = flat <= 1.10, key = "b1_rss_flat" },
+    { bench = format("B1 backfill rows/s without the probe, dhrun vs one UPDATE (%s)", tag),
+      measured = lib.fmt_rate(quiet.rate), baseline = lib.fmt_rate(b.rate) .. " (probe starved)",
+      ratio = quiet.rate / b.rate, target = "info", key = "b1_quiet" },
+    { bench = "B1 table growth (4 tables), dhrun vs one UPDATE",
+      measured = format("%.2f×", growth(a)), baseline = format("%.2f×", growth(b)), ratio = growth(a) / growth(b),
+      target = "info", key = "b1_growth" },
+  }
+
+  -- details for RESULTS.md
+  local d = {}
+  local function add(fmt, ...) d[#d + 1] = format(fmt, ...) end
+  add("Data: %s rows to fill (%s MetricDaily rows; Connection, Insight, ChatMessage at the seed's sizes for %s "
+    .. "users), cloned from one template for each strategy; every strategy fills the same rule (the example "
+    .. "config's `tenancy.backfill`, including its `prepare` SQL).", lib.fmt_int(total_rows), tag,
+    lib.fmt_int(lib.users(scale)))
+  add("")
+  add("| strategy | rows filled | wall time | rows/s | peak RSS | table size before → after | WAL written "
+    .. "| checkpoints (longest sync) | autovacuums of MetricDaily |")
+  add("|---|---|---|---|---|---|---|---|---|")
+  local function line(name, r, secs)
+    add("| %s | %s | %.1f s | %s | %s | %s → %s (%.2f×) | %s | %d (%.2f s) | %d |", name, lib.fmt_int(r.rows), secs,
+      lib.fmt_int(r.rate), r.rss_kb and format("%.1f MB", r.rss_kb / 1024) or "—", lib.fmt_mb(r.before.total),
+      lib.fmt_mb(r.after.total), growth(r), lib.fmt_mb(r.wal), r.checkpoints.n, r.checkpoints.max_sync,
+      r.autovacuums)
+  end
+  line("(a) `dhrun backfill-workspace`", a, a.seconds)
+  line("(b) one `UPDATE … FROM …` per table (psql)", b, b.seconds)
+  line(format("(c) Prisma Client 7 script, per-user `updateMany`%s", c.capped and " — capped" or ""), c,
+    c.loop_seconds)
+  for _, r in ipairs(series) do
+    line(format("(a) at %s MetricDaily rows, no probe", lib.tag(r.scale)), r, r.seconds)
+  end
+  add("")
+  add("- Wall time is the whole process (start-up, prepare, all four tables); (c) counts its loop only, "
+    .. "without node's start-up. Peak RSS is `/usr/bin/time -f %%M`. WAL is cluster-wide (it includes the probe's).")
+  if c.capped then
+    add("- (c) was stopped after %d s (`BENCH_PRISMA_SECONDS`): it had finished %d of %d users; its rows/s is "
+      .. "over the rows it completed. At that rate all %s rows would take about %.0f min.", PRISMA_SECONDS,
+      c.users_done, c.users_total, lib.fmt_int(total_rows), total_rows / c.rate / 60)
+  end
+  add("- Same result: the digest of (table, workspaceId, rows) after (a) is `%s`, after (b) `%s`: %s.",
+    digest_a, digest_b, digest_a == digest_b and "identical" or "DIFFERENT")
+  add("- NULLs left: (a) %d, (b) %d.", a.nulls_left, b.nulls_left)
+  add("")
+  add("Write probe (pgbench, 200 tx/s, 4 clients, single-row writes to the four tables) while each ran:")
+  add("")
+  add("| strategy | transactions (scheduled) | p50 | p99 | max | over 100 ms (skipped) | slow ones by kind |")
+  add("|---|---|---|---|---|---|---|")
+  for _, x in ipairs({ { "(a) dhrun", a }, { "(b) one UPDATE per table", b }, { "(c) Prisma script", c } }) do
+    local p = x[2].probe
+    add("| %s | %d (%d) | %s | %s | %s | %d (%d) | %s |", x[1], p.n, p.scheduled, lib.fmt_ms(p.p50),
+      lib.fmt_ms(p.p99), lib.fmt_ms(p.max), p.over100, p.skipped, p.slow_by_kind ~= "" and p.slow_by_kind or "—")
+  end
+  add("")
+  add("What busy probe sessions were waiting for, sampled at 20 Hz (pg_stat_activity; \"CPU\": running):")
+  add("")
+  for _, x in ipairs({ { "(a) dhrun", a }, { "(b) one UPDATE per table", b }, { "(c) Prisma script", c } }) do
+    add("- %s: %s", x[1], x[2].locks.probe_waits)
+  end
+  add("")
+  add("- Kinds: metric_update rewrites an existing MetricDaily row (it waits if the backfill holds that row); "
+    .. "the others insert new rows or update a Connection, which no MetricDaily batch locks. \"Scheduled\" is "
+    .. "200/s over the probe's span: a probe client stuck behind a lock when its 3 s pgbench chunk ends is not "
+    .. "rescheduled, so a starved probe shows as few transactions.")
+  ctx.b1 = { a = a, b = b, c = c }
+  return rows, table.concat(d, "\n")
+end
+
+return M

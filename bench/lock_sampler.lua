@@ -1,0 +1,36 @@
+-- bench/lock_sampler.lua DB OUTFILE STOPFILE: samples pg_locks at 20 Hz from
+-- a session of its own until STOPFILE exists.  One line per sample:
+--   epoch  granted ACCESS EXCLUSIVE locks  waiting requests  longest wait (ms)  probe waits
+-- on the four tenancy tables (the method of the online-schema-changes
+-- reference, §6); the last column lists what each busy probe (pgbench)
+-- session was waiting for at that instant (wait_event_type:wait_event, or
+-- "CPU"), to tell lock waits from I/O stalls.  Started by benchlib.sampler_start.
+local db = require "dhrun.db"
+local sys = require "dhrun.core.sys"
+local lfs = require "lfs"
+
+local dbname, file, stop = ...
+assert(stop, "usage: dhrun bench/lock_sampler.lua DB OUTFILE STOPFILE")
+local conn <close> = db.connect(("postgresql://postgres@localhost/%s?host=%s&port=%s"):format(dbname,
+  os.getenv("PGHOST"), os.getenv("PGPORT")), { application_name = "dhrun-bench-sampler" })
+local oids = conn:query_value([[SELECT array_agg(to_regclass(quote_ident(t))::oid)::text
+  FROM unnest(ARRAY['Connection', 'MetricDaily', 'Insight', 'ChatMessage']) t]])
+local out = assert(io.open(file, "w"))
+local SAMPLE = [[
+SELECT extract(epoch FROM clock_timestamp())::text,
+       count(*) FILTER (WHERE granted AND mode = 'AccessExclusiveLock'),
+       count(*) FILTER (WHERE NOT granted),
+       coalesce(round(extract(epoch FROM max(clock_timestamp() - waitstart)) * 1000), 0)::text
+  FROM pg_locks WHERE locktype = 'relation' AND relation = ANY ($1::oid[])]]
+local PROBE_WAITS = [[
+SELECT coalesce(string_agg(coalesce(wait_event_type || ':' || wait_event, 'CPU'), ','), '-')
+  FROM pg_stat_activity WHERE application_name = 'pgbench' AND state = 'active' AND pid <> pg_backend_pid()]]
+local period, next_at = 0.05, sys.now()
+while lfs.attributes(stop, "mode") == nil do
+  local r = conn:query(SAMPLE, oids)[1]
+  out:write(r[1], "\t", r[2], "\t", r[3], "\t", r[4], "\t", conn:query_value(PROBE_WAITS), "\n")
+  next_at = next_at + period
+  local delay = next_at - sys.now()
+  if delay > 0 then sys.sleep(delay) else next_at = sys.now() end
+end
+out:close()

@@ -24,8 +24,7 @@ local MIGRATION = "examples/datahub/prisma/migrations/20251219171000_datahub_wor
 local LOG_ALL = "-c log_min_duration_statement=0"
 
 local function lock_timeout_ms()
-  local cfg = dofile(lib.example_config)
-  local v = cfg.tenancy.lock_timeout or "300ms"
+  local v = lib.example.tenancy.lock_timeout or "300ms"
   local n, unit = tostring(v):match("^%s*([%d.]+)%s*(%a*)")
   n = tonumber(n)
   if unit == "s" then return n * 1000 end

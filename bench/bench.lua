@@ -168,10 +168,16 @@ local function shortfall(r)
   return format("measured %s (baseline %s), target %s", r.measured, r.baseline, r.target)
 end
 
-local misses = {}
+local misses, told = {}, {}
 for _, r in ipairs(rows) do
   if r.pass == false then
-    misses[#misses + 1] = format("- **%s**: %s.%s", r.bench, shortfall(r), WHY[r.key] and (" " .. WHY[r.key]) or "")
+    local why = WHY[r.key]
+    if why and told[why] then
+      why = "Same cause as above."
+    elseif why then
+      told[why] = true
+    end
+    misses[#misses + 1] = format("- **%s**: %s.%s", r.bench, shortfall(r), why and (" " .. why) or "")
   end
 end
 if #misses > 0 then

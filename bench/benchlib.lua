@@ -29,8 +29,10 @@ M.out = need_env("BENCH_OUT")
 M.pgdir = need_env("PGTEMP_DIR")
 M.pgbin = need_env("PGTEMP_BIN")
 M.config = "bench/dhrun.config.lua"
-M.example_config = "examples/datahub/dhrun.config.lua"
-M.tables = { "Connection", "MetricDaily", "Insight", "ChatMessage" }
+-- The example project's own config: its tenancy section (tables, column,
+-- backfill rule, lock_timeout) is what every strategy works from.
+M.example = dofile("examples/datahub/dhrun.config.lua")
+M.tables = M.example.tenancy.tables
 
 -- BENCH_SCALE: MetricDaily rows at full scale; the other tables follow the
 -- seed's proportions (one user per 1000 metric rows: 10,000 users at 10M).
@@ -276,8 +278,7 @@ end
 -- The backfill as one UPDATE per table (same prepare SQL, same rule as the
 -- example config's tenancy.backfill), as a psql script: the speed limit.
 function M.single_update_sql()
-  local cfg = dofile(M.example_config)
-  local t = cfg.tenancy
+  local t = M.example.tenancy
   local col = db.quote_ident(t.column)
   local parts = { "\\set ON_ERROR_STOP on", t.backfill.prepare }
   for _, name in ipairs(t.tables) do
@@ -325,14 +326,14 @@ end
 -- each run.  A harness reset, not dhrun's rollback flow.
 function M.reset_nullable(name)
   local conn <close> = M.connect(name)
-  local cfg = dofile(M.example_config)
-  local col = db.quote_ident(cfg.tenancy.column)
-  for _, t in ipairs(M.tables) do
-    conn:exec(format("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", db.quote_ident(t), col))
-    conn:exec(format("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", db.quote_ident(t),
-      db.quote_ident(t .. "_" .. cfg.tenancy.column .. "_not_null")))
+  local t = M.example.tenancy
+  local col = db.quote_ident(t.column)
+  for _, tbl in ipairs(M.tables) do
+    conn:exec(format("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", db.quote_ident(tbl), col))
+    conn:exec(format("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", db.quote_ident(tbl),
+      db.quote_ident(tbl .. "_" .. t.column .. "_not_null")))
   end
-  conn:exec("DELETE FROM _prisma_migrations WHERE migration_name = $1", cfg.tenancy.not_null_migration)
+  conn:exec("DELETE FROM _prisma_migrations WHERE migration_name = $1", t.not_null_migration)
   for scale, n in pairs(state.backfilled) do
     if n == name then state.enforced[scale] = nil end
   end
@@ -437,7 +438,7 @@ function M.sampler_start(dbname, label)
   local file = format("%s/locks-%s.tsv", M.out, label)
   local stop = file .. ".stop"
   os.remove(stop)
-  local proc = process.spawn({ M.dhrun, "bench/lock_sampler.lua", dbname, file, stop },
+  local proc = process.spawn({ M.dhrun, "bench/lock_sampler.lua", dbname, file, stop, table.unpack(M.tables) },
     { stderr = file .. ".err" })
   local handle = {}
   function handle.stop()

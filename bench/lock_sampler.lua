@@ -1,7 +1,7 @@
--- bench/lock_sampler.lua DB OUTFILE STOPFILE: samples pg_locks at 20 Hz from
+-- bench/lock_sampler.lua DB OUTFILE STOPFILE TABLE...: samples pg_locks at 20 Hz from
 -- a session of its own until STOPFILE exists.  One line per sample:
 --   epoch  granted ACCESS EXCLUSIVE locks  waiting requests  longest wait (ms)  probe waits
--- on the four tenancy tables (the method of the online-schema-changes
+-- on the given (tenancy) tables (the method of the online-schema-changes
 -- reference, §6); the last column lists what each busy probe (pgbench)
 -- session was waiting for at that instant (wait_event_type:wait_event, or
 -- "CPU"), to tell lock waits from I/O stalls.  Started by benchlib.sampler_start.
@@ -10,11 +10,12 @@ local sys = require "dhrun.core.sys"
 local lfs = require "lfs"
 
 local dbname, file, stop = ...
-assert(stop, "usage: dhrun bench/lock_sampler.lua DB OUTFILE STOPFILE")
+local tables = { select(4, ...) }
+assert(#tables > 0, "usage: dhrun bench/lock_sampler.lua DB OUTFILE STOPFILE TABLE...")
 local conn <close> = db.connect(("postgresql://postgres@localhost/%s?host=%s&port=%s"):format(dbname,
   os.getenv("PGHOST"), os.getenv("PGPORT")), { application_name = "dhrun-bench-sampler" })
 local oids = conn:query_value([[SELECT array_agg(to_regclass(quote_ident(t))::oid)::text
-  FROM unnest(ARRAY['Connection', 'MetricDaily', 'Insight', 'ChatMessage']) t]])
+  FROM unnest($1::text[]) t]], "{" .. table.concat(tables, ",") .. "}")
 local out = assert(io.open(file, "w"))
 local SAMPLE = [[
 SELECT extract(epoch FROM clock_timestamp())::text,

@@ -310,6 +310,19 @@ describe("prisma deploy / status / resolve", function()
       AND objid = 72707369]]), "released after the run")
   end)
 
+  it("retries a deadlock with the application instead of recording a failed migration", function()
+    -- nextval is not rolled back: the first attempt "deadlocks", the second applies
+    conn:exec("CREATE SEQUENCE attempts")
+    local dir = migrations_dir({ ["1_dl"] = "DO $$ BEGIN IF nextval('attempts') = 1 THEN "
+      .. "RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END IF; END $$;\n"
+      .. "CREATE TABLE after_deadlock (n int);\n" })
+    local retries = 0
+    local res = prisma.deploy(conn, dir, { lock_timeout = "100ms", on_retry = function() retries = retries + 1 end })
+    assert.are.same({ "1_dl" }, res.applied)
+    assert.are.equal(1, retries)
+    assert.are.equal(0, conn:query_value("SELECT count(*) FROM _prisma_migrations WHERE finished_at IS NULL"))
+  end)
+
   it("retries when a table stays locked and records nothing", function()
     local dir = migrations_dir({ ["1_init"] = INIT, ["2_add"] = ADD })
     prisma.deploy(conn, dir, { until_name = "1_init" })

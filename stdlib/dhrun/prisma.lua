@@ -554,7 +554,10 @@ local function apply_one(conn, m, opts)
     end)
     if ok then return id end
     if type(err) == "table" and err.kind == "interrupted" then error(err, 0) end
-    if type(err) == "table" and err.sqlstate == "55P03" and opts.lock_timeout then
+    -- a lock not granted in time, or a deadlock with the application's
+    -- writes: the transaction rolled back whole, nothing is recorded, retry
+    local retryable = type(err) == "table" and (err.sqlstate == "55P03" or err.sqlstate == "40P01")
+    if retryable and opts.lock_timeout then
       if attempt == retries then
         error(sys.error("lock", 1, string.format("migration %s: a table it changes stayed locked by other sessions "
           .. "(%d tries, lock_timeout %s each); nothing was applied", m.name, retries, opts.lock_timeout), {

@@ -20,25 +20,37 @@
 # Exit 0 when every benchmark ran (missed targets are results, not errors).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+cd "$root" || exit 2
 dhrun=$(realpath "${DHRUN:-build/dhrun}")
 [ -x "$dhrun" ] || { echo "bench: $dhrun is not built (run make)" >&2; exit 2; }
 
 for name in "$@"; do
   case "$name" in b1|b2|b3|b4) ;; *) echo "bench: unknown benchmark '$name' (b1 b2 b3 b4)" >&2; exit 2 ;; esac
 done
-selected() { local n; [ ${#names[@]} -eq 0 ] && return 0; for n in "${names[@]}"; do [ "$n" = "$1" ] && return 0; done; return 1; }
 names=("$@")
+# Is benchmark $1 part of this run? (all of them when none is named)
+selected() {
+  local n
+  [ ${#names[@]} -eq 0 ] && return 0
+  for n in "${names[@]}"; do [ "$n" = "$1" ] && return 0; done
+  return 1
+}
 
-# hyperfine is not in the Makefile's DEB_PKGS: install it here when missing.
-if (selected b3 || selected b4) && ! command -v hyperfine >/dev/null; then
-  echo "bench: installing hyperfine (apt-get)"
+# hyperfine and /usr/bin/time (package `time`) are not in the Makefile's
+# DEB_PKGS: install them here when missing.
+missing=()
+if (selected b3 || selected b4) && ! command -v hyperfine >/dev/null; then missing+=(hyperfine); fi
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bench: installing ${missing[*]} (apt-get)"
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq hyperfine >/dev/null ||
-    { echo "bench: could not install hyperfine" >&2; exit 2; }
+  if ! { $sudo apt-get update -qq &&
+         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+    echo "bench: could not install ${missing[*]}" >&2; exit 2
+  fi
 fi
-for tool in node npm /usr/bin/time; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 2; }
+for tool in node npm; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (the Prisma baseline and the example app need it)" >&2; exit 2; }
 done
 
 # The Prisma baseline's packages (package-lock.json) and its generated client.

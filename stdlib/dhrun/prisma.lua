@@ -183,6 +183,18 @@ local function read_file(path)
   return s
 end
 
+-- An entry's checksum is computed the first time it is read: listing the
+-- directory (done before every flow, read-only ones included) hashes nothing.
+local lazy_checksum = {
+  __index = function(m, key)
+    if key == "checksum" and m.sql then
+      local sum = M.checksum(m.sql)
+      rawset(m, "checksum", sum)
+      return sum
+    end
+  end,
+}
+
 -- Lists migration directories in Prisma's order: {name=, path=, sql=|nil, checksum=}.
 -- Raises a config error if the directory is missing.
 function M.list(dir)
@@ -203,7 +215,7 @@ function M.list(dir)
   for i, name in ipairs(names) do
     local path = dir .. "/" .. name .. "/migration.sql"
     local sql = read_file(path)
-    list[i] = { name = name, path = path, sql = sql, checksum = sql and M.checksum(sql) }
+    list[i] = setmetatable({ name = name, path = path, sql = sql }, lazy_checksum)
   end
   return list
 end

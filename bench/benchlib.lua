@@ -531,7 +531,8 @@ function M.captured_sql(offset)
       if params then
         local values = {}
         for n, v in (params .. ", "):gmatch("%$(%d+) = (NULL), ") do values[tonumber(n)] = v end
-        for n, v in (params .. ", "):gmatch("%$(%d+) = ('.-'), %f[%$]") do values[tonumber(n)] = v end
+        -- the ", $" sentinel lets the last value end like the others
+        for n, v in (params .. ", $"):gmatch("%$(%d+) = ('.-'), %f[%$]") do values[tonumber(n)] = v end
         out[last] = out[last]:gsub("%$(%d+)", function(n) return values[tonumber(n)] end)
       end
       last = nil

@@ -60,7 +60,8 @@ $(BUILD)/stdlib_blob.o: $(BUILD)/stdlib_blob.c include/stdlib_blob.h
 	@$(CC) -std=c11 $(CFLAGS) $(EXTRA_CFLAGS) -Iinclude -c -o $@ $<
 
 $(BUILD)/embed: tools/embed.c | $(BUILD)
-	@$(CC) -std=c11 $(WARNINGS) -O1 -o $@ $<
+	@$(CC) -std=c11 $(WARNINGS) -O1 $(shell pkg-config --cflags lua5.4) -o $@ $< \
+	  $(shell pkg-config --libs lua5.4)
 
 $(BUILD):
 	@mkdir -p $@

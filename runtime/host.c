@@ -231,8 +231,9 @@ static int embedded_loader(lua_State *L)
 {
     size_t i = (size_t)lua_tointeger(L, lua_upvalueindex(1));
     const struct dhrun_embedded *m = &dhrun_stdlib[i];
+    /* Bytecode compiled at build time by tools/embed.c. */
     if (luaL_loadbufferx(L, (const char *)m->data, m->size, m->chunkname,
-                         "t") != LUA_OK)
+                         "b") != LUA_OK)
         return lua_error(L);
     lua_pushstring(L, m->name);
     lua_pushstring(L, m->chunkname + 1);

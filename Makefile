@@ -3,7 +3,8 @@ PREFIX  ?= /usr/local
 BUILD   ?= build
 CC      ?= cc
 
-PKGS      := lua5.4 libpq libcrypto libcurl
+HOST_PKGS := lua5.4 libcrypto
+PKGS      := $(HOST_PKGS) libpq libcurl
 WARNINGS  := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
              -Wstrict-prototypes -Wwrite-strings -Wpointer-arith -Wformat=2 \
              -Wundef -Wvla -Wcast-align -Wold-style-definition -pedantic
@@ -12,11 +13,22 @@ ALL_CFLAGS = -std=c11 $(WARNINGS) $(CFLAGS) $(EXTRA_CFLAGS)
 CPPFLAGS  += -Iinclude -I$(BUILD) $(shell pkg-config --cflags $(PKGS)) \
              -DDHRUN_SHARE_DIR='"$(PREFIX)/share/dhrun"'
 # LuaFileSystem and lua-cjson are linked in from Debian's static archives,
-# so the installed binary needs no Lua C modules on disk.
+# so the installed binary needs no Lua C modules from other packages.
+# The host exports its dhrun_* API (runtime/dhrun.dynlist) to the modules.
 LDLIBS    += -l:liblua5.4-filesystem.a -l:liblua5.4-cjson.a \
-             $(shell pkg-config --libs $(PKGS)) -lm
+             $(shell pkg-config --libs $(HOST_PKGS)) -lm -ldl
+HOST_LDFLAGS := -Wl,--dynamic-list=runtime/dhrun.dynlist
 
-SRCS    := $(wildcard runtime/*.c)
+# The database and HTTP modules are shared objects in $(BUILD)/lib/dhrun
+# (installed to PREFIX/lib/dhrun), opened on first require: libpq and
+# libcurl pull in ~30 libraries, which only scripts that use them load.
+DL_MODS  := db http
+DL_SRCS  := $(DL_MODS:%=runtime/l_%.c)
+DL_LIBS  := $(DL_MODS:%=$(BUILD)/lib/dhrun/%.so)
+LIBS_db   := $(shell pkg-config --libs libpq)
+LIBS_http := $(shell pkg-config --libs libcurl)
+
+SRCS    := $(filter-out $(DL_SRCS),$(wildcard runtime/*.c))
 OBJS    := $(SRCS:runtime/%.c=$(BUILD)/%.o) $(BUILD)/stdlib_blob.o
 HEADERS := $(wildcard include/*.h)
 STDLIB  := $(shell find stdlib -name '*.lua' | LC_ALL=C sort)
@@ -30,7 +42,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps app-deps bench fuzz demo test test-only asan valgrind lint install uninstall clean help
 
-all: $(BUILD)/dhrun
+all: $(BUILD)/dhrun $(DL_LIBS)
 
 help:
 	@echo "make            build $(BUILD)/dhrun"
@@ -44,13 +56,19 @@ help:
 	@echo "make fuzz       the libFuzzer targets, each for a bounded time"
 	@echo "make install    install to PREFIX=$(PREFIX)"
 
-$(BUILD)/dhrun: $(OBJS)
+$(BUILD)/dhrun: $(OBJS) runtime/dhrun.dynlist
 	@echo "LD  $@"
-	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
+	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) $(HOST_LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
 
 $(BUILD)/%.o: runtime/%.c $(HEADERS) Makefile | $(BUILD)
 	@echo "CC  $<"
 	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -c -o $@ $<
+
+# Lua C modules do not link liblua: they use the host's.
+$(BUILD)/lib/dhrun/%.so: runtime/l_%.c $(HEADERS) Makefile | $(BUILD)
+	@mkdir -p $(@D)
+	@echo "CC  $@"
+	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -fPIC -shared $(LDFLAGS) -o $@ $< $(LIBS_$*)
 
 $(BUILD)/stdlib_blob.c: $(STDLIB) $(BUILD)/embed
 	@echo "GEN $@"
@@ -118,13 +136,15 @@ fuzz: deps
 	@fuzz/run.sh $(FUZZ_SECONDS)
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/dhrun/scripts
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/dhrun/scripts \
+	  $(DESTDIR)$(PREFIX)/lib/dhrun
 	install -m 755 $(BUILD)/dhrun $(DESTDIR)$(PREFIX)/bin/dhrun
+	install -m 644 $(DL_LIBS) $(DESTDIR)$(PREFIX)/lib/dhrun/
 	install -m 644 scripts/*.lua $(DESTDIR)$(PREFIX)/share/dhrun/scripts/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/dhrun
-	rm -rf $(DESTDIR)$(PREFIX)/share/dhrun
+	rm -rf $(DESTDIR)$(PREFIX)/share/dhrun $(DESTDIR)$(PREFIX)/lib/dhrun
 
 clean:
 	rm -rf build build-asan

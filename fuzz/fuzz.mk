@@ -13,7 +13,10 @@ fuzz-build: $(FUZZ_NAMES:%=$(BUILD)/fuzz_%)
 # links every runtime object but X.o, and never main.o.
 fuzz_included = $(patsubst %,$(BUILD)/%.o,$(shell sed -n 's|^\#include "\.\./runtime/\(.*\)\.c".*|\1|p' $(1)))
 
-$(BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(OBJS) $(SRCS) $(HEADERS)
+# The loadable modules (db, http) are linked in statically here.
+FUZZ_OBJS := $(OBJS) $(DL_SRCS:runtime/%.c=$(BUILD)/%.o)
+
+$(BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_OBJS) $(SRCS) $(DL_SRCS) $(HEADERS)
 	@echo "FUZZ $@"
 	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -fsanitize=fuzzer -o $@ $< \
-	  $(filter-out $(BUILD)/main.o $(call fuzz_included,$<),$(OBJS)) $(LDLIBS)
+	  $(filter-out $(BUILD)/main.o $(call fuzz_included,$<),$(FUZZ_OBJS)) $(LDLIBS) $(LIBS_db) $(LIBS_http)

@@ -86,6 +86,16 @@ int luaopen_dhrun_core_db(lua_State *L);
 int luaopen_dhrun_core_process(lua_State *L);
 int luaopen_dhrun_core_http(lua_State *L);
 
+/*
+ * dhrun.core.db and dhrun.core.http are built as shared objects
+ * (lib/dhrun/db.so, http.so) and opened on first require.  Each stamps the
+ * version it was built for; the host refuses a module from another build.
+ */
+#define DHRUN_MODULE_STAMP(name) \
+    const char dhrun_module_##name[] = DHRUN_VERSION
+extern const char dhrun_module_db[];
+extern const char dhrun_module_http[];
+
 /* Host entry point used by main.c; returns the process exit code. */
 int dhrun_main(int argc, char **argv);
 

@@ -10,8 +10,10 @@
 #include "dhrun.h"
 #include "stdlib_blob.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,8 +35,6 @@ int luaopen_cjson_safe(lua_State *L);
 static const luaL_Reg c_modules[] = {
     {"cjson", luaopen_cjson},
     {"cjson.safe", luaopen_cjson_safe},
-    {"dhrun.core.db", luaopen_dhrun_core_db},
-    {"dhrun.core.http", luaopen_dhrun_core_http},
     {"dhrun.core.process", luaopen_dhrun_core_process},
     {"dhrun.core.sys", luaopen_dhrun_core_sys},
     {"lfs", luaopen_lfs},
@@ -257,9 +257,141 @@ static int embedded_searcher(lua_State *L)
     return 1;
 }
 
+/* ------------------------------------------------------------------ */
+/* Loadable modules                                                     */
+
+/* libpq and libcurl pull in some 30 shared libraries (Kerberos, LDAP,
+ * GnuTLS, ...) whose loading costs more than the whole Lua start-up, so
+ * their modules are shared objects opened on first require: a script
+ * that never touches the database or HTTP starts like lua5.4 (bench B4). */
+static const struct dl_module {
+    const char *name;       /* require name                          */
+    const char *file;       /* under lib/dhrun/                       */
+    const char *open;       /* luaopen_ function                      */
+    const char *stamp;      /* version stamp (DHRUN_MODULE_STAMP)     */
+} dl_modules[] = {
+    {"dhrun.core.db", "db.so", "luaopen_dhrun_core_db", "dhrun_module_db"},
+    {"dhrun.core.http", "http.so", "luaopen_dhrun_core_http",
+     "dhrun_module_http"},
+};
+
+#define DL_HANDLES "dhrun.dlhandles"
+
+/* __gc of the handle table.  It is created before any module is opened,
+ * so lua_close finalizes it after every object whose __gc lives in one. */
+static int dl_close_all(lua_State *L)
+{
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+    for (lua_Integer i = n; i >= 1; i--) {
+        if (lua_rawgeti(L, 1, i) == LUA_TLIGHTUSERDATA)
+            dlclose(lua_touserdata(L, -1));
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_rawseti(L, 1, i);
+    }
+    return 0;
+}
+
+/* The directories searched, in order: next to the binary (the build tree:
+ * build/lib/dhrun) and the installed layout (PREFIX/bin/../lib/dhrun).
+ * Pushes the module's path and returns 1, or pushes the list of the
+ * directories tried and returns 0. */
+static int dl_find(lua_State *L, const char *file)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        lua_pushfstring(L, "(cannot read /proc/self/exe: %s)",
+                        strerror(errno));
+        return 0;
+    }
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    static const char *const dirs[] = {"%s/lib/dhrun", "%s/../lib/dhrun"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        const char *dir = lua_pushfstring(L, dirs[i], exe);
+        const char *path = lua_pushfstring(L, "%s/%s", dir, file);
+        lua_remove(L, -2);
+        if (access(path, R_OK) == 0)
+            return 1;
+        lua_pop(L, 1);
+    }
+    lua_pushfstring(L, "%s/lib/dhrun or %s/../lib/dhrun", exe, exe);
+    return 0;
+}
+
+static int dl_fail(lua_State *L, const char *msg)
+{
+    dhrun_error_new(L, "install", DHRUN_EXIT_USAGE, msg, 0);
+    lua_pushstring(L, "this dhrun binary needs the modules built with it: "
+                      "run `make` (build tree) or `make install` again");
+    lua_setfield(L, -2, "hint");
+    return lua_error(L);
+}
+
+static int dl_loader(lua_State *L)
+{
+    const struct dl_module *m =
+        &dl_modules[lua_tointeger(L, lua_upvalueindex(1))];
+    if (!dl_find(L, m->file)) {
+        lua_pushfstring(L, "module %s not found: no %s in %s", m->name,
+                        m->file, lua_tostring(L, -1));
+        return dl_fail(L, lua_tostring(L, -1));
+    }
+    const char *path = lua_tostring(L, -1);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        lua_pushfstring(L, "cannot load module %s: %s", m->name, dlerror());
+        return dl_fail(L, lua_tostring(L, -1));
+    }
+    const char *stamp = (const char *)dlsym(h, m->stamp);
+    if (stamp == NULL || strcmp(stamp, DHRUN_VERSION) != 0) {
+        lua_pushfstring(L, "module %s (%s) was built for dhrun %s, not %s",
+                        m->name, path, stamp ? stamp : "(unknown)",
+                        DHRUN_VERSION);
+        dlclose(h);
+        return dl_fail(L, lua_tostring(L, -1));
+    }
+    /* The handle table owns h from here on. */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, DL_HANDLES);
+    lua_pushlightuserdata(L, h);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 1);
+    void *sym = dlsym(h, m->open);
+    if (sym == NULL) {
+        lua_pushfstring(L, "module %s has no %s", path, m->open);
+        return dl_fail(L, lua_tostring(L, -1));
+    }
+    lua_CFunction open;
+    memcpy(&open, &sym, sizeof open);   /* POSIX: dlsym returns code too */
+    lua_pushcfunction(L, open);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+static void dl_register(lua_State *L)
+{
+    /* [preload] */
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, dl_close_all);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, DL_HANDLES);
+    for (size_t i = 0; i < sizeof dl_modules / sizeof dl_modules[0]; i++) {
+        lua_pushinteger(L, (lua_Integer)i);
+        lua_pushcclosure(L, dl_loader, 1);
+        lua_setfield(L, -2, dl_modules[i].name);
+    }
+}
+
 static void register_modules(lua_State *L, const char *stdlib_dir)
 {
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    dl_register(L);
     for (const luaL_Reg *m = c_modules; m->name != NULL; m++) {
         lua_pushcfunction(L, m->func);
         lua_setfield(L, -2, m->name);

@@ -1123,6 +1123,8 @@ static const luaL_Reg db_funcs[] = {
     {NULL, NULL}
 };
 
+DHRUN_MODULE_STAMP(db);
+
 int luaopen_dhrun_core_db(lua_State *L)
 {
     luaL_newlib(L, db_funcs);

@@ -803,6 +803,8 @@ static const luaL_Reg jar_methods[] = {
     {NULL, NULL}
 };
 
+DHRUN_MODULE_STAMP(http);
+
 int luaopen_dhrun_core_http(lua_State *L)
 {
     /* Once per process (it is not thread-safe, and we have one thread);

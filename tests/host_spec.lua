@@ -137,6 +137,48 @@ describe("embedded stdlib", function()
   end)
 end)
 
+describe("loadable modules", function()
+  local function maps_after(code)
+    local r = sh.dhrun({ "-e", code .. "; io.write(io.open('/proc/self/maps'):read('a'))" })
+    assert.are.equal(0, r.code, r.stderr)
+    return r.stdout
+  end
+
+  it("loads libpq and libcurl only when a script requires them", function()
+    local none = maps_after("local _ = 1")
+    assert.is_nil(none:find("libpq", 1, true))
+    assert.is_nil(none:find("libcurl", 1, true))
+    local with_db = maps_after("require 'dhrun.db'")
+    assert.truthy(with_db:find("libpq", 1, true))
+    assert.is_nil(with_db:find("libcurl", 1, true))
+    assert.truthy(maps_after("require 'dhrun.http'"):find("libcurl", 1, true))
+  end)
+
+  it("finds them in the installed layout and names where it looked when they are missing", function()
+    local bin = os.getenv("DHRUN_BIN")
+    local dir = sh.tmpdir()
+    sh.run({ "mkdir", "-p", dir .. "/bin", dir .. "/lib/dhrun" })
+    sh.run({ "cp", bin, dir .. "/bin/dhrun" })
+    local code = "require 'dhrun.db'; print('ok')"
+    local r = sh.run({ dir .. "/bin/dhrun", "-e", code })
+    assert.are.equal(2, r.code)
+    assert.matches("dhrun: module dhrun.core.db not found: no db.so in .*/bin/lib/dhrun or .*/bin/../lib/dhrun\n",
+      r.stderr)
+    assert.matches("hint: .*make install", r.stderr)
+
+    -- a module from another build (here: the wrong file) is refused
+    local libdir = bin:match("^(.*)/") .. "/lib/dhrun/"
+    sh.run({ "cp", libdir .. "http.so", dir .. "/lib/dhrun/db.so" })
+    r = sh.run({ dir .. "/bin/dhrun", "-e", code })
+    assert.are.equal(2, r.code)
+    assert.matches("was built for dhrun %(unknown%), not", r.stderr)
+
+    sh.run({ "cp", libdir .. "db.so", dir .. "/lib/dhrun/db.so" })
+    r = sh.run({ dir .. "/bin/dhrun", "-e", code })
+    assert.are.equal("ok\n", r.stdout, r.stderr)
+  end)
+end)
+
 describe("redaction in print and io.write", function()
   it("masks registered secrets", function()
     local r = sh.dhrun({ "-e", [[

@@ -320,6 +320,15 @@ conn:query("SELECT * FROM nope")
       assert.are.equal("it's", conn:query_value("SELECT " .. conn:quote_literal("it's")))
     end)
 
+    it("builds text[] parameters that arrive as the same strings", function()
+      local list = { 'a"b', "c\\d", "e,f", "{}", " ", "NULL", "" }
+      local back = conn:query_value("SELECT array_to_json($1::text[])::text", db.text_array(list))
+      assert.are.same(list, require("cjson").decode(back))
+      assert.are.equal("{}", db.text_array({}))
+      assert.has_error(function() db.text_array({ "a", 1 }) end,
+        "bad argument #1 to 'text_array' (element 2 is a number, not a string)")
+    end)
+
     it("reports backend pid, server version, status and info", function()
       assert.are.equal(conn:query_value("SELECT pg_backend_pid()"), conn:backend_pid())
       assert.are.equal(tonumber(conn:query_value("SHOW server_version_num")), conn:server_version())

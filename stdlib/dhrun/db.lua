@@ -321,6 +321,19 @@ function db.quote_ident(s)
   return '"' .. s:gsub('"', '""') .. '"'
 end
 
+-- db.text_array(list) -> a PostgreSQL text[] literal of the strings in list,
+-- every element quoted, for a `$n::text[]` parameter.
+function db.text_array(list)
+  local parts = {}
+  for i, v in ipairs(list) do
+    if type(v) ~= "string" then
+      error("bad argument #1 to 'text_array' (element " .. i .. " is a " .. type(v) .. ", not a string)", 2)
+    end
+    parts[i] = '"' .. v:gsub('[\\"]', "\\%0") .. '"'
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
 -- Connection methods written in Lua (the rest are in C).
 
 -- Wraps a method so SQL errors come back as nil, err instead of raising.

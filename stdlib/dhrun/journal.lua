@@ -4,6 +4,7 @@
 -- step's outcome and timing, the `_prisma_migrations` rows written — and
 -- what `--resume` continues from.
 local sys = require "dhrun.core.sys"
+local db = require "dhrun.db"
 local report = require "dhrun.report"
 
 local M = {}
@@ -66,18 +67,12 @@ function M.close_abandoned(conn)
     WHERE status = 'running']])
 end
 
-local function text_array(list)
-  local parts = {}
-  for i, s in ipairs(list) do parts[i] = '"' .. s:gsub('[\\"]', "\\%0") .. '"' end
-  return "{" .. table.concat(parts, ",") .. "}"
-end
-
 function M.begin_run(conn, info)
   return conn:query_value([[INSERT INTO dhrun.runs (flow, project, user_name, host, pid, dhrun_version, git_revision,
       args, resumed_from, backend_pid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[], $9, pg_backend_pid())
     RETURNING id]],
     info.flow, info.project, sys.user(), sys.hostname(), sys.pid(), sys.options().version or "?",
-    info.git_revision, text_array(info.args or {}), info.resumed_from)
+    info.git_revision, db.text_array(info.args or {}), info.resumed_from)
 end
 
 function M.step_start(conn, run_id, seq, name)

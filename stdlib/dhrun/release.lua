@@ -299,19 +299,22 @@ end
 -- migration #1), as a list; empty when the rollout can start.
 function M.missing_column(ctx)
   local t = ctx.cfg.tenancy
+  -- One round trip for every table: this runs before each flow.
+  local rows = ctx.conn:query([[
+    SELECT u.name, current_schema() AS schema, c.oid IS NOT NULL AS is_table,
+           EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped) AS has
+      FROM unnest($1::text[]) WITH ORDINALITY AS u(name, ord)
+      LEFT JOIN pg_class c ON c.relname = u.name AND c.relkind IN ('r', 'p')
+                          AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+     ORDER BY u.ord]], db.text_array(t.tables), t.column)
   local missing = {}
-  for _, name in ipairs(t.tables) do
-    if not ctx.conn:query_value([[SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = current_schema() AND c.relname = $1 AND c.relkind IN ('r', 'p'))]], name) then
+  for _, r in ipairs(rows) do
+    if not r.is_table then
       error(sys.error("config", 2, string.format("tenancy.tables names %s, which is not a table in schema %s",
-        name, ctx.conn:query_value("SELECT current_schema()")), {
-        hint = "check tenancy.tables in " .. ctx.cfg.file }), 0)
+        r.name, r.schema), { hint = "check tenancy.tables in " .. ctx.cfg.file }), 0)
     end
-    local has = ctx.conn:query_value([[SELECT EXISTS (SELECT 1 FROM pg_attribute a
-        JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = current_schema() AND c.relname = $1 AND a.attname = $2 AND NOT a.attisdropped)]],
-      name, t.column)
-    if not has then missing[#missing + 1] = name end
+    if not r.has then missing[#missing + 1] = r.name end
   end
   return missing
 end

@@ -91,13 +91,6 @@ local function backoff(n, base, max)
   return d / 2 + math.random() * d / 2
 end
 
--- A PostgreSQL text[] literal, every element quoted (for a $n::text[] parameter).
-local function text_array(list)
-  local out = {}
-  for i, v in ipairs(list) do out[i] = '"' .. v:gsub('[\\"]', "\\%0") .. '"' end
-  return "{" .. concat(out, ",") .. "}"
-end
-
 -- Sessions holding a table lock that conflicts with `mode` on one of
 -- `relations` (quoted qualified names), as one readable line each.
 local function blockers(conn, relations, mode)
@@ -110,7 +103,7 @@ local function blockers(conn, relations, mode)
        AND l.relation = ANY (ARRAY(SELECT to_regclass(r) FROM unnest($1::text[]) r))
        AND l.mode = ANY ($2::text[])
      ORDER BY a.pid]],
-    text_array(relations), text_array(CONFLICTS[mode] or CONFLICTS.AccessExclusiveLock))
+    db.text_array(relations), db.text_array(CONFLICTS[mode] or CONFLICTS.AccessExclusiveLock))
   local list, parts = {}, {}
   for _, r in ipairs(rows) do
     local b = { pid = r.pid, application_name = r.app, state = r.state,

@@ -465,7 +465,14 @@ conn:query("SELECT * FROM nope")
         { DATABASE_URL = t.url })
       assert.are.equal(0, r.code, r.stderr)
       assert.are.equal(t.name .. "\n", r.stdout)
-      r = dhrun_e("print(require('dhrun.db').connect():query_value('SELECT current_database()'))")
+      -- The harness exports PGHOST, PGPORT, PGUSER and PGDATABASE but not the
+      -- password, which its server wants on every connection (tests/run.sh).
+      local code = "print(require('dhrun.db').connect():query_value('SELECT current_database()'))"
+      r = dhrun_e(code)
+      assert.are.equal(4, r.code, r.stdout)
+      assert.matches("no password supplied", r.stderr, 1, true)
+      r = dhrun_e(code, { PGPASSWORD = testdb.password() })
+      assert.are.equal(0, r.code, r.stderr)
       assert.are.equal((os.getenv("PGDATABASE") or "postgres") .. "\n", r.stdout)
     end)
 

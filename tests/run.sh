@@ -21,14 +21,17 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if ! env_lines=$(tools/pgtemp.sh start "$tmp/pg"); then
+# The server wants the password on every connection: tests/helpers/testdb.lua
+# puts it in every URL and conninfo.
+if ! env_lines=$(PGTEMP_REQUIRE_PASSWORD=1 tools/pgtemp.sh start "$tmp/pg"); then
   echo "tests: could not start a throwaway PostgreSQL"
   echo "0 passed, 1 failed"
   exit 1
 fi
 eval "$env_lines"
 export DHRUN_BIN="$dhrun" DHRUN_TEST_TMP="$tmp" DHRUN_ROOT="$root"
-unset DATABASE_URL DHRUN_STDLIB_DIR NO_COLOR
+unset DATABASE_URL DHRUN_STDLIB_DIR NO_COLOR PGPASSWORD PGSERVICE PGSERVICEFILE
+export PGPASSFILE="$tmp/no-pgpass"   # not ~/.pgpass: a test must bring the password itself
 
 runner=("$dhrun")
 if [ "${DHRUN_VALGRIND:-0}" = 1 ]; then

@@ -231,11 +231,11 @@ describe("dhrun.db", function()
     end)
 
     it("exit a dhrun script with code 1 and the script's line", function()
-      local f = sh.tmpfile("sqlerr.lua", string.format([[
-local conn = require("dhrun.db").connect(%q)
+      local f = sh.tmpfile("sqlerr.lua", [[
+local conn = require("dhrun.db").connect()
 conn:query("SELECT * FROM nope")
-]], t.conninfo))
-      local r = sh.dhrun({ f })
+]])
+      local r = sh.dhrun({ f }, { env = { DATABASE_URL = t.url } })
       assert.are.equal(1, r.code)
       assert.are.equal("dhrun: " .. f .. ':2: [42P01] relation "nope" does not exist\n', r.stderr)
     end)
@@ -567,13 +567,16 @@ conn:query("SELECT * FROM nope")
       local dir = sh.tmpdir()
       local tag = "dhrun-sigint-" .. sys.uuid4():sub(1, 8)
       local script = sh.write(dir .. "/sleep.lua", string.format([[
-local c = require("dhrun.db").connect(%q, { application_name = %q })
+local c = require("dhrun.db").connect(nil, { application_name = %q })
 c:query("SELECT pg_sleep(30)")
-]], t.conninfo, tag))
-      -- Background run; the inner sh writes its pid, then becomes dhrun.
+]], tag))
+      -- Background run; the inner sh writes its pid, then becomes dhrun.  It
+      -- inherits DATABASE_URL (the password stays out of files and argv).
+      sys.setenv("DATABASE_URL", t.url)
       os.execute(string.format("( sh -c 'echo $$ >\"$1\"; shift; exec \"$@\"' sh %s %s %s >%s 2>%s; echo $? >%s )"
         .. " </dev/null >/dev/null 2>&1 &", sh.quote(dir .. "/pid"), sh.quote(sh.bin), sh.quote(script),
         sh.quote(dir .. "/out"), sh.quote(dir .. "/err"), sh.quote(dir .. "/rc")))
+      sys.setenv("DATABASE_URL", nil)
       local pid = eventually(5, function() return tonumber(sh.read(dir .. "/pid") or "") end)
       finally(function() if not sh.read(dir .. "/rc") then os.execute("kill -9 " .. pid .. " 2>/dev/null") end end)
       local backend = eventually(5, function()

@@ -6,7 +6,8 @@
 --   local conn <close> = t.connect()          -- or db.connect(t.url), db.connect(t.conninfo)
 --
 --   t = {name=, url=, conninfo=, connect=function([opts]) -> conn end}
---   testdb.drop(name)        drops it, disconnecting whoever is still connected
+--   testdb.drop(name)        keeps a copy of its journal for the password scan, then drops it,
+--                            disconnecting whoever is still connected
 --   testdb.admin([opts])     a connection to the harness's default database
 --   testdb.url(name)         postgresql://postgres:PASSWORD@%2F<socket dir>:PORT/name (DATABASE_URL form)
 --   testdb.conninfo(name)    host='<socket dir>' port=PORT user=postgres dbname=name password='PASSWORD'
@@ -17,9 +18,11 @@
 -- connection, over the socket too, needs the password, and no PGPASSWORD is
 -- exported.  So every url and conninfo here carries it (percent-encoded in
 -- URLs, quoted in conninfo strings: it has characters that need both), a test
--- that connects some other way fails.
+-- that connects some other way fails, and run.sh's scan afterwards proves the
+-- password appears in no output, report, journal or log file.
 local db = require "dhrun.db"
 local sys = require "dhrun.core.sys"
+local lfs = require "lfs"
 
 local testdb = {}
 
@@ -73,7 +76,35 @@ function testdb.create()
   }
 end
 
+-- Appends the database's journal (every table in schema dhrun) and Prisma's
+-- _prisma_migrations (its logs hold error texts) as JSON lines to
+-- $DHRUN_TEST_TMP/journals/NAME.jsonl, so that tests/run.sh's password scan
+-- sees what flows journaled even though the database is gone by then.
+local function keep_journal(name)
+  local dir = os.getenv("DHRUN_TEST_TMP")
+  if not dir then return end
+  do
+    local admin <close> = testdb.admin()
+    if not admin:query_value("SELECT true FROM pg_database WHERE datname = $1", name) then return end
+  end
+  local conn <close> = db.connect(testdb.conninfo(name))
+  local tables = conn:query([[SELECT format('%I.%I', table_schema, table_name) AS q
+    FROM information_schema.tables
+    WHERE table_type = 'BASE TABLE' AND (table_schema = 'dhrun' OR table_name = '_prisma_migrations')
+    ORDER BY 1]])
+  if #tables == 0 then return end
+  lfs.mkdir(dir .. "/journals")
+  local f = assert(io.open(dir .. "/journals/" .. name .. ".jsonl", "ab"))
+  for _, t in ipairs(tables) do
+    for _, r in ipairs(conn:query("SELECT row_to_json(r)::text AS j FROM " .. t.q .. " r")) do
+      f:write(t.q, "\t", r.j, "\n")
+    end
+  end
+  f:close()
+end
+
 function testdb.drop(name)
+  keep_journal(name)
   local admin <close> = testdb.admin()
   admin:exec("DROP DATABASE IF EXISTS " .. db.quote_ident(name) .. " WITH (FORCE)")
 end

@@ -3,6 +3,7 @@
 -- generator, and the NOT NULL migration's safety check.
 local sh = require "sh"
 local sys = require "dhrun.core.sys"
+local testdb = require "testdb"
 
 local example = sh.root .. "/examples/datahub"
 local migrations = example .. "/prisma/migrations"
@@ -13,7 +14,7 @@ local SEED = example .. "/seed/seed.sql"
 local TENANT_TABLES = { "Connection", "MetricDaily", "Insight", "ChatMessage" }
 local ALL_TABLES = { "User", "Workspace", "WorkspaceMember", "Connection", "MetricDaily", "Insight", "ChatMessage" }
 
--- psql on database db with extra arguments; the harness exports PGHOST etc.
+-- psql on database db (a conninfo string, with the password) with extra arguments.
 local function psql(db, ...)
   return sh.run({ "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, ... })
 end
@@ -38,13 +39,11 @@ local function seed(db, users, rows)
   return r.stdout
 end
 
--- A fresh database, dropped when the test ends.
+-- A fresh database, dropped when the test ends; its conninfo string.
 local function fresh_db()
-  local name = "dh_" .. sys.uuid4():gsub("-", "")
-  local r = sh.run({ "createdb", name })
-  assert(r.code == 0, "createdb failed: " .. r.stderr)
-  finally(function() sh.run({ "dropdb", "--if-exists", name }) end)
-  return name
+  local t = testdb.create()
+  finally(function() testdb.drop(t.name) end)
+  return t.conninfo
 end
 
 -- A fresh database with init + migration #1 applied and the default seed.

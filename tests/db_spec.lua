@@ -231,11 +231,11 @@ describe("dhrun.db", function()
     end)
 
     it("exit a dhrun script with code 1 and the script's line", function()
-      local f = sh.tmpfile("sqlerr.lua", string.format([[
-local conn = require("dhrun.db").connect(%q)
+      local f = sh.tmpfile("sqlerr.lua", [[
+local conn = require("dhrun.db").connect()
 conn:query("SELECT * FROM nope")
-]], t.conninfo))
-      local r = sh.dhrun({ f })
+]])
+      local r = sh.dhrun({ f }, { env = { DATABASE_URL = t.url } })
       assert.are.equal(1, r.code)
       assert.are.equal("dhrun: " .. f .. ':2: [42P01] relation "nope" does not exist\n', r.stderr)
     end)
@@ -474,7 +474,14 @@ conn:query("SELECT * FROM nope")
         { DATABASE_URL = t.url })
       assert.are.equal(0, r.code, r.stderr)
       assert.are.equal(t.name .. "\n", r.stdout)
-      r = dhrun_e("print(require('dhrun.db').connect():query_value('SELECT current_database()'))")
+      -- The harness exports PGHOST, PGPORT, PGUSER and PGDATABASE but not the
+      -- password, which its server wants on every connection (tests/run.sh).
+      local code = "print(require('dhrun.db').connect():query_value('SELECT current_database()'))"
+      r = dhrun_e(code)
+      assert.are.equal(4, r.code, r.stdout)
+      assert.matches("no password supplied", r.stderr, 1, true)
+      r = dhrun_e(code, { PGPASSWORD = testdb.password() })
+      assert.are.equal(0, r.code, r.stderr)
       assert.are.equal((os.getenv("PGDATABASE") or "postgres") .. "\n", r.stdout)
     end)
 
@@ -569,13 +576,16 @@ conn:query("SELECT * FROM nope")
       local dir = sh.tmpdir()
       local tag = "dhrun-sigint-" .. sys.uuid4():sub(1, 8)
       local script = sh.write(dir .. "/sleep.lua", string.format([[
-local c = require("dhrun.db").connect(%q, { application_name = %q })
+local c = require("dhrun.db").connect(nil, { application_name = %q })
 c:query("SELECT pg_sleep(30)")
-]], t.conninfo, tag))
-      -- Background run; the inner sh writes its pid, then becomes dhrun.
+]], tag))
+      -- Background run; the inner sh writes its pid, then becomes dhrun.  It
+      -- inherits DATABASE_URL (the password stays out of files and argv).
+      sys.setenv("DATABASE_URL", t.url)
       os.execute(string.format("( sh -c 'echo $$ >\"$1\"; shift; exec \"$@\"' sh %s %s %s >%s 2>%s; echo $? >%s )"
         .. " </dev/null >/dev/null 2>&1 &", sh.quote(dir .. "/pid"), sh.quote(sh.bin), sh.quote(script),
         sh.quote(dir .. "/out"), sh.quote(dir .. "/err"), sh.quote(dir .. "/rc")))
+      sys.setenv("DATABASE_URL", nil)
       local pid = eventually(5, function() return tonumber(sh.read(dir .. "/pid") or "") end)
       finally(function() if not sh.read(dir .. "/rc") then os.execute("kill -9 " .. pid .. " 2>/dev/null") end end)
       local backend = eventually(5, function()

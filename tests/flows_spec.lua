@@ -314,7 +314,8 @@ describe("secrets", function()
     finally(function() dh.drop(t) end)
     local password = testdb.password()
     local url = testdb.tcp_url(t.name, password)
-    assert.matches(password, url, 1, true)
+    local encoded = url:match("^postgresql://dhrun_pw:([^@]+)@")
+    assert.are.equal(password, (encoded:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)))
     local dir = sh.tmpdir()
     local r = dh.flow({ url = url }, "deploy", { "--report-json", dir .. "/r.json", "--report-junit", dir .. "/r.xml",
       "--verbose" })
@@ -325,6 +326,7 @@ describe("secrets", function()
       dh.fingerprint(t.conn), t.conn:query_value("SELECT string_agg(r::text, ' ') FROM dhrun.runs r"),
       t.conn:query_value("SELECT string_agg(s::text, ' ') FROM dhrun.steps s") }) do
       assert.is_nil(text:find(password, 1, true), "password found in: " .. text:sub(1, 200))
+      assert.is_nil(text:find(encoded, 1, true), "encoded password found in: " .. text:sub(1, 200))
     end
     assert.matches("postgresql://dhrun_pw@127.0.0.1:", r.stdout, 1, true)
   end)

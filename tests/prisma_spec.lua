@@ -292,10 +292,10 @@ describe("prisma deploy / status / resolve", function()
   it("holds advisory lock 72707369 on its own session while applying", function()
     local dir = migrations_dir({ ["1_slow"] = "SELECT pg_sleep(1.5);\n" })
     local script = sh.tmpfile("deploy.lua", string.format([[
-      local conn = require("dhrun.db").connect(%q)
-      require("dhrun.prisma").deploy(conn, %q)]], t.url, dir))
+      local conn = require("dhrun.db").connect()
+      require("dhrun.prisma").deploy(conn, %q)]], dir))
     local process = require "dhrun.process"
-    local child = process.spawn({ sh.bin, script })
+    local child = process.spawn({ sh.bin, script }, { env = { DATABASE_URL = t.url } })
     local seen
     local deadline = sys.now() + 5
     while sys.now() < deadline and not seen do

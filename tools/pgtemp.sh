@@ -11,6 +11,15 @@
 # durability (fsync off) unless PGTEMP_DURABLE=1.  The superuser is
 # `postgres` (trust over the socket); a second superuser `dhrun_pw` with a
 # random password (in DIR/password) is for password-over-TCP tests.
+#
+# PGTEMP_REQUIRE_PASSWORD=1 (the test suite): every connection, over the
+# socket too, needs that password (scram-sha-256), and `postgres` has it as
+# well, so a client that forgot the password fails instead of slipping in.
+# The password is random per cluster and contains characters a URL must
+# percent-encode and a libpq key=value string must quote:
+#   <10 alnum><half of the specials><10 alnum><the other half><10 alnum>
+# The alnum pieces let a scan find the password whatever escaping it went
+# through (URL, JSON, shell quoting).
 set -euo pipefail
 
 find_bindir() {
@@ -27,6 +36,18 @@ as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# Prints a new password (see above); no newline.
+new_password() {
+  local specials=('@' '/' '%' ':' '#' '?' '+' ' ' '&' '=' "'" '"' "\\") alnum i j tmp
+  alnum=$(head -c 600 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')
+  [ "${#alnum}" -ge 30 ] || { echo "pgtemp: /dev/urandom gave too little" >&2; return 1; }
+  for ((i = ${#specials[@]} - 1; i > 0; i--)); do   # Fisher-Yates shuffle
+    j=$((RANDOM % (i + 1))); tmp=${specials[i]}; specials[i]=${specials[j]}; specials[j]=$tmp
+  done
+  local half=$((${#specials[@]} / 2))
+  printf '%s' "${alnum:0:10}" "${specials[@]:0:half}" "${alnum:10:10}" "${specials[@]:half}" "${alnum:20:10}"
+}
+
 cmd=${1:-}; dir=${2:-}
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
   echo "usage: pgtemp.sh start|stop DIR" >&2; exit 2
@@ -39,8 +60,16 @@ start)
   dir=$(cd "$dir" && pwd)
   if [ -e "$dir/data" ]; then echo "pgtemp: $dir/data exists already" >&2; exit 2; fi
   if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; chmod 700 "$dir"; fi
+  pw=$(new_password)
+  (umask 077; printf '%s' "$pw" >"$dir/password")
+  # initdb (run as the cluster's owner) reads the superuser's password from the file.
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$dir/password"; fi
+  auth=(--auth-local=trust --auth-host=scram-sha-256)
+  if [ "${PGTEMP_REQUIRE_PASSWORD:-0}" = 1 ]; then
+    auth=(--auth-local=scram-sha-256 --auth-host=scram-sha-256 --pwfile="$dir/password")
+  fi
   as_owner "$bin/initdb" -D "$dir/data" -U postgres -E UTF8 --locale=C.UTF-8 \
-    --auth-local=trust --auth-host=scram-sha-256 -N >"$dir/initdb.log" 2>&1 || {
+    "${auth[@]}" -N >"$dir/initdb.log" 2>&1 || {
       echo "pgtemp: initdb failed, see $dir/initdb.log:" >&2; tail -5 "$dir/initdb.log" >&2; exit 1; }
   durable=off; [ "${PGTEMP_DURABLE:-0}" = 1 ] && durable=on
   as_owner tee -a "$dir/data/postgresql.conf" >/dev/null <<CONF
@@ -67,11 +96,13 @@ CONF
     echo "pgtemp: the server did not start, see $dir/server.log:" >&2; tail -5 "$dir/server.log" >&2; exit 1
   fi
   echo "$port" >"$dir/port"
-  pw=$(head -c 18 /dev/urandom | base64 | tr -d '/+=' | head -c 20)
-  [ -n "$pw" ] || pw="pw$RANDOM$RANDOM$RANDOM"
-  printf '%s' "$pw" >"$dir/password"; chmod 600 "$dir/password"
-  "$bin/psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-    -c "CREATE ROLE dhrun_pw LOGIN SUPERUSER PASSWORD '$pw'" >/dev/null
+  # The password goes to psql through its environment and a psql variable
+  # (:'pw' quotes it), never through a command line or a file psql writes.
+  PGPASSWORD=$pw PGTEMP_PW=$pw "$bin/psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres \
+    -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+\getenv pw PGTEMP_PW
+CREATE ROLE dhrun_pw LOGIN SUPERUSER PASSWORD :'pw';
+SQL
   cat <<ENV
 export PGHOST='$dir' PGPORT='$port' PGUSER=postgres PGDATABASE=postgres
 export PGTEMP_DIR='$dir' PGTEMP_BIN='$bin'

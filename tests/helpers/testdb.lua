@@ -6,12 +6,23 @@
 --   local conn <close> = t.connect()          -- or db.connect(t.url), db.connect(t.conninfo)
 --
 --   t = {name=, url=, conninfo=, connect=function([opts]) -> conn end}
---   testdb.drop(name)        drops it, disconnecting whoever is still connected
+--   testdb.drop(name)        keeps a copy of its journal for the password scan, then drops it,
+--                            disconnecting whoever is still connected
 --   testdb.admin([opts])     a connection to the harness's default database
---   testdb.password()        the password of superuser dhrun_pw (TCP, scram-sha-256)
+--   testdb.url(name)         postgresql://postgres:PASSWORD@%2F<socket dir>:PORT/name (DATABASE_URL form)
+--   testdb.conninfo(name)    host='<socket dir>' port=PORT user=postgres dbname=name password='PASSWORD'
+--   testdb.password()        the password of superusers postgres and dhrun_pw (scram-sha-256)
 --   testdb.tcp_url(name [, password])  postgresql://dhrun_pw:PASSWORD@127.0.0.1:PORT/name
+--
+-- tests/run.sh starts the server with PGTEMP_REQUIRE_PASSWORD=1: every
+-- connection, over the socket too, needs the password, and no PGPASSWORD is
+-- exported.  So every url and conninfo here carries it (percent-encoded in
+-- URLs, quoted in conninfo strings: it has characters that need both), a test
+-- that connects some other way fails, and run.sh's scan afterwards proves the
+-- password appears in no output, report, journal or log file.
 local db = require "dhrun.db"
 local sys = require "dhrun.core.sys"
+local lfs = require "lfs"
 
 local testdb = {}
 
@@ -23,44 +34,83 @@ local function pct_encode(s)
   return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
 end
 
--- key=value string for the harness server (unix socket, user postgres).
-local function conninfo(dbname)
-  return string.format("host='%s' port=%s user=%s dbname=%s", env("PGHOST"), env("PGPORT"),
-    os.getenv("PGUSER") or "postgres", dbname)
+-- A libpq key=value value: single-quoted, with ' and \ escaped.
+local function quote(s)
+  return "'" .. s:gsub("[\\']", "\\%0") .. "'"
+end
+
+local password
+function testdb.password()
+  if not password then
+    local f = assert(io.open(env("PGTEMP_DIR") .. "/password", "rb"))
+    password = f:read("a")
+    f:close()
+  end
+  return password
+end
+
+function testdb.conninfo(dbname)
+  return string.format("host=%s port=%s user=%s dbname=%s password=%s", quote(env("PGHOST")), env("PGPORT"),
+    os.getenv("PGUSER") or "postgres", dbname, quote(testdb.password()))
+end
+
+function testdb.url(dbname)
+  return string.format("postgresql://%s:%s@%s:%s/%s", os.getenv("PGUSER") or "postgres",
+    pct_encode(testdb.password()), pct_encode(env("PGHOST")), env("PGPORT"), dbname)
 end
 
 function testdb.admin(opts)
-  return db.connect(conninfo(os.getenv("PGDATABASE") or "postgres"), opts)
+  return db.connect(testdb.conninfo(os.getenv("PGDATABASE") or "postgres"), opts)
 end
 
 function testdb.create()
   local name = "dhrun_t_" .. sys.uuid4():gsub("-", ""):sub(1, 16)
   local admin <close> = testdb.admin()
   admin:exec("CREATE DATABASE " .. db.quote_ident(name))
-  local info = conninfo(name)
+  local info = testdb.conninfo(name)
   return {
     name = name,
-    url = string.format("postgresql://%s@%s:%s/%s", os.getenv("PGUSER") or "postgres", pct_encode(env("PGHOST")),
-      env("PGPORT"), name),
+    url = testdb.url(name),
     conninfo = info,
     connect = function(opts) return db.connect(info, opts) end,
   }
 end
 
+-- Appends the database's journal (every table in schema dhrun) and Prisma's
+-- _prisma_migrations (its logs hold error texts) as JSON lines to
+-- $DHRUN_TEST_TMP/journals/NAME.jsonl, so that tests/run.sh's password scan
+-- sees what flows journaled even though the database is gone by then.
+local function keep_journal(name)
+  local dir = os.getenv("DHRUN_TEST_TMP")
+  if not dir then return end
+  do
+    local admin <close> = testdb.admin()
+    if not admin:query_value("SELECT true FROM pg_database WHERE datname = $1", name) then return end
+  end
+  local conn <close> = db.connect(testdb.conninfo(name))
+  local tables = conn:query([[SELECT format('%I.%I', table_schema, table_name) AS q
+    FROM information_schema.tables
+    WHERE table_type = 'BASE TABLE' AND (table_schema = 'dhrun' OR table_name = '_prisma_migrations')
+    ORDER BY 1]])
+  if #tables == 0 then return end
+  lfs.mkdir(dir .. "/journals")
+  local f = assert(io.open(dir .. "/journals/" .. name .. ".jsonl", "ab"))
+  for _, t in ipairs(tables) do
+    for _, r in ipairs(conn:query("SELECT row_to_json(r)::text AS j FROM " .. t.q .. " r")) do
+      f:write(t.q, "\t", r.j, "\n")
+    end
+  end
+  f:close()
+end
+
 function testdb.drop(name)
+  keep_journal(name)
   local admin <close> = testdb.admin()
   admin:exec("DROP DATABASE IF EXISTS " .. db.quote_ident(name) .. " WITH (FORCE)")
 end
 
-function testdb.password()
-  local f = assert(io.open(env("PGTEMP_DIR") .. "/password", "rb"))
-  local pw = f:read("a")
-  f:close()
-  return pw
-end
-
-function testdb.tcp_url(name, password)
-  return string.format("postgresql://dhrun_pw:%s@127.0.0.1:%s/%s", pct_encode(password or testdb.password()),
+function testdb.tcp_url(name, pw)
+  return string.format("postgresql://dhrun_pw:%s@127.0.0.1:%s/%s", pct_encode(pw or testdb.password()),
     env("PGPORT"), name or "postgres")
 end
 

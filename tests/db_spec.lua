@@ -525,6 +525,21 @@ conn:query("SELECT * FROM nope")
       assert.is_nil(r.stdout:find(pw, 1, true))
     end)
 
+    it("masks the password as written in a quoted key=value string too", function()
+      local pw = testdb.password()
+      assert.truthy(pw:find("[\\']"), "the harness's password has a quote or backslash")
+      local info = testdb.conninfo(t.name)
+      local r = dhrun_e([[
+        local info = os.getenv("DHRUN_TEST_CONNINFO")
+        local c = require('dhrun.db').connect(info)
+        print(info, c:query_value('SELECT 1'))]], { DHRUN_TEST_CONNINFO = info })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches("password='***'", r.stdout, 1, true)
+      local quoted = pw:gsub("[\\']", "\\%0")
+      assert.is_nil(r.stdout:find(quoted, 1, true))
+      for piece in pw:gmatch("%w%w%w%w%w%w+") do assert.is_nil(r.stdout:find(piece, 1, true)) end
+    end)
+
     it("refuses a malformed URL with exit 2 and one line", function()
       local r = dhrun_e("require('dhrun.db').connect()", { DATABASE_URL = "postgresql://u@[::1/db" })
       assert.are.equal(2, r.code)

@@ -81,6 +81,9 @@ local function add_secret(s)
     sys.add_secret(s)
     local decoded = pct_decode(s)
     if decoded ~= s then sys.add_secret(decoded) end
+    -- as written inside a quoted key=value conninfo value
+    local quoted = decoded:gsub("[\\']", "\\%0")
+    if quoted ~= decoded then sys.add_secret(quoted) end
   end
 end
 

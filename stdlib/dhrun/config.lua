@@ -37,7 +37,7 @@ local TENANCY_KNOWN = {
   column = "string", tables = "table", nullable_migration = "string", not_null_migration = "string",
   backfill = "table", batch_size = "number", max_batch_size = "number", min_batch_size = "number",
   batch_target = "number", pause = "number", lock_timeout = "string", retries = "number",
-  retry_base = "number", retry_max = "number", schema = "string", label = "string",
+  retry_base = "number", retry_max = "number", schema = "string", label = "string", flush_after = "string|false",
 }
 
 local function is_abs(p) return p:sub(1, 1) == "/" end
@@ -78,9 +78,11 @@ local function check_keys(t, known, where, file)
         s and (" in " .. where .. " (did you mean '" .. s .. "'?)") or (" in " .. where)),
         "the README's \"Project config\" section lists every setting")
     end
-    local want = known[k]
-    if type(v) ~= want then
-      config_error(string.format("%s: setting '%s' in %s must be a %s, not a %s", file, k, where, want, type(v)))
+    local want, rest = known[k]:match("^(%a+)(.*)$") -- a type, or a type and "|false"
+    local or_false = rest == "|false"
+    if type(v) ~= want and not (v == false and or_false) then
+      config_error(string.format("%s: setting '%s' in %s must be a %s%s, not a %s", file, k, where, want,
+        or_false and " (or false)" or "", type(v)))
     end
   end
 end

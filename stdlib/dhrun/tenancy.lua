@@ -29,7 +29,7 @@ local M = {}
 
 M.DEFAULTS = {
   batch_size = 5000, max_batch_size = 50000, min_batch_size = 200, batch_target = 0.25, pause = 0,
-  lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5,
+  lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5, flush_after = "256kB",
 }
 M.MAX_PASSES = 3
 M.PROGRESS_TABLE = "dhrun.backfill_progress"
@@ -230,6 +230,17 @@ function M.new(conn, spec)
   s.retry_base = check_number(spec, "retry_base", 0)
   s.retry_max = check_number(spec, "retry_max", 0)
   s.lock_timeout = lock_timeout_text(spec.lock_timeout or M.DEFAULTS.lock_timeout)
+  s.flush_after = spec.flush_after
+  if s.flush_after == nil then s.flush_after = M.DEFAULTS.flush_after end
+  if s.flush_after ~= false then
+    -- PostgreSQL takes 0 to 2MB for backend_flush_after
+    local n, unit = tostring(s.flush_after):match("^(%d+)%s*([kM]?B)$")
+    local kb = n and tonumber(n) * ({ B = 1 / 1024, kB = 1, MB = 1024 })[unit]
+    if type(s.flush_after) ~= "string" or not kb or kb > 2048 then
+      config_error(format("flush_after must be a size like \"256kB\" (at most 2MB), or false, got %s",
+        tostring(s.flush_after)))
+    end
+  end
   self.log = spec.log or require "dhrun.log"
   self.backfill_spec = backfill
 
@@ -608,6 +619,17 @@ end
 --   opts.dry_run: only report (counts, the batch SQL); changes nothing.
 --   opts.on_batch = function(info) after each committed batch:
 --     info = {table=, pass=, batch=, scanned=, updated=, cursor=, batch_size=, seconds=}
+-- Sets a session setting for the duration of a to-be-closed variable, then
+-- puts the previous value back (nothing when value is false).
+function Tenancy:_session_setting(name, value)
+  if value == false then return nil end
+  local conn = self.conn
+  local previous = conn:get(name)
+  conn:set(name, value)
+  -- a lost connection has nothing left to restore
+  return setmetatable({}, { __close = function() pcall(conn.set, conn, name, previous) end })
+end
+
 function Tenancy:backfill(opts)
   opts = opts or {}
   if opts.dry_run then return self:_backfill_dry_run() end
@@ -631,6 +653,13 @@ function Tenancy:backfill(opts)
       c:exec_script(prepare)
     end, self:_retry_opts(nil, "backfill prepare", nil))
   end
+  -- The batches dirty pages much faster than an application does.  Left to
+  -- the kernel, they pile up in the page cache (up to dirty_background_ratio
+  -- of RAM) and are written back in bursts, and every commit's WAL fsync waits
+  -- behind a burst.  backend_flush_after makes this session hand its writes
+  -- to the disk as it goes (PostgreSQL's own checkpointer and bgwriter do the
+  -- same by default; backends do not).
+  local _ <close> = self:_session_setting("backend_flush_after", s.flush_after)
   local summary = { tables = {}, updated = 0, remaining = 0 }
   for i, tb in ipairs(self.tables) do
     local r = self:_backfill_table(tb, opts)

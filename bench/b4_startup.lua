@@ -73,12 +73,14 @@ local function smoke(ctx)
            code = last.code, summary = summary }
 end
 
--- An empty main() linked against liblua only, and against dhrun's own
--- libraries: how much of the start-up is the dynamic loader's.
+-- An empty main() linked against liblua only, against the host binary's
+-- libraries, and against those plus libpq (what a database script loads):
+-- how much of the start-up is the dynamic loader's.
 local function empty_programs()
   local c = lib.write(lib.out .. "/empty.c", "int main(void) { return 0; }\n")
   local out = {}
-  for _, v in ipairs({ { "empty-lua", "lua5.4" }, { "empty-dhrun-libs", "lua5.4 libpq libcrypto libcurl" } }) do
+  for _, v in ipairs({ { "empty-lua", "lua5.4" }, { "empty-dhrun-libs", "lua5.4 libcrypto" },
+                          { "empty-db-libs", "lua5.4 libcrypto libpq" } }) do
     local flags = lib.run({ "pkg-config", "--libs", table.unpack((function()
       local t = {}
       for w in v[2]:gmatch("%S+") do t[#t + 1] = w end
@@ -96,6 +98,7 @@ function M.run(ctx)
   local cmds = {
     { name = "dhrun -e ''", cmd = lib.dhrun .. " -e ''" },
     { name = "lua5.4 -e ''", cmd = "lua5.4 -e ''" },
+    { name = "dhrun -e 'require \"dhrun.db\"'", cmd = lib.dhrun .. " -e 'require \"dhrun.db\"'" },
   }
   local ok, empties = pcall(empty_programs)
   if ok then
@@ -111,9 +114,14 @@ function M.run(ctx)
     { bench = "B4 start-up, `dhrun -e ''` vs `lua5.4 -e ''`", measured = lib.fmt_ms(d.mean),
       baseline = lib.fmt_ms(l.mean), ratio = d.mean / l.mean, target = "≤ 3×", pass = d.mean / l.mean <= 3,
       key = "b4_startup" },
+    { bench = "B4 start-up with the database module, `dhrun -e 'require \"dhrun.db\"'` vs `lua5.4 -e ''`",
+      measured = lib.fmt_ms(r["dhrun -e 'require \"dhrun.db\"'"].mean), baseline = lib.fmt_ms(l.mean),
+      ratio = r["dhrun -e 'require \"dhrun.db\"'"].mean / l.mean, target = "info", key = "b4_startup_db" },
   }
   local out = {
     format("- `dhrun -e ''`: %s; `lua5.4 -e ''`: %s (hyperfine, 200 runs, `-N`).", lib.hf_text(d), lib.hf_text(l)),
+    format("- `dhrun -e 'require \"dhrun.db\"'` (opens lib/dhrun/db.so and libpq's dependencies): %s.",
+      lib.hf_text(r["dhrun -e 'require \"dhrun.db\"'"])),
   }
   for _, e in ipairs(empties) do
     out[#out + 1] = format("- `int main(void) { return 0; }` linked with %s: %s.", e.name:match("%((.*)%)"),

@@ -87,6 +87,13 @@ describe("http requests", function()
     assert.is_nil(res.headers["X-Multi"])
   end)
 
+  it("trims header values and never returns a line break in one (an empty value is \"\")", function()
+    local res = assert(http.get(url("/raw-headers")))
+    local h = res.headers
+    assert.are.same({ "", "", "first continued", "continued", "ok" },
+      { h["x-empty"], h["x-blank"], h["x-folded"], h["x-fold-empty"], res.body })
+  end)
+
   it("returns error statuses as responses, not errors", function()
     local res, err = http.get(url("/status/500"))
     assert.is_nil(err)

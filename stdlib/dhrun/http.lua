@@ -15,9 +15,10 @@
 --   A header value false removes a header libcurl would add (e.g. Expect); "" sends it empty.
 -- response: status, ok (status 200..299), body, redirects (how many were followed),
 --   url (the effective URL after redirects, without a password),
---   headers (names lowercased; repeated headers joined with ", ", except headers["set-cookie"],
---   always a list), time = {total=, namelookup=, connect=, tls=, starttransfer=} (seconds from the
---   start of the request, as libcurl counts them: each includes the phases before it; tls is 0 for http).
+--   headers (names lowercased; values trimmed, a CR or LF inside one replaced with a space; repeated headers
+--   joined with ", ", except headers["set-cookie"], always a list), time = {total=, namelookup=, connect=, tls=,
+--   starttransfer=} (seconds from the start of the request, as libcurl counts them: each includes the phases before
+--   it; tls is 0 for http).
 --   response:json() -> value | nil, "invalid JSON: ..."
 -- err: a dhrun.Error {kind = "http", exit = 1, code =, curl_code =, method =, url =, message =}
 --   where code is "refused", "timeout", "resolve", "tls", "too_many_redirects", "too_large" or "other"

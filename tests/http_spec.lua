@@ -291,6 +291,8 @@ describe("http misuse", function()
       misuse(function() http.post(url("/"), { json = { f = print } }) end), 1, true)
     assert.matches("http.get: header 'X-A' contains a line break or a NUL byte",
       misuse(function() http.get(url("/"), { headers = { ["X-A"] = "a\r\nX-B: b" } }) end), 1, true)
+    assert.matches("http.get: user_agent contains a line break or a NUL byte",
+      misuse(function() http.get(url("/"), { user_agent = "bot/1\r\nX-Injected: 1" }) end), 1, true)
     assert.matches('http.get: bad header name "X A"',
       misuse(function() http.get(url("/"), { headers = { ["X A"] = "1" } }) end), 1, true)
     assert.matches("http.get: option 'cookies' must be a cookie jar (http.cookie_jar()), got table",

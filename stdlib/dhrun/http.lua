@@ -12,6 +12,7 @@
 --     timeout (10 s, the whole request; 0 = none), connect_timeout (5 s), follow_redirects (true),
 --     max_redirects (5), insecure (false: TLS certificates are verified), cookies (a cookie jar),
 --     user_agent ("dhrun/<version>"), max_body (64 MiB: a larger response is an err "too_large").
+--   Header values and user_agent must not hold a CR, LF or NUL byte (misuse).
 --   A header value false removes a header libcurl would add (e.g. Expect); "" sends it empty.
 -- response: status, ok (status 200..299), body, redirects (how many were followed),
 --   url (the effective URL after redirects, without a password),
@@ -133,6 +134,8 @@ local function prepare(fname, opts)
     misuse(fname, ("url must start with http:// or https://, got '%s'"):format(display_url(req.url)))
   end
   if not req.method:find(TOKEN) then misuse(fname, ("bad method %q"):format(req.method)) end
+  -- libcurl sends it as it is: a CR or LF would end the User-Agent line
+  if req.user_agent:find("[\r\n%z]") then misuse(fname, "user_agent contains a line break or a NUL byte") end
   req.method = req.method:upper()
   if req.body ~= nil and req.json ~= nil then misuse(fname, "give either body or json, not both") end
   if req.method == "HEAD" and (req.body ~= nil or req.json ~= nil) then

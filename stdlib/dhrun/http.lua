@@ -82,8 +82,11 @@ local TOKEN = "^[%w!#$%%&'*+.^_`|~-]+$"
 
 -- The URL as people may see it: no password (libcurl parses it; if it
 -- cannot, the user-info is cut out by hand), registered secrets masked.
+-- By hand, everything up to the last "@" goes: a password with an unencoded
+-- "/", "?", "#" or "@" is what makes libcurl refuse a URL, and it must not
+-- show in the error that says so.
 local function display_url(url)
-  local shown = core.display_url(url) or url:gsub("^(%a[%w+.-]*://)[^/?#]*@", "%1***@")
+  local shown = core.display_url(url) or url:gsub("^(%a[%w+.-]*://).*@", "%1***@")
   return (sys.redact(shown))
 end
 

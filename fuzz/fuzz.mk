@@ -13,7 +13,7 @@ fuzz-build: $(FUZZ_NAMES:%=$(BUILD)/fuzz_%)
 # links every runtime object but X.o, and never main.o.
 fuzz_included = $(patsubst %,$(BUILD)/%.o,$(shell sed -n 's|^\#include "\.\./runtime/\(.*\)\.c".*|\1|p' $(1)))
 
-$(BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(OBJS) $(SRCS) $(HEADERS)
+$(BUILD)/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(OBJS) $(SRCS) $(HEADERS)
 	@echo "FUZZ $@"
 	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -fsanitize=fuzzer -o $@ $< \
 	  $(filter-out $(BUILD)/main.o $(call fuzz_included,$<),$(OBJS)) $(LDLIBS)

@@ -787,6 +787,12 @@ static int http_perform(lua_State *L)
     }
     if (rc == CURLE_OK)
         rc = set_method(r, method, body, body_len);
+#ifdef DHRUN_HTTP_TEST_SOCKETS
+    /* Only in the fuzz targets' build (fuzz/http_server.h): the transfer
+     * goes to the harness's own server, not to the network. */
+    if (rc == CURLE_OK)
+        rc = DHRUN_HTTP_TEST_SOCKETS(r->easy);
+#endif
 
     if (rc == CURLE_OK && run_transfer(r, &rc)) {
         request_release(r);

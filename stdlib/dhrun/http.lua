@@ -79,6 +79,8 @@ local checks = {
 
 -- RFC 9110 token characters: method and header names.
 local TOKEN = "^[%w!#$%%&'*+.^_`|~-]+$"
+-- What libcurl would send as it is and must not be in a header line.
+local LINE_BREAK = "[\r\n%z]"
 
 -- The URL as people may see it: no password (libcurl parses it; if it
 -- cannot, the user-info is cut out by hand), registered secrets masked.
@@ -103,7 +105,7 @@ local function header_lines(fname, headers, json)
       lines[#lines + 1] = name .. ":"               -- libcurl: do not send it
     elseif type(value) ~= "string" then
       misuse(fname, ("header '%s' must be a string or false, got %s"):format(name, type(value)))
-    elseif value:find("[\r\n%z]") then
+    elseif value:find(LINE_BREAK) then
       misuse(fname, ("header '%s' contains a line break or a NUL byte"):format(name))
     elseif value == "" then
       lines[#lines + 1] = name .. ";"               -- libcurl: send it empty
@@ -137,8 +139,7 @@ local function prepare(fname, opts)
     misuse(fname, ("url must start with http:// or https://, got '%s'"):format(display_url(req.url)))
   end
   if not req.method:find(TOKEN) then misuse(fname, ("bad method %q"):format(req.method)) end
-  -- libcurl sends it as it is: a CR or LF would end the User-Agent line
-  if req.user_agent:find("[\r\n%z]") then misuse(fname, "user_agent contains a line break or a NUL byte") end
+  if req.user_agent:find(LINE_BREAK) then misuse(fname, "user_agent contains a line break or a NUL byte") end
   req.method = req.method:upper()
   if req.body ~= nil and req.json ~= nil then misuse(fname, "give either body or json, not both") end
   if req.method == "HEAD" and (req.body ~= nil or req.json ~= nil) then

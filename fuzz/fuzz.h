@@ -75,6 +75,19 @@ static inline const char *fz_rest(struct fz *f, size_t *len)
     return s;
 }
 
+/* The fuzz targets link the db and http modules in, where the host opens
+ * lib/dhrun/{db,http}.so: after register_modules, point their preload
+ * entries at the linked openers. */
+static inline void fz_link_modules(lua_State *L)
+{
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_dhrun_core_db);
+    lua_setfield(L, -2, "dhrun.core.db");
+    lua_pushcfunction(L, luaopen_dhrun_core_http);
+    lua_setfield(L, -2, "dhrun.core.http");
+    lua_pop(L, 1);
+}
+
 /* A new state with the standard libraries and the dhrun.Error metatable. */
 static inline lua_State *fz_lua(void)
 {

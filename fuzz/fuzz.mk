@@ -16,7 +16,7 @@ fuzz_included = $(patsubst %,$(BUILD)/%.o,$(shell sed -n 's|^\#include "\.\./run
 # The loadable modules (db, http) are linked in statically here.
 FUZZ_OBJS := $(OBJS) $(DL_SRCS:runtime/%.c=$(BUILD)/%.o)
 
-$(BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_OBJS) $(SRCS) $(DL_SRCS) $(HEADERS)
+$(BUILD)/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(FUZZ_OBJS) $(SRCS) $(DL_SRCS) $(HEADERS)
 	@echo "FUZZ $@"
 	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -fsanitize=fuzzer -o $@ $< \
 	  $(filter-out $(BUILD)/main.o $(call fuzz_included,$<),$(FUZZ_OBJS)) $(LDLIBS) $(LIBS_db) $(LIBS_http)

@@ -46,11 +46,7 @@ static int init(void)
     const char *dir = getenv("DHRUN_STDLIB_DIR"); /* as the host: a tree */
     L = fz_lua();
     register_modules(L, dir != NULL && *dir != '\0' ? dir : NULL);
-    /* The db module is linked into this binary, not opened from db.so. */
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    lua_pushcfunction(L, luaopen_dhrun_core_db);
-    lua_setfield(L, -2, "dhrun.core.db");
-    lua_pop(L, 1);
+    fz_link_modules(L);
     if (luaL_loadbuffer(L, CHECK, sizeof CHECK - 1, "=fuzz_url") != LUA_OK)
         return 0;
     lua_pushliteral(L, MARKER);

@@ -5,6 +5,7 @@
 #   fuzz/fuzz_*.c          one harness per target (see the comment at the top
 #                          of each for what it feeds in and what it checks)
 #   fuzz/corpus/<target>/  the committed seed inputs (only read)
+#   fuzz/<target>.dict     tokens for the mutator, if the target has them
 #   build-fuzz/            instrumented objects, the fuzzer binaries, the
 #                          inputs found while fuzzing (corpus/<target>/), logs,
 #                          and any crash as crash-<target>-<sha1>
@@ -41,7 +42,9 @@ for t in $targets; do
   [ -x "$bin" ] || { echo "fuzz: no target $t" >&2; status=1; continue; }
   mkdir -p "$build/corpus/$t" "fuzz/corpus/$t"
   log="$build/fuzz_$t.log"
-  if "$bin" -max_total_time="$secs" -timeout=10 -close_fd_mask=3 -print_final_stats=1 \
+  dict=()
+  [ -f "fuzz/$t.dict" ] && dict=(-dict="fuzz/$t.dict")
+  if "$bin" -max_total_time="$secs" -timeout=10 -close_fd_mask=3 -print_final_stats=1 "${dict[@]}" \
        -artifact_prefix="$build/crash-$t-" "$build/corpus/$t" "fuzz/corpus/$t" >"$log" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)

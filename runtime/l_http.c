@@ -513,6 +513,27 @@ static void push_failure(lua_State *L, request *r, CURLcode rc)
     lua_setfield(L, -2, "elapsed");
 }
 
+/* Pushes a header value as RFC 9110 (5.5) wants it: white space trimmed at
+ * both ends, a CR or LF inside replaced with a space.  libcurl's header API
+ * trims blanks but leaves the CR of an empty value ("X-A: \r\n" gives
+ * "\r") and unfolds an obsolete folded line around a bare CR (libcurl 7.88):
+ * a script would compare, print or log such a value with a line break. */
+static void push_header_value(lua_State *L, const char *v)
+{
+    size_t n = strlen(v);
+    while (n > 0 && strchr(" \t\r\n", v[n - 1]) != NULL)
+        n--;
+    while (n > 0 && strchr(" \t\r\n", v[0]) != NULL) {
+        v++;
+        n--;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < n; i++)
+        luaL_addchar(&b, v[i] == '\r' || v[i] == '\n' ? ' ' : v[i]);
+    luaL_pushresult(&b);
+}
+
 /* Pushes the final response's headers: names lowercased, repeated headers
  * joined with ", ", except set-cookie, always a list (its values may
  * contain commas).  libcurl's header API keeps the headers of each response
@@ -538,16 +559,16 @@ static void push_headers(lua_State *L, CURL *e)
                 lua_pushvalue(L, -2);
                 lua_rawset(L, -5);                  /* t[name] = list */
             }
-            lua_pushstring(L, h->value);
+            push_header_value(L, h->value);
             lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
             lua_pop(L, 2);                          /* [t] */
         } else {
             if (old == LUA_TNIL) {
                 lua_pop(L, 1);
-                lua_pushstring(L, h->value);
+                push_header_value(L, h->value);
             } else {
                 lua_pushliteral(L, ", ");
-                lua_pushstring(L, h->value);
+                push_header_value(L, h->value);
                 lua_concat(L, 3);                   /* [t, name, old..", "..value] */
             }
             lua_rawset(L, -3);                      /* [t] */
@@ -766,6 +787,12 @@ static int http_perform(lua_State *L)
     }
     if (rc == CURLE_OK)
         rc = set_method(r, method, body, body_len);
+#ifdef DHRUN_HTTP_TEST_SOCKETS
+    /* Only in the fuzz targets' build (fuzz/http_server.h): the transfer
+     * goes to the harness's own server, not to the network. */
+    if (rc == CURLE_OK)
+        rc = DHRUN_HTTP_TEST_SOCKETS(r->easy);
+#endif
 
     if (rc == CURLE_OK && run_transfer(r, &rc)) {
         request_release(r);

@@ -87,6 +87,13 @@ describe("http requests", function()
     assert.is_nil(res.headers["X-Multi"])
   end)
 
+  it("trims header values and never returns a line break in one (an empty value is \"\")", function()
+    local res = assert(http.get(url("/raw-headers")))
+    local h = res.headers
+    assert.are.same({ "", "", "first continued", "continued", "ok" },
+      { h["x-empty"], h["x-blank"], h["x-folded"], h["x-fold-empty"], res.body })
+  end)
+
   it("returns error statuses as responses, not errors", function()
     local res, err = http.get(url("/status/500"))
     assert.is_nil(err)
@@ -226,6 +233,12 @@ describe("http failures are returned as dhrun.Error values", function()
     assert.are.equal(("http://deploy@127.0.0.1:%d/x"):format(server.closed_port), err.url)
     assert.is_nil(err.message:find("s3cret", 1, true))
     assert.are.equal("token ***, ***", sys.redact("token s3cret%21, s3cret!"))
+    -- an unencoded "/" or "?" in the password: libcurl refuses the URL, and the error must not show it
+    for _, pw in ipairs({ "pa/ss", "pa?ss", "pa#ss" }) do
+      _, err = http.get(("http://deploy:%s@127.0.0.1:%d/x"):format(pw, server.port))
+      assert.are.equal(("http://***@127.0.0.1:%d/x"):format(server.port), err.url)
+      assert.is_nil(err.message:find(pw, 1, true), err.message)
+    end
   end)
 
   it("is what the user sees when a script asserts on it: exit 1, one line", function()
@@ -284,6 +297,8 @@ describe("http misuse", function()
       misuse(function() http.post(url("/"), { json = { f = print } }) end), 1, true)
     assert.matches("http.get: header 'X-A' contains a line break or a NUL byte",
       misuse(function() http.get(url("/"), { headers = { ["X-A"] = "a\r\nX-B: b" } }) end), 1, true)
+    assert.matches("http.get: user_agent contains a line break or a NUL byte",
+      misuse(function() http.get(url("/"), { user_agent = "bot/1\r\nX-Injected: 1" }) end), 1, true)
     assert.matches('http.get: bad header name "X A"',
       misuse(function() http.get(url("/"), { headers = { ["X A"] = "1" } }) end), 1, true)
     assert.matches("http.get: option 'cookies' must be a cookie jar (http.cookie_jar()), got table",

@@ -12,12 +12,14 @@
 --     timeout (10 s, the whole request; 0 = none), connect_timeout (5 s), follow_redirects (true),
 --     max_redirects (5), insecure (false: TLS certificates are verified), cookies (a cookie jar),
 --     user_agent ("dhrun/<version>"), max_body (64 MiB: a larger response is an err "too_large").
+--   Header values and user_agent must not hold a CR, LF or NUL byte (misuse).
 --   A header value false removes a header libcurl would add (e.g. Expect); "" sends it empty.
 -- response: status, ok (status 200..299), body, redirects (how many were followed),
 --   url (the effective URL after redirects, without a password),
---   headers (names lowercased; repeated headers joined with ", ", except headers["set-cookie"],
---   always a list), time = {total=, namelookup=, connect=, tls=, starttransfer=} (seconds from the
---   start of the request, as libcurl counts them: each includes the phases before it; tls is 0 for http).
+--   headers (names lowercased; values trimmed, a CR or LF inside one replaced with a space; repeated headers
+--   joined with ", ", except headers["set-cookie"], always a list), time = {total=, namelookup=, connect=, tls=,
+--   starttransfer=} (seconds from the start of the request, as libcurl counts them: each includes the phases before
+--   it; tls is 0 for http).
 --   response:json() -> value | nil, "invalid JSON: ..."
 -- err: a dhrun.Error {kind = "http", exit = 1, code =, curl_code =, method =, url =, message =}
 --   where code is "refused", "timeout", "resolve", "tls", "too_many_redirects", "too_large" or "other"
@@ -77,11 +79,16 @@ local checks = {
 
 -- RFC 9110 token characters: method and header names.
 local TOKEN = "^[%w!#$%%&'*+.^_`|~-]+$"
+-- What libcurl would send as it is and must not be in a header line.
+local LINE_BREAK = "[\r\n%z]"
 
 -- The URL as people may see it: no password (libcurl parses it; if it
 -- cannot, the user-info is cut out by hand), registered secrets masked.
+-- By hand, everything up to the last "@" goes: a password with an unencoded
+-- "/", "?", "#" or "@" is what makes libcurl refuse a URL, and it must not
+-- show in the error that says so.
 local function display_url(url)
-  local shown = core.display_url(url) or url:gsub("^(%a[%w+.-]*://)[^/?#]*@", "%1***@")
+  local shown = core.display_url(url) or url:gsub("^(%a[%w+.-]*://).*@", "%1***@")
   return (sys.redact(shown))
 end
 
@@ -98,7 +105,7 @@ local function header_lines(fname, headers, json)
       lines[#lines + 1] = name .. ":"               -- libcurl: do not send it
     elseif type(value) ~= "string" then
       misuse(fname, ("header '%s' must be a string or false, got %s"):format(name, type(value)))
-    elseif value:find("[\r\n%z]") then
+    elseif value:find(LINE_BREAK) then
       misuse(fname, ("header '%s' contains a line break or a NUL byte"):format(name))
     elseif value == "" then
       lines[#lines + 1] = name .. ";"               -- libcurl: send it empty
@@ -132,6 +139,7 @@ local function prepare(fname, opts)
     misuse(fname, ("url must start with http:// or https://, got '%s'"):format(display_url(req.url)))
   end
   if not req.method:find(TOKEN) then misuse(fname, ("bad method %q"):format(req.method)) end
+  if req.user_agent:find(LINE_BREAK) then misuse(fname, "user_agent contains a line break or a NUL byte") end
   req.method = req.method:upper()
   if req.body ~= nil and req.json ~= nil then misuse(fname, "give either body or json, not both") end
   if req.method == "HEAD" and (req.body ~= nil or req.json ~= nil) then

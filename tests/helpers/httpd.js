@@ -10,6 +10,8 @@
 //   /redirect/N         302 to /redirect/N-1; /redirect/0 is 200 "arrived"
 //   /json, /badjson     a JSON document / a broken one
 //   /headers            repeated X-Multi and Set-Cookie headers
+//   /raw-headers        empty and obsolete folded header values (raw bytes: Node's own
+//                       writer refuses them)
 //   /set-cookie?k=v     Set-Cookie: k=v; Path=/ for each query item
 //   /login              sets a cookie and redirects to /cookies
 //   /cookies            body: the Cookie header received ("" if none)
@@ -54,6 +56,10 @@ function handle(req, res, body) {
       res.setHeader('Set-Cookie', ['one=1; Path=/', 'two=2, with comma; Path=/']);
       res.setHeader('X-Request-Id', req.headers['x-request-id'] || 'none');
       return send(res, 200, 'headers');
+    case 'raw-headers':
+      req.socket.end('HTTP/1.1 200 OK\r\nX-Empty:\r\nX-Blank:   \r\nX-Folded: first\r\n  continued\r\n'
+        + 'X-Fold-Empty:\r\n continued\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok');
+      return undefined;
     case 'set-cookie': {
       const cookies = [];
       for (const [k, v] of u.searchParams) cookies.push(`${k}=${v}; Path=/`);

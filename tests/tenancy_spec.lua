@@ -305,26 +305,30 @@ describe("dhrun.tenancy", function()
     assert.is_true(tenancy.new(env.conn, spec { tables = { "Metric" } }):null_check().ok)
   end)
 
-  it("flushes the backfill session's writes as it goes (backend_flush_after), then restores the setting", function()
+  it("flushes the backfill session's writes as it goes when flush_after is set, then restores the setting", function()
     local env = setup()
     populate(env.conn, 60)
     env.conn:exec([[UPDATE "Account" SET "workspaceId" = 'w']])
     local before = env.conn:get("backend_flush_after")
     local during = {}
-    local t = tenancy.new(env.conn, spec { tables = { "Metric" } })
+    local t = tenancy.new(env.conn, spec { tables = { "Metric" }, flush_after = "256kB" })
     t:backfill { on_batch = function() during[#during + 1] = env.conn:get("backend_flush_after") end }
     assert.are.equal("256kB", during[1])
     assert.are.equal(before, env.conn:get("backend_flush_after"))
 
+    -- off by default: the server's setting stays
     env.conn:exec([[UPDATE "Metric" SET "workspaceId" = NULL]])
     during = {}
-    t = tenancy.new(env.conn, spec { tables = { "Metric" }, flush_after = false })
+    t = tenancy.new(env.conn, spec { tables = { "Metric" } })
     t:backfill { on_batch = function() during[#during + 1] = env.conn:get("backend_flush_after") end }
     assert.are.equal(before, during[1])
 
-    local err = catch(tenancy.new, env.conn, spec { tables = { "Metric" }, flush_after = "lots" })
-    assert.are.equal(2, err.exit)
-    assert.matches('flush_after must be a size like "256kB"', err.message, 1, true)
+    for _, bad in ipairs({ "lots", "4MB", 256 }) do
+      local err = catch(tenancy.new, env.conn, spec { tables = { "Metric" }, flush_after = bad })
+      assert.are.equal(2, err.exit)
+      assert.matches('flush_after must be a size like "256kB" (at most 2MB), or false, got ' .. tostring(bad),
+        err.message, 1, true)
+    end
   end)
 
   it("leaves rows whose value expression yields NULL alone and reports them", function()

@@ -29,7 +29,7 @@ local M = {}
 
 M.DEFAULTS = {
   batch_size = 5000, max_batch_size = 50000, min_batch_size = 200, batch_target = 0.25, pause = 0,
-  lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5, flush_after = "256kB",
+  lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5, flush_after = false,
 }
 M.MAX_PASSES = 3
 M.PROGRESS_TABLE = "dhrun.backfill_progress"
@@ -655,10 +655,11 @@ function Tenancy:backfill(opts)
   end
   -- The batches dirty pages much faster than an application does.  Left to
   -- the kernel, they pile up in the page cache (up to dirty_background_ratio
-  -- of RAM) and are written back in bursts, and every commit's WAL fsync waits
-  -- behind a burst.  backend_flush_after makes this session hand its writes
-  -- to the disk as it goes (PostgreSQL's own checkpointer and bgwriter do the
-  -- same by default; backends do not).
+  -- of RAM) and are written back in bursts that commits wait behind.
+  -- flush_after (backend_flush_after) makes this session hand its writes to
+  -- the disk as it goes, as PostgreSQL's checkpointer and bgwriter do.  Off by
+  -- default: on the benchmark machine it cost 4 % of the throughput and its
+  -- effect on the write probe's tail was within the noise (bench/why.lua).
   local _ <close> = self:_session_setting("backend_flush_after", s.flush_after)
   local summary = { tables = {}, updated = 0, remaining = 0 }
   for i, tb in ipairs(self.tables) do

@@ -11,7 +11,9 @@ WARNINGS  := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
 CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=c11 $(WARNINGS) $(CFLAGS) $(EXTRA_CFLAGS)
 CPPFLAGS  += -Iinclude -I$(BUILD) $(shell pkg-config --cflags $(PKGS)) \
-             -DDHRUN_SHARE_DIR='"$(PREFIX)/share/dhrun"'
+             -DDHRUN_SHARE_DIR='"$(PREFIX)/share/dhrun"' \
+             -DDHRUN_LIB_DIR='"$(PREFIX)/lib/dhrun"' \
+             -DDHRUN_ABI='"$(shell sha256sum include/dhrun.h | cut -c1-12)"'
 # LuaFileSystem and lua-cjson are linked in from Debian's static archives,
 # so the installed binary needs no Lua C modules from other packages.
 # The host exports its dhrun_* API (runtime/dhrun.dynlist) to the modules.
@@ -39,6 +41,9 @@ DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libpq-dev \
             libcurl4-openssl-dev postgresql lua-busted lua-check clang \
             libclang-rt-14-dev valgrind chromium curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# A failed rule leaves no half-written target (build/stdlib_blob.c).
+.DELETE_ON_ERROR:
 
 .PHONY: all deps app-deps bench fuzz demo test test-only asan valgrind lint install uninstall clean help
 

@@ -89,10 +89,14 @@ int luaopen_dhrun_core_http(lua_State *L);
 /*
  * dhrun.core.db and dhrun.core.http are built as shared objects
  * (lib/dhrun/db.so, http.so) and opened on first require.  Each stamps the
- * version it was built for; the host refuses a module from another build.
+ * version and header hash it was built for; the host refuses any other.
  */
+#ifndef DHRUN_ABI          /* the Makefile passes a hash of this header */
+#define DHRUN_ABI "dev"
+#endif
+#define DHRUN_MODULE_ID DHRUN_VERSION "+" DHRUN_ABI
 #define DHRUN_MODULE_STAMP(name) \
-    const char dhrun_module_##name[] = DHRUN_VERSION
+    const char dhrun_module_##name[] = DHRUN_MODULE_ID
 extern const char dhrun_module_db[];
 extern const char dhrun_module_http[];
 

@@ -293,32 +293,81 @@ static int dl_close_all(lua_State *L)
 }
 
 /* The directories searched, in order: next to the binary (the build tree:
- * build/lib/dhrun) and the installed layout (PREFIX/bin/../lib/dhrun).
- * Pushes the module's path and returns 1, or pushes the list of the
- * directories tried and returns 0. */
+ * build/lib/dhrun), the installed layout (PREFIX/bin/../lib/dhrun), and the
+ * PREFIX this binary was built for.  Pushes the module's path and returns 1,
+ * or pushes the list of the directories tried and returns 0. */
 static int dl_find(lua_State *L, const char *file)
 {
+    int base = lua_gettop(L);
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) {
-        lua_pushfstring(L, "(cannot read /proc/self/exe: %s)",
-                        strerror(errno));
-        return 0;
-    }
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash != NULL)
-        *slash = '\0';
-    static const char *const dirs[] = {"%s/lib/dhrun", "%s/../lib/dhrun"};
-    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-        const char *dir = lua_pushfstring(L, dirs[i], exe);
-        const char *path = lua_pushfstring(L, "%s/%s", dir, file);
-        lua_remove(L, -2);
-        if (access(path, R_OK) == 0)
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash != NULL)
+            *slash = '\0';
+        lua_pushfstring(L, "%s/lib/dhrun", exe);
+        lua_pushfstring(L, "%s/../lib/dhrun", exe);
+    }                           /* no /proc: the PREFIX directory only */
+    lua_pushstring(L, DHRUN_LIB_DIR);
+    int top = lua_gettop(L);
+    for (int i = base + 1; i <= top; i++) {
+        const char *path = lua_pushfstring(L, "%s/%s", lua_tostring(L, i), file);
+        if (access(path, F_OK) == 0) {
+            lua_copy(L, -1, base + 1);
+            lua_settop(L, base + 1);
             return 1;
+        }
         lua_pop(L, 1);
     }
-    lua_pushfstring(L, "%s/lib/dhrun or %s/../lib/dhrun", exe, exe);
+    /* [dir...] -> "dir1, dir2 or dir3" */
+    for (int i = base + 1; i < top; i++) {
+        lua_pushstring(L, i + 1 < top ? ", " : " or ");
+        lua_insert(L, i + (i - base));
+    }
+    lua_concat(L, lua_gettop(L) - base);
+    return 0;
+}
+
+/* Nobody but root or this user could have written st: owned by either and
+ * not writable by group or others (a sticky directory such as /tmp is
+ * fine: others cannot replace what is in it). */
+static int dl_trusted(const struct stat *st)
+{
+    if (st->st_uid != 0 && st->st_uid != geteuid())
+        return 0;
+    return (st->st_mode & (S_IWGRP | S_IWOTH)) == 0 ||
+           (S_ISDIR(st->st_mode) && (st->st_mode & S_ISVTX) != 0);
+}
+
+/* Loads a module only from a file that nobody but root or this user could
+ * have put there: the file and every directory above it must pass
+ * dl_trusted.  So a copy of the binary in /tmp does not load a
+ * /tmp/lib/dhrun/db.so planted by another user.  Returns 0, or -1 with the
+ * reason pushed. */
+static int dl_check_path(lua_State *L, const char *path)
+{
+    char real[PATH_MAX];
+    struct stat st;
+    if (realpath(path, real) == NULL || stat(real, &st) != 0) {
+        lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode) || !dl_trusted(&st)) {
+        lua_pushfstring(L, "refusing %s: it must be a file owned by root or "
+                           "you and writable by nobody else", real);
+        return -1;
+    }
+    for (char *slash = strrchr(real, '/'); slash != NULL;
+         slash = strrchr(real, '/')) {
+        *slash = '\0';
+        const char *dir = slash == real ? "/" : real;
+        if (stat(dir, &st) != 0 || !dl_trusted(&st)) {
+            lua_pushfstring(L, "refusing %s: directory %s can be written by "
+                               "other users", path, dir);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -341,24 +390,30 @@ static int dl_loader(lua_State *L)
         return dl_fail(L, lua_tostring(L, -1));
     }
     const char *path = lua_tostring(L, -1);
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    /* The handle table is fetched first, so that storing h cannot fail. */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, DL_HANDLES);
+    lua_insert(L, -2);                                  /* [handles, path] */
+    if (dl_check_path(L, path) != 0)
+        return dl_fail(L, lua_tostring(L, -1));
+    /* NODELETE: libcurl may leave a resolver thread running libcurl code
+     * after a cancelled transfer; the code stays mapped until exit. */
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (h == NULL) {
-        lua_pushfstring(L, "cannot load module %s: %s", m->name, dlerror());
+        lua_pushfstring(L, "cannot load module %s (%s): %s", m->name, path,
+                        dlerror());
         return dl_fail(L, lua_tostring(L, -1));
     }
     const char *stamp = (const char *)dlsym(h, m->stamp);
-    if (stamp == NULL || strcmp(stamp, DHRUN_VERSION) != 0) {
+    if (stamp == NULL || strcmp(stamp, DHRUN_MODULE_ID) != 0) {
         lua_pushfstring(L, "module %s (%s) was built for dhrun %s, not %s",
                         m->name, path, stamp ? stamp : "(unknown)",
-                        DHRUN_VERSION);
+                        DHRUN_MODULE_ID);
         dlclose(h);
         return dl_fail(L, lua_tostring(L, -1));
     }
     /* The handle table owns h from here on. */
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, DL_HANDLES);
-    lua_pushlightuserdata(L, h);
-    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-    lua_pop(L, 1);
+    lua_pushlightuserdata(L, h);                        /* [handles, path, h] */
+    lua_rawseti(L, -3, (lua_Integer)lua_rawlen(L, -3) + 1);
     void *sym = dlsym(h, m->open);
     if (sym == NULL) {
         lua_pushfstring(L, "module %s has no %s", path, m->open);

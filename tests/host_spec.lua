@@ -162,7 +162,7 @@ describe("loadable modules", function()
     local code = "require 'dhrun.db'; print('ok')"
     local r = sh.run({ dir .. "/bin/dhrun", "-e", code })
     assert.are.equal(2, r.code)
-    assert.matches("dhrun: module dhrun.core.db not found: no db.so in .*/bin/lib/dhrun or .*/bin/../lib/dhrun\n",
+    assert.matches("dhrun: module dhrun.core.db not found: no db.so in .*/bin/lib/dhrun, .*/bin/../lib/dhrun or /",
       r.stderr)
     assert.matches("hint: .*make install", r.stderr)
 
@@ -176,6 +176,17 @@ describe("loadable modules", function()
     sh.run({ "cp", libdir .. "db.so", dir .. "/lib/dhrun/db.so" })
     r = sh.run({ dir .. "/bin/dhrun", "-e", code })
     assert.are.equal("ok\n", r.stdout, r.stderr)
+
+    -- nor from a place other users can write to
+    sh.run({ "chmod", "777", dir .. "/lib" })
+    r = sh.run({ dir .. "/bin/dhrun", "-e", code })
+    assert.are.equal(2, r.code)
+    assert.matches("refusing .*/db.so: directory .*/lib can be written by other users", r.stderr)
+    sh.run({ "chmod", "755", dir .. "/lib" })
+    sh.run({ "chmod", "666", dir .. "/lib/dhrun/db.so" })
+    r = sh.run({ dir .. "/bin/dhrun", "-e", code })
+    assert.are.equal(2, r.code)
+    assert.matches("it must be a file owned by root or you and writable by nobody else", r.stderr, 1, true)
   end)
 end)
 

@@ -83,7 +83,7 @@ int main(int argc, char **argv)
         fprintf(out, "static const unsigned char m%d[] = {", i);
         struct dump d = {out, 0};
         if (lua_dump(L, write_bytes, &d, 0) != 0) {
-            perror(argv[1]);
+            fprintf(stderr, "embed: cannot write %s\n", argv[1]);
             lua_close(L);
             fclose(out);
             return 1;

@@ -82,8 +82,10 @@ local function add_secret(s)
     local decoded = pct_decode(s)
     if decoded ~= s then sys.add_secret(decoded) end
     -- as written inside a quoted key=value conninfo value
-    local quoted = decoded:gsub("[\\']", "\\%0")
-    if quoted ~= decoded then sys.add_secret(quoted) end
+    for _, form in ipairs({ s, decoded }) do
+      local quoted = form:gsub("[\\']", "\\%0")
+      if quoted ~= form then sys.add_secret(quoted) end
+    end
   end
 end
 

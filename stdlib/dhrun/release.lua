@@ -301,10 +301,11 @@ function M.missing_column(ctx)
   local t = ctx.cfg.tenancy
   -- One round trip for every table: this runs before each flow.
   local rows = ctx.conn:query([[
-    SELECT u.name, current_schema() AS schema, c.oid IS NOT NULL AS is_table,
+    SELECT u.name::text, coalesce(current_schema(), '(none: search_path is empty)') AS schema,
+           c.oid IS NOT NULL AS is_table,
            EXISTS (SELECT 1 FROM pg_attribute a
                     WHERE a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped) AS has
-      FROM unnest($1::text[]) WITH ORDINALITY AS u(name, ord)
+      FROM unnest($1::name[]) WITH ORDINALITY AS u(name, ord) -- name: cut to 63 bytes, as CREATE TABLE does
       LEFT JOIN pg_class c ON c.relname = u.name AND c.relkind IN ('r', 'p')
                           AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
      ORDER BY u.ord]], db.text_array(t.tables), t.column)

@@ -10,15 +10,19 @@ WARNINGS  := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
              -Wundef -Wvla -Wcast-align -Wold-style-definition -pedantic
 CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=c11 $(WARNINGS) $(CFLAGS) $(EXTRA_CFLAGS)
-CPPFLAGS  += -Iinclude -I$(BUILD) $(shell pkg-config --cflags $(PKGS)) \
+# Computed once (:=), not again each time a rule expands CPPFLAGS/LDLIBS.
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+HOST_LIBS  := $(shell pkg-config --libs $(HOST_PKGS))
+DHRUN_ABI  := $(shell sha256sum include/dhrun.h | cut -c1-12)
+CPPFLAGS  += -Iinclude -I$(BUILD) $(PKG_CFLAGS) \
              -DDHRUN_SHARE_DIR='"$(PREFIX)/share/dhrun"' \
              -DDHRUN_LIB_DIR='"$(PREFIX)/lib/dhrun"' \
-             -DDHRUN_ABI='"$(shell sha256sum include/dhrun.h | cut -c1-12)"'
+             -DDHRUN_ABI='"$(DHRUN_ABI)"'
 # LuaFileSystem and lua-cjson are linked in from Debian's static archives,
 # so the installed binary needs no Lua C modules from other packages.
 # The host exports its dhrun_* API (runtime/dhrun.dynlist) to the modules.
 LDLIBS    += -l:liblua5.4-filesystem.a -l:liblua5.4-cjson.a \
-             $(shell pkg-config --libs $(HOST_PKGS)) -lm -ldl
+             $(HOST_LIBS) -lm -ldl
 HOST_LDFLAGS := -Wl,--dynamic-list=runtime/dhrun.dynlist
 
 # The database and HTTP modules are shared objects in $(BUILD)/lib/dhrun

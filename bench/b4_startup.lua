@@ -94,11 +94,13 @@ local function empty_programs()
   return out
 end
 
+local WITH_DB = "dhrun -e 'require \"dhrun.db\"'"
+
 function M.run(ctx)
   local cmds = {
     { name = "dhrun -e ''", cmd = lib.dhrun .. " -e ''" },
     { name = "lua5.4 -e ''", cmd = "lua5.4 -e ''" },
-    { name = "dhrun -e 'require \"dhrun.db\"'", cmd = lib.dhrun .. " -e 'require \"dhrun.db\"'" },
+    { name = WITH_DB, cmd = lib.dhrun .. WITH_DB:sub(#"dhrun" + 1) },
   }
   local ok, empties = pcall(empty_programs)
   if ok then
@@ -108,20 +110,19 @@ function M.run(ctx)
     empties = {}
   end
   local r = lib.hyperfine("b4-startup", cmds, { warmup = 10, runs = 200 })
-  local d, l = r["dhrun -e ''"], r["lua5.4 -e ''"]
+  local d, l, db = r["dhrun -e ''"], r["lua5.4 -e ''"], r[WITH_DB]
   lib.ok("B4 dhrun -e '': %s; lua5.4 -e '': %s", lib.hf_text(d), lib.hf_text(l))
   local rows = {
     { bench = "B4 start-up, `dhrun -e ''` vs `lua5.4 -e ''`", measured = lib.fmt_ms(d.mean),
       baseline = lib.fmt_ms(l.mean), ratio = d.mean / l.mean, target = "≤ 3×", pass = d.mean / l.mean <= 3,
       key = "b4_startup" },
-    { bench = "B4 start-up with the database module, `dhrun -e 'require \"dhrun.db\"'` vs `lua5.4 -e ''`",
-      measured = lib.fmt_ms(r["dhrun -e 'require \"dhrun.db\"'"].mean), baseline = lib.fmt_ms(l.mean),
-      ratio = r["dhrun -e 'require \"dhrun.db\"'"].mean / l.mean, target = "info", key = "b4_startup_db" },
+    { bench = "B4 start-up with the database module, `" .. WITH_DB .. "` vs `lua5.4 -e ''`",
+      measured = lib.fmt_ms(db.mean), baseline = lib.fmt_ms(l.mean), ratio = db.mean / l.mean, target = "info",
+      key = "b4_startup_db" },
   }
   local out = {
     format("- `dhrun -e ''`: %s; `lua5.4 -e ''`: %s (hyperfine, 200 runs, `-N`).", lib.hf_text(d), lib.hf_text(l)),
-    format("- `dhrun -e 'require \"dhrun.db\"'` (opens lib/dhrun/db.so and libpq's dependencies): %s.",
-      lib.hf_text(r["dhrun -e 'require \"dhrun.db\"'"])),
+    format("- `%s` (opens lib/dhrun/db.so and libpq's dependencies): %s.", WITH_DB, lib.hf_text(db)),
   }
   for _, e in ipairs(empties) do
     out[#out + 1] = format("- `int main(void) { return 0; }` linked with %s: %s.", e.name:match("%((.*)%)"),

@@ -371,11 +371,15 @@ static int dl_check_path(lua_State *L, const char *path)
     return 0;
 }
 
-static int dl_fail(lua_State *L, const char *msg)
+#define DL_HINT_REBUILD "this dhrun binary needs the modules built with " \
+    "it: run `make` (build tree) or `make install` again"
+#define DL_HINT_PERMS "make the module and the directories above it " \
+    "writable by root or you only (chmod go-w), or `make install` again"
+
+static int dl_fail(lua_State *L, const char *msg, const char *hint)
 {
     dhrun_error_new(L, "install", DHRUN_EXIT_USAGE, msg, 0);
-    lua_pushstring(L, "this dhrun binary needs the modules built with it: "
-                      "run `make` (build tree) or `make install` again");
+    lua_pushstring(L, hint);
     lua_setfield(L, -2, "hint");
     return lua_error(L);
 }
@@ -387,21 +391,22 @@ static int dl_loader(lua_State *L)
     if (!dl_find(L, m->file)) {
         lua_pushfstring(L, "module %s not found: no %s in %s", m->name,
                         m->file, lua_tostring(L, -1));
-        return dl_fail(L, lua_tostring(L, -1));
+        return dl_fail(L, lua_tostring(L, -1), DL_HINT_REBUILD);
     }
     const char *path = lua_tostring(L, -1);
-    /* The handle table is fetched first, so that storing h cannot fail. */
+    /* The handle table is fetched before dlopen; only an out-of-memory
+     * error in lua_rawseti below could still leave h unowned. */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, DL_HANDLES);
     lua_insert(L, -2);                                  /* [handles, path] */
     if (dl_check_path(L, path) != 0)
-        return dl_fail(L, lua_tostring(L, -1));
+        return dl_fail(L, lua_tostring(L, -1), DL_HINT_PERMS);
     /* NODELETE: libcurl may leave a resolver thread running libcurl code
      * after a cancelled transfer; the code stays mapped until exit. */
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (h == NULL) {
         lua_pushfstring(L, "cannot load module %s (%s): %s", m->name, path,
                         dlerror());
-        return dl_fail(L, lua_tostring(L, -1));
+        return dl_fail(L, lua_tostring(L, -1), DL_HINT_REBUILD);
     }
     const char *stamp = (const char *)dlsym(h, m->stamp);
     if (stamp == NULL || strcmp(stamp, DHRUN_MODULE_ID) != 0) {
@@ -409,7 +414,7 @@ static int dl_loader(lua_State *L)
                         m->name, path, stamp ? stamp : "(unknown)",
                         DHRUN_MODULE_ID);
         dlclose(h);
-        return dl_fail(L, lua_tostring(L, -1));
+        return dl_fail(L, lua_tostring(L, -1), DL_HINT_REBUILD);
     }
     /* The handle table owns h from here on. */
     lua_pushlightuserdata(L, h);                        /* [handles, path, h] */
@@ -417,7 +422,7 @@ static int dl_loader(lua_State *L)
     void *sym = dlsym(h, m->open);
     if (sym == NULL) {
         lua_pushfstring(L, "module %s has no %s", path, m->open);
-        return dl_fail(L, lua_tostring(L, -1));
+        return dl_fail(L, lua_tostring(L, -1), DL_HINT_REBUILD);
     }
     lua_CFunction open;
     memcpy(&open, &sym, sizeof open);   /* POSIX: dlsym returns code too */

@@ -187,6 +187,8 @@ describe("loadable modules", function()
     r = sh.run({ dir .. "/bin/dhrun", "-e", code })
     assert.are.equal(2, r.code)
     assert.matches("it must be a file owned by root or you and writable by nobody else", r.stderr, 1, true)
+    assert.matches("hint: make the module and the directories above it writable by root or you only", r.stderr, 1,
+      true)
   end)
 end)
 

@@ -37,6 +37,9 @@ LIBS_http := $(shell pkg-config --libs libcurl)
 SRCS    := $(filter-out $(DL_SRCS),$(wildcard runtime/*.c))
 OBJS    := $(SRCS:runtime/%.c=$(BUILD)/%.o) $(BUILD)/stdlib_blob.o
 HEADERS := $(wildcard include/*.h)
+# The Lua stdlib: core modules (stdlib/core) and recipes (stdlib/recipes);
+# module names do not include the layer (stdlib/core/dhrun/db.lua is dhrun.db).
+STDLIB_ROOTS := stdlib/core:stdlib/recipes
 STDLIB  := $(shell find stdlib -name '*.lua' | LC_ALL=C sort)
 
 # Debian packages the build, the tests, the demo and the benchmarks need.
@@ -81,7 +84,7 @@ $(BUILD)/lib/dhrun/%.so: runtime/l_%.c $(HEADERS) Makefile | $(BUILD)
 
 $(BUILD)/stdlib_blob.c: $(STDLIB) $(BUILD)/embed
 	@echo "GEN $@"
-	@$(BUILD)/embed $@ stdlib $(STDLIB)
+	@$(BUILD)/embed $@ $(STDLIB_ROOTS) $(STDLIB)
 
 $(BUILD)/stdlib_blob.o: $(BUILD)/stdlib_blob.c include/stdlib_blob.h
 	@$(CC) -std=c11 $(CFLAGS) $(EXTRA_CFLAGS) -Iinclude -c -o $@ $<

@@ -5,7 +5,7 @@
  * cookies.  libcurl parses the bytes; runtime/l_http.c turns them into the
  * response (on_body, push_headers, push_response), the failure
  * (push_failure, failure_code) and jar:list() (split_cookie_line,
- * cmp_rows); stdlib/dhrun/http.lua into what a script sees.  The request
+ * cmp_rows); stdlib/core/dhrun/http.lua into what a script sees.  The request
  * goes through http.request, as a script calls it.
  *
  * No network: fuzz/http_server.h answers each connection libcurl opens

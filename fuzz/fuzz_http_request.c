@@ -3,7 +3,7 @@
  * http.request's options: url, method, headers (any names; values strings,
  * integers, false or ""), body or json, timeout and connect_timeout (any
  * number: NaN, infinities, huge), max_body and max_redirects (any integer),
- * user_agent.  stdlib/dhrun/http.lua checks and completes them (prepare,
+ * user_agent.  stdlib/core/dhrun/http.lua checks and completes them (prepare,
  * header_lines, display_url); runtime/l_http.c makes libcurl options of
  * them (http_perform: opt_*, to_ms, set_method, the header list).  A fixed
  * 200 response answers (fuzz/http_server.h).

@@ -1,5 +1,5 @@
 /*
- * fuzz_url.c - connection strings shown to people (stdlib/dhrun/db.lua,
+ * fuzz_url.c - connection strings shown to people (stdlib/core/dhrun/db.lua,
  * through the embedded stdlib as the host loads it): db.display_url()
  * prints DATABASE_URL (a postgres[ql]:// URL or a libpq key=value string)
  * in headers and error messages, and must never show its password.

@@ -467,7 +467,10 @@ static void register_modules(lua_State *L, const char *stdlib_dir)
     if (stdlib_dir != NULL) {
         /* Development switch: load the stdlib from the source tree. */
         lua_getglobal(L, "package");
-        lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", stdlib_dir, stdlib_dir);
+        /* DIR/core and DIR/recipes are the stdlib's two layers; DIR/?.lua
+         * lets a developer drop a module straight into DIR. */
+        lua_pushfstring(L, "%s/core/?.lua;%s/recipes/?.lua;%s/?.lua;%s/?/init.lua;",
+                        stdlib_dir, stdlib_dir, stdlib_dir, stdlib_dir);
         lua_getfield(L, -2, "path");
         lua_concat(L, 2);
         lua_setfield(L, -2, "path");

@@ -1,5 +1,5 @@
 /*
- * l_db.c - dhrun.core.db: the libpq binding under stdlib/dhrun/db.lua.
+ * l_db.c - dhrun.core.db: the libpq binding under stdlib/core/dhrun/db.lua.
  *
  * One userdata ("dhrun.db.Connection") owns one PGconn.  Every command is
  * sent asynchronously and waited for with poll() on the connection's socket
@@ -76,7 +76,7 @@ typedef struct {
 /* ------------------------------------------------------------------ */
 /* Error locations                                                      */
 
-/* Is `source` the chunk of stdlib/dhrun/db.lua (embedded or from a
+/* Is `source` the chunk of stdlib/core/dhrun/db.lua (embedded or from a
  * DHRUN_STDLIB_DIR tree)? */
 static int is_db_chunk(const char *source)
 {

@@ -1,5 +1,5 @@
 /*
- * l_http.c - dhrun.core.http: the libcurl binding under stdlib/dhrun/http.lua.
+ * l_http.c - dhrun.core.http: the libcurl binding under stdlib/core/dhrun/http.lua.
  *
  * A request is one curl easy handle driven by its own multi handle, so the
  * wait is our loop: curl_multi_poll() with the host's interrupt pipe among

@@ -2,7 +2,7 @@
  * l_process.c - dhrun.core.process: child processes, without a shell.
  *
  * core.spawn(argv, opts) forks a child in its own process group and returns
- * a handle.  The Lua side (stdlib/dhrun/process.lua) drives the handle with
+ * a handle.  The Lua side (stdlib/core/dhrun/process.lua) drives the handle with
  * h:step(wait): one poll() loop over the child's stdout and stderr pipes,
  * the stdin writer, a pidfd for exit detection and dhrun's interrupt
  * self-pipe, returning the chunks it read.  Line splitting, streaming,

@@ -73,7 +73,7 @@ local SLOW = "cfg.tenancy.batch_size = 200; cfg.tenancy.max_batch_size = 200; cf
 
 ---------------------------------------------------------------------------
 -- kill -9 at every step boundary (DHRUN_FAULT_KILL_AT, a test hook in
--- stdlib/dhrun/flow.lua: SIGKILL right before step N, after step N-1 is
+-- stdlib/core/dhrun/flow.lua: SIGKILL right before step N, after step N-1 is
 -- journaled).
 
 local KILL_CASES = {

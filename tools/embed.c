@@ -2,10 +2,12 @@
  * embed.c - build tool: compiles the .lua files under stdlib/ to Lua
  * bytecode and writes them as a C table of byte arrays.
  *
- *   embed OUT.c ROOT FILE...
+ *   embed OUT.c ROOTS FILE...
  *
- * Each FILE must start with ROOT/; the module name is the rest of the path
- * with '/' replaced by '.', ".lua" dropped and a trailing ".init" removed.
+ * ROOTS is a ':'-separated list of directories (stdlib/core:stdlib/recipes).
+ * Each FILE must start with one ROOT/; the module name is the rest of the
+ * path with '/' replaced by '.', ".lua" dropped and a trailing ".init"
+ * removed.
  * The bytecode keeps its debug information (chunk name "@FILE", line
  * numbers), so tracebacks read as if the source had been loaded; loading it
  * skips the parser at every start (bench B3/B4).  A syntax error in the
@@ -19,13 +21,20 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-static int module_name(const char *root, const char *path, char *out,
+static int module_name(const char *roots, const char *path, char *out,
                        size_t cap)
 {
-    size_t rl = strlen(root);
-    if (strncmp(path, root, rl) != 0 || path[rl] != '/')
+    const char *rel = NULL;
+    for (const char *r = roots; *r != '\0' && rel == NULL;) {
+        size_t rl = strcspn(r, ":");
+        if (rl > 0 && strncmp(path, r, rl) == 0 && path[rl] == '/')
+            rel = path + rl + 1;
+        r += rl;
+        if (*r == ':')
+            r++;
+    }
+    if (rel == NULL)
         return -1;
-    const char *rel = path + rl + 1;
     size_t n = strlen(rel);
     if (n < 5 || strcmp(rel + n - 4, ".lua") != 0 || n - 4 >= cap)
         return -1;
@@ -57,7 +66,7 @@ static int write_bytes(lua_State *L, const void *p, size_t n, void *ud)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fputs("usage: embed OUT.c ROOT FILE...\n", stderr);
+        fputs("usage: embed OUT.c ROOTS FILE...\n", stderr);
         return 2;
     }
     FILE *out = fopen(argv[1], "w");
@@ -96,7 +105,7 @@ int main(int argc, char **argv)
     for (int i = 3; i < argc; i++) {
         char name[512];
         if (module_name(argv[2], argv[i], name, sizeof name) != 0) {
-            fprintf(stderr, "embed: %s is not a .lua file under %s/\n",
+            fprintf(stderr, "embed: %s is not a .lua file under %s\n",
                     argv[i], argv[2]);
             fclose(out);
             return 1;

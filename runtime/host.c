@@ -502,8 +502,8 @@ static void usage(FILE *f)
         "\n"
         "Runs a Lua 5.4 script with dhrun's database, process, check and log\n"
         "modules.  SCRIPT is a file, or a NAME looked up as NAME.lua in\n"
-        "./scripts, then each directory of $DHRUN_PATH, then " DHRUN_SHARE_DIR
-        "/scripts.\n"
+        "./scripts, then each directory of $DHRUN_PATH, then the flows installed\n"
+        "with dhrun (PREFIX/share/dhrun/scripts, found next to the binary).\n"
         "\n"
         "options:\n"
         "  -e CODE        run CODE (before SCRIPT, if one is given)\n"
@@ -576,7 +576,18 @@ static int is_file(const char *p)
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* Pushes the search path as a Lua array of directories. [-0, +1, m] */
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Pushes the search path as a Lua array of directories. [-0, +1, m]
+ * ./scripts, each directory of $DHRUN_PATH, then the flows that came with
+ * this binary, found from where it is at run time: PREFIX/share/dhrun/scripts
+ * for an installed one (bin/../share/dhrun/scripts, whatever PREFIX it was
+ * built with), the checkout's scripts/ for one in a build tree
+ * (build/../scripts, next to stdlib/core), and last the PREFIX compiled in. */
 static void push_search_path(lua_State *L)
 {
     int n = 0;
@@ -598,8 +609,34 @@ static void push_search_path(lua_State *L)
                 p++;
         }
     }
-    lua_pushstring(L, DHRUN_SHARE_DIR "/scripts");
-    lua_rawseti(L, -2, ++n);
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    int found = 0;
+    if (len > 0) {
+        exe[len] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash != NULL)
+            *slash = '\0';
+        const char *installed = lua_pushfstring(L, "%s/../share/dhrun/scripts", exe);
+        if (is_dir(installed)) {
+            lua_rawseti(L, -2, ++n);
+            found = 1;
+        } else {
+            lua_pop(L, 1);
+        }
+        const char *tree = lua_pushfstring(L, "%s/../stdlib/core", exe);
+        int in_tree = is_dir(tree);
+        lua_pop(L, 1);
+        if (!found && in_tree) {
+            lua_pushfstring(L, "%s/../scripts", exe);
+            lua_rawseti(L, -2, ++n);
+            found = 1;
+        }
+    }
+    if (!found) {
+        lua_pushstring(L, DHRUN_SHARE_DIR "/scripts");
+        lua_rawseti(L, -2, ++n);
+    }
 }
 
 /* Resolves SCRIPT to a path; pushes it, or raises a usage error. */
@@ -629,9 +666,9 @@ static void resolve_script(lua_State *L, const char *name)
     }
     dhrun_error_new(L, "usage", DHRUN_EXIT_USAGE, "", 0);
     lua_pushfstring(L,
-                    "no script '%s': not a file, and no %s%s in ./scripts, "
-                    "$DHRUN_PATH or " DHRUN_SHARE_DIR
-                    "/scripts (dhrun --list shows what there is)",
+                    "no script '%s': not a file, and no %s%s on the search path "
+                    "(./scripts, $DHRUN_PATH, the installed flows; dhrun --list "
+                    "shows what there is)",
                     name, name, has_ext ? "" : ".lua");
     lua_setfield(L, -2, "message");
     lua_error(L);
@@ -735,6 +772,8 @@ static int pmain(lua_State *L)
     lua_setfield(L, -2, "progname");
     lua_pushstring(L, DHRUN_SHARE_DIR);
     lua_setfield(L, -2, "share_dir");
+    push_search_path(L);
+    lua_setfield(L, -2, "search_path");
     lua_setfield(L, LUA_REGISTRYINDEX, "dhrun.options");
 
     /* The prelude makes print/io.write redacting and os.exit close the

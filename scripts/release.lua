@@ -1,10 +1,12 @@
 -- dhrun release — the whole release in one run, one lock, one journal:
 --   the Normal Deployment (deploy.lua's steps), then start or reload the app,
---   then the 5-Minute Smoke Test (smoke.lua's steps).
+--   then the project's smoke test (the steps of the first smoke.lua on the
+--   search path: a project keeps its own in its scripts/ directory).
 -- What a failed smoke test does is configured: report it and exit 1 (the
 -- default), or run the Emergency Rollback (release.on_smoke_failure =
 -- "rollback" in the config, or --on-smoke-failure rollback).
 local sys = require "dhrun.core.sys"
+local errors = require "dhrun.errors"
 local log = require "dhrun.log"
 local http = require "dhrun.http"
 local process = require "dhrun.process"
@@ -13,7 +15,7 @@ local Flow = require "dhrun.flow"
 local function policy(ctx)
   local p = ctx.args["on-smoke-failure"] or (ctx.cfg.release or {}).on_smoke_failure or "report"
   if p ~= "report" and p ~= "rollback" then
-    error(sys.error("usage", 2, "--on-smoke-failure must be report or rollback, not '" .. p .. "'"), 0)
+    errors.usage("--on-smoke-failure must be report or rollback, not '" .. p .. "'")
   end
   return p
 end
@@ -64,8 +66,8 @@ flow:step {
   run = function(ctx)
     local app = ctx.cfg.app or {}
     if not (app.restart or app.start) then
-      error(sys.error("config", 2, "no app.start or app.restart in " .. ctx.cfg.file, {
-        hint = "app.restart = {\"systemctl\", \"restart\", \"datahub\"} for a service; app.start for a demo" }), 0)
+      errors.config("no app.start or app.restart in " .. ctx.cfg.file,
+        "app.restart = {\"systemctl\", \"restart\", \"myapp\"} for a service; app.start for a demo")
     end
     local env = {}
     for k, v in pairs(ctx.cfg.env or {}) do env[k] = v end
@@ -90,20 +92,28 @@ flow:step {
       last = res and ("HTTP " .. res.status) or err.message
       if app_proc and not app_proc:running() then
         local r = app_proc:wait(1)
-        error(sys.error("process", 1, "the app exited during start-up (code " .. tostring(r and r.code) .. ")", {
-          hint = "see the app's output" .. (app.output and (" in " .. app.output) or "") }), 0)
+        errors.process("the app exited during start-up (code " .. tostring(r and r.code) .. ")",
+          "see the app's output" .. (app.output and (" in " .. app.output) or ""))
       end
       sys.sleep(0.25)
     until sys.now() > deadline
-    error(sys.error("process", 1, "the app did not become healthy within " .. (app.ready_timeout or 30) .. " s ("
-      .. last .. ")", { hint = "check the app's log and " .. url }), 0)
+    errors.process("the app did not become healthy within " .. (app.ready_timeout or 30) .. " s (" .. last .. ")",
+      "check the app's log and " .. url)
   end,
 }
 
-local smoke = flow:include("smoke")
-for _, s in ipairs(flow.steps) do
-  if s.from == "smoke" then s.smoke = true end
+-- The project's smoke test, when it has one on the search path.
+if flow:include("smoke", { optional = true }) then
+  for _, s in ipairs(flow.steps) do
+    if s.from == "smoke" then s.smoke = true end
+  end
+else
+  flow:step {
+    title = "Smoke test",
+    smoke = true,
+    skip = function() return "no smoke.lua on the search path (a project keeps its own in its scripts/ directory)" end,
+    run = function() end,
+  }
 end
-assert(smoke)
 
 return flow:run(...)

@@ -3,22 +3,24 @@
 --   dhrun resolve --rolled-back NAME   a failed migration was rolled back by hand
 --   dhrun resolve --applied NAME       a failed (or never run) migration was applied by hand
 -- Prisma's preconditions and messages (P3008, P3011, P3012, P3017).
-local sys = require "dhrun.core.sys"
+local errors = require "dhrun.errors"
 local prisma = require "dhrun.prisma"
+local release = require "dhrun.release"
 
 local function target(args)
   local rb, ap = args["rolled-back"], args.applied
-  if rb and ap then error(sys.error("usage", 2, "Pass either --applied or --rolled-back, not both."), 0) end
-  if not rb and not ap then
-    error(sys.error("usage", 2, "say what to resolve: --rolled-back NAME or --applied NAME"), 0)
-  end
-  if (rb or ap) == "" then error(sys.error("usage", 2, "the migration name must not be empty"), 0) end
+  if rb and ap then errors.usage("Pass either --applied or --rolled-back, not both.") end
+  if not rb and not ap then errors.usage("say what to resolve: --rolled-back NAME or --applied NAME") end
+  if (rb or ap) == "" then errors.usage("the migration name must not be empty") end
   return rb and "rolled-back" or "applied", rb or ap
 end
 
 local flow = require("dhrun.flow").new {
   name = "resolve",
   title = "Resolve a migration",
+  config = "required",
+  -- the migrations directory only: resolve is how a broken state is fixed
+  preflight = { release.preflight_migrations },
   options = {
     { name = "rolled-back", arg = "NAME", help = "mark the failed migration NAME as rolled back" },
     { name = "applied", arg = "NAME", help = "record migration NAME as applied (its SQL is not run)" },

@@ -16,21 +16,21 @@ return {
   lock_timeout = "2s",                -- per lock wait when applying a migration (retried with backoff)
 
   -- The tenancy rollout: workspaceId on four tables.
-  tenancy = {
-    label = "Data Hub workspaceId",
-    column = "workspaceId",
-    tables = { "Connection", "MetricDaily", "Insight", "ChatMessage" },   -- backfill order
-    nullable_migration = "20251219170000_datahub_workspace_nullable",
-    not_null_migration = "20251219171000_datahub_workspace_not_null",
-    batch_size = 5000,
-    lock_timeout = "300ms",           -- per DDL / batch attempt; retried with jittered backoff
-    retries = 20,
+  rollouts = {
+    {
+      name = "workspace",
+      label = "Data Hub workspaceId",
+      column = "workspaceId",
+      migrations = { "20251219170000_datahub_workspace_nullable" },   -- applied before the backfill
+      not_null_migration = "20251219171000_datahub_workspace_not_null",
+      lock_timeout = "300ms",           -- per DDL / batch attempt; retried with jittered backoff
+      retries = 20,
+      batch = { size = 5000 },
 
-    -- The backfill rule: a row gets its owner's workspace (the workspace the
-    -- user OWNS); users who own none get a personal workspace and an OWNER
-    -- membership first; rows tied to a Connection take that connection's
-    -- workspace.  Idempotent: only NULL values are ever written.
-    backfill = {
+      -- The backfill rule: a row gets its owner's workspace (the workspace the
+      -- user OWNS); users who own none get a personal workspace and an OWNER
+      -- membership first; rows tied to a Connection take that connection's
+      -- workspace.  Idempotent: only NULL values are ever written.
       prepare = [[
         INSERT INTO "Workspace" (id, name, slug, "createdAt")
         SELECT 'ws_personal_' || u.id, coalesce(u.name, u.email) || '''s workspace',
@@ -52,18 +52,13 @@ return {
         ORDER BY m."userId", m."createdAt", m.id;
         ANALYZE datahub_owner_ws;
       ]],
-      Connection = {
-        value = [[o."workspaceId"]], from = [[datahub_owner_ws o]], where = [[o."userId" = t."userId"]],
-      },
-      MetricDaily = {
-        value = [[c."workspaceId"]], from = [["Connection" c]], where = [[c.id = t."connectionId"]],
-      },
-      Insight = {
-        value = [[coalesce((SELECT c."workspaceId" FROM "Connection" c WHERE c.id = t."connectionId"),
-                           (SELECT o."workspaceId" FROM datahub_owner_ws o WHERE o."userId" = t."userId"))]],
-      },
-      ChatMessage = {
-        value = [[(SELECT o."workspaceId" FROM datahub_owner_ws o WHERE o."userId" = t."userId")]],
+      tables = {                        -- backfill order
+        { "Connection", value = [[o."workspaceId"]], from = [[datahub_owner_ws o]],
+          where = [[o."userId" = t."userId"]] },
+        { "MetricDaily", parent = "connectionId -> Connection" },
+        { "Insight", parent = "connectionId -> Connection",
+          fallback = [[(SELECT o."workspaceId" FROM datahub_owner_ws o WHERE o."userId" = t."userId")]] },
+        { "ChatMessage", value = [[(SELECT o."workspaceId" FROM datahub_owner_ws o WHERE o."userId" = t."userId")]] },
       },
     },
   },

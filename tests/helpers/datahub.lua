@@ -45,7 +45,8 @@ function M.flow(t, name, args, opts)
   opts = opts or {}
   local argv = { name, "--config", opts.config or M.config() }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
-  local env = { DATABASE_URL = t.url }
+  -- the example's own flows (smoke, check-workspace, ...) live with it
+  local env = { DATABASE_URL = t.url, DHRUN_PATH = M.example .. "/scripts" }
   for k, v in pairs(opts.env or {}) do env[k] = v end
   return sh.dhrun(argv, { cwd = sh.root, env = env, stdin = opts.stdin })
 end

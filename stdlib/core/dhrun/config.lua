@@ -1,99 +1,306 @@
--- dhrun.config: finds, loads and checks a project's dhrun.config.lua.
+-- dhrun.config: finds, loads and validates a project's dhrun.config.lua.
 --
--- The config is a Lua file returning a table.  Flows read it; a team adapts
--- the config, not the flows.  Paths in it are relative to the file's own
--- directory.  Unknown settings are an error (a typo must not silently fall
--- back to a default).
+-- The config is a Lua file returning a table: trusted code, like a Makefile.
+-- Core knows only its own keys (project, database_url, app_dir, env,
+-- commands).  Recipes and flows register theirs, each with a schema:
+--
+--   local config = require "dhrun.config"
+--   local T = config.types
+--   config.define("smoke", T.record { user = T.string(), timeout = T.duration { default = "5s" } })
+--
+-- config.load validates every registered key once, before anything
+-- connects: a wrong value is a config error (exit 2) naming the key, e.g.
+-- "rollouts[1].batch.size must be an integer >= 1, not 0".  Unknown keys are
+-- errors with a "did you mean"; the one exception is a table-valued key no
+-- module of this run registered, which is taken as the section of a flow not
+-- loaded in this run (it is validated when that flow runs).
+--
+-- Paths in the config are relative to the config file's directory.
 local lfs = require "lfs"
 local sys = require "dhrun.core.sys"
+local errors = require "dhrun.errors"
 
 local M = {}
 
 M.FILE = "dhrun.config.lua"
 
 local function config_error(msg, hint)
-  error(sys.error("config", 2, msg, { hint = hint }), 0)
+  errors.raise("config", msg, { hint = hint })
 end
 
--- Known settings: name -> expected Lua type(s).
-local KNOWN = {
-  project = "string",
-  database_url = "string",
-  migrations = "string",
-  schema = "string",
-  app_dir = "string",
-  migrate_with = "string",
-  lock_timeout = "string",
-  tenancy = "table",
-  commands = "table",
-  env = "table",
-  generated = "string",
-  app = "table",
-  smoke = "table",
-  release = "table",
-}
+---------------------------------------------------------------------------
+-- Types: each is a table {check = function(v, ctx, path) -> value, doc =,
+-- default =}.  check raises a config error naming `path`; it returns the
+-- normalised value.  ctx = {dir = the config's directory, file = its path}.
 
-local TENANCY_KNOWN = {
-  column = "string", tables = "table", nullable_migration = "string", not_null_migration = "string",
-  backfill = "table", batch_size = "number", max_batch_size = "number", min_batch_size = "number",
-  batch_target = "number", pause = "number", lock_timeout = "string", retries = "number",
-  retry_base = "number", retry_max = "number", schema = "string", label = "string", flush_after = "string|false",
-}
+local T = {}
+M.types = T
 
-local function is_abs(p) return p:sub(1, 1) == "/" end
-
-local function join(dir, p)
-  if is_abs(p) then return p end
-  if p == "." then return dir end
-  return dir .. "/" .. p
+local function bad(ctx, path, want, v)
+  local shown = type(v) == "string" and string.format("%q", v) or tostring(v)
+  if type(v) == "table" then shown = "a table" end
+  config_error(string.format("%s: %s must be %s, not %s", ctx.file, path, want, shown))
 end
 
--- Closest name in `known` to `name` (for "did you mean").
+local function make(doc, check, opts)
+  opts = opts or {}
+  return { doc = doc, check = check, default = opts.default, required = opts.required }
+end
+
+function T.any(opts)
+  return make("any value", function(v) return v end, opts)
+end
+
+function T.string(opts)
+  opts = opts or {}
+  return make("a string", function(v, ctx, path)
+    if type(v) ~= "string" then bad(ctx, path, "a string", v) end
+    if opts.nonempty ~= false and v == "" then bad(ctx, path, "a non-empty string", v) end
+    if opts.pattern and not v:match(opts.pattern) then bad(ctx, path, opts.what or "a valid value", v) end
+    return v
+  end, opts)
+end
+
+function T.boolean(opts)
+  return make("true or false", function(v, ctx, path)
+    if type(v) ~= "boolean" then bad(ctx, path, "true or false", v) end
+    return v
+  end, opts)
+end
+
+-- A number in [min, max]; integer = true for whole numbers.
+function T.number(opts)
+  opts = opts or {}
+  local want = (opts.integer and "an integer" or "a number")
+    .. (opts.min and (" >= " .. opts.min) or "") .. (opts.max and (" and <= " .. opts.max) or "")
+  return make(want, function(v, ctx, path)
+    if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then bad(ctx, path, want, v) end
+    if opts.integer and math.type(v) ~= "integer" then
+      if v % 1 ~= 0 then bad(ctx, path, want, v) end
+      v = math.tointeger(v)
+    end
+    if (opts.min and v < opts.min) or (opts.max and v > opts.max) then bad(ctx, path, want, v) end
+    return v
+  end, opts)
+end
+
+function T.integer(opts)
+  local o = { integer = true }
+  for k, x in pairs(opts or {}) do o[k] = x end
+  return T.number(o)
+end
+
+-- A duration: "300ms", "2s", "1.5s", "5min", or a whole number of
+-- milliseconds.  Returned as PostgreSQL accepts it for lock_timeout
+-- ("300ms").  seconds = true returns a number of seconds instead.
+local UNIT_MS = { ms = 1, s = 1000, min = 60000 }
+function M.parse_duration(v)
+  if math.type(v) == "integer" and v >= 0 then return v end
+  if type(v) ~= "string" then return nil end
+  local n, unit = v:match("^%s*(%d+%.?%d*)%s*(%a+)%s*$")
+  local f = unit and UNIT_MS[unit]
+  if not f then return nil end
+  local ms = tonumber(n) * f
+  if ms ~= ms or ms == math.huge then return nil end
+  return ms
+end
+
+function T.duration(opts)
+  opts = opts or {}
+  local want = "a duration such as \"300ms\", \"2s\" or \"1min\" (or a whole number of milliseconds)"
+  return make(want, function(v, ctx, path)
+    local ms = M.parse_duration(v)
+    if not ms then bad(ctx, path, want, v) end
+    if opts.seconds then return ms / 1000 end
+    local whole = math.floor(ms)
+    if whole ~= ms then bad(ctx, path, "a duration in whole milliseconds", v) end
+    return string.format("%dms", whole)
+  end, opts)
+end
+
+function T.enum(values, opts)
+  local want = "one of " .. table.concat((function()
+    local q = {}
+    for i, x in ipairs(values) do q[i] = string.format("%q", x) end
+    return q
+  end)(), ", ")
+  return make(want, function(v, ctx, path)
+    for _, x in ipairs(values) do if v == x then return v end end
+    bad(ctx, path, want, v)
+  end, opts)
+end
+
+-- A file or directory path, made absolute against the config's directory.
+function T.path(opts)
+  return make("a path", function(v, ctx, path)
+    if type(v) ~= "string" or v == "" then bad(ctx, path, "a path (string)", v) end
+    if v:sub(1, 1) == "/" then return v end
+    if v == "." then return ctx.dir end
+    return ctx.dir .. "/" .. v
+  end, opts)
+end
+
+-- An argv list: {"npm", "run", "build"}.
+function T.argv(opts)
+  local want = "an argv list such as {\"npm\", \"run\", \"build\"}"
+  return make(want, function(v, ctx, path)
+    if type(v) ~= "table" or #v == 0 then bad(ctx, path, want, v) end
+    for k, x in pairs(v) do
+      if math.type(k) ~= "integer" or type(x) ~= "string" then bad(ctx, path, want, v) end
+    end
+    return v
+  end, opts)
+end
+
+-- A list of `item`s.
+function T.list(item, opts)
+  opts = opts or {}
+  return make("a list", function(v, ctx, path)
+    if type(v) ~= "table" then bad(ctx, path, "a list", v) end
+    local n = #v
+    for k in pairs(v) do
+      if math.type(k) ~= "integer" or k < 1 or k > n then
+        bad(ctx, path .. "[" .. tostring(k) .. "]", "an entry of a list (no named keys)", v[k])
+      end
+    end
+    if opts.min and n < opts.min then
+      config_error(string.format("%s: %s must list at least %d entr%s", ctx.file, path, opts.min,
+        opts.min == 1 and "y" or "ies"))
+    end
+    local out = {}
+    for i = 1, n do out[i] = item.check(v[i], ctx, path .. "[" .. i .. "]") end
+    return out
+  end, opts)
+end
+
+-- A table with string keys, each an `item`.
+function T.map(item, opts)
+  return make("a table", function(v, ctx, path)
+    if type(v) ~= "table" then bad(ctx, path, "a table", v) end
+    local out = {}
+    for k, x in pairs(v) do
+      if type(k) ~= "string" then bad(ctx, path, "a table with names as keys", v) end
+      out[k] = item.check(x, ctx, path .. "." .. k)
+    end
+    return out
+  end, opts)
+end
+
+-- Closest name in `known` (a set) to `name`, for "did you mean".
 local function suggest(name, known)
   local best, best_d
   for k in pairs(known) do
     local la, lb = #name, #k
-    -- cheap distance: Levenshtein over short names
     local prev = {}
     for j = 0, lb do prev[j] = j end
     for i = 1, la do
       local cur = { [0] = i }
       for j = 1, lb do
-        local cost = name:sub(i, i) == k:sub(j, j) and 0 or 1
+        local cost = name:sub(i, i):lower() == k:sub(j, j):lower() and 0 or 1
         cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
       end
       prev = cur
     end
     local d = prev[lb]
-    if not best_d or d < best_d then best, best_d = k, d end
+    if not best_d or d < best_d or (d == best_d and k < best) then best, best_d = k, d end
   end
-  if best_d and best_d <= 3 then return best end
+  if best_d and best_d <= math.max(1, math.min(3, #name // 3)) then return best end
+end
+M.suggest = suggest
+
+local function unknown_key(ctx, where, key, fields)
+  local s = type(key) == "string" and suggest(key, fields)
+  config_error(string.format("%s: unknown setting '%s' in %s%s", ctx.file, tostring(key), where,
+    s and (" (did you mean '" .. s .. "'?)") or ""),
+    "the README's \"Project config\" section lists every setting")
 end
 
-local function check_keys(t, known, where, file)
-  for k, v in pairs(t) do
-    if type(k) ~= "string" or not known[k] then
-      local s = type(k) == "string" and suggest(k, known)
-      config_error(string.format("%s: unknown setting '%s'%s", file, tostring(k),
-        s and (" in " .. where .. " (did you mean '" .. s .. "'?)") or (" in " .. where)),
-        "the README's \"Project config\" section lists every setting")
+-- A table with known fields; unknown keys are errors.  A field may be
+-- required = true; defaults are filled in.  `validate(out, ctx, path)` runs
+-- after the fields (cross-field rules).
+function T.record(fields, opts)
+  opts = opts or {}
+  return make("a table", function(v, ctx, path)
+    if type(v) ~= "table" then bad(ctx, path, "a table", v) end
+    for k in pairs(v) do
+      if not fields[k] then unknown_key(ctx, path, k, fields) end
     end
-    local want, rest = known[k]:match("^(%a+)(.*)$") -- a type, or a type and "|false"
-    local or_false = rest == "|false"
-    if type(v) ~= want and not (v == false and or_false) then
-      config_error(string.format("%s: setting '%s' in %s must be a %s%s, not a %s", file, k, where, want,
-        or_false and " (or false)" or "", type(v)))
+    local out = {}
+    for k, f in pairs(fields) do
+      local x = v[k]
+      if x == nil then
+        if f.required then config_error(string.format("%s: %s.%s is required (%s)", ctx.file, path, k, f.doc)) end
+        if f.default ~= nil then x = f.check(f.default, ctx, path .. "." .. k) end
+      else
+        x = f.check(x, ctx, path .. "." .. k)
+      end
+      out[k] = x
     end
-  end
+    if opts.validate then out = opts.validate(out, ctx, path) or out end
+    return out
+  end, opts)
 end
+
+-- Makes a type required (record fields).
+function T.required(t)
+  local c = {}
+  for k, x in pairs(t) do c[k] = x end
+  c.required = true
+  return c
+end
+
+-- One of several shapes, tried in order (the first that accepts wins).
+function T.either(a, b, opts)
+  return make(a.doc .. " or " .. b.doc, function(v, ctx, path)
+    local ok, out = pcall(a.check, v, ctx, path)
+    if ok then return out end
+    return b.check(v, ctx, path)
+  end, opts)
+end
+
+---------------------------------------------------------------------------
+-- The registry of top-level keys.
+
+local KEYS = {}
+local ORDER = {}
+
+-- config.define(key, type [, {after = function(cfg, ctx)}]): registers a
+-- top-level key.  Registering the same key twice with another type is an
+-- error (two modules disagreeing); the same type again is fine.
+function M.define(key, t, opts)
+  assert(type(key) == "string" and type(t) == "table" and t.check, "config.define(key, type)")
+  local old = KEYS[key]
+  if old then
+    if old.type ~= t then error("dhrun.config: key '" .. key .. "' is defined twice", 2) end
+    return
+  end
+  KEYS[key] = { type = t, after = opts and opts.after }
+  ORDER[#ORDER + 1] = key
+end
+
+-- Whether a key is registered (for tests and tools).
+function M.defined(key)
+  return KEYS[key] ~= nil
+end
+
+-- Core's own keys.
+M.define("project", T.string())
+M.define("database_url", T.string())
+M.define("app_dir", T.path { default = "." })
+M.define("env", T.map(T.string()))
+M.define("commands", T.map(T.argv()))
+
+---------------------------------------------------------------------------
+-- Finding and loading
 
 -- Locates the config: explicit path, $DHRUN_CONFIG, or dhrun.config.lua in
--- the current directory or the nearest parent.
-function M.find(path)
+-- the current directory or the nearest parent.  Returns nil when
+-- `optional` and there is none.
+function M.find(path, optional)
   path = path or os.getenv("DHRUN_CONFIG")
   if path and path ~= "" then
     if lfs.attributes(path, "mode") ~= "file" then
-      config_error("config file " .. path .. " does not exist", "pass --config PATH to an existing dhrun.config.lua")
+      config_error("config file " .. path .. " does not exist", "pass --config PATH to an existing " .. M.FILE)
     end
     return path
   end
@@ -105,54 +312,71 @@ function M.find(path)
     dir = dir:match("^(.*)/[^/]*$")
     if dir == "" then dir = "/" end
   end
+  if optional then return nil end
   config_error("no " .. M.FILE .. " in " .. lfs.currentdir() .. " or its parents",
-    "run dhrun from your project directory, or pass --config PATH (see examples/datahub/dhrun.config.lua)")
+    "run dhrun from your project directory, or pass --config PATH (the README's \"Project config\" shows one)")
 end
 
--- Loads and checks the config; returns a table with absolute paths and
--- defaults filled in, plus cfg.file and cfg.dir.
-function M.load(path)
-  local file = M.find(path)
+-- Validates a config table (as a config file returns it) against the
+-- registered keys.  Returns the normalised config.
+function M.validate(raw, file, dir)
+  local ctx = { file = file, dir = dir }
+  if type(raw) ~= "table" then config_error(file .. " must return a table (got " .. type(raw) .. ")") end
+  local known = {}
+  for k in pairs(KEYS) do known[k] = true end
+  local cfg = {}
+  for k, v in pairs(raw) do
+    if not KEYS[k] then
+      local s = type(k) == "string" and suggest(k, known)
+      if type(k) ~= "string" or type(v) ~= "table" or s then unknown_key(ctx, "the config", k, known) end
+      cfg[k] = v -- a flow's own section, not loaded in this run
+    end
+  end
+  for _, k in ipairs(ORDER) do
+    local t = KEYS[k].type
+    local v = raw[k]
+    if v == nil then
+      if t.required then config_error(string.format("%s: %s is required (%s)", file, k, t.doc)) end
+      if t.default ~= nil then v = t.check(t.default, ctx, k) end
+    else
+      v = t.check(v, ctx, k)
+    end
+    cfg[k] = v
+  end
+  cfg.file, cfg.dir = file, dir
+  cfg.project = cfg.project or dir:match("([^/]+)$")
+  cfg.env = cfg.env or {}
+  cfg.commands = cfg.commands or {}
+  for _, k in ipairs(ORDER) do
+    if KEYS[k].after then KEYS[k].after(cfg, ctx) end
+  end
+  return cfg
+end
+
+-- Loads and validates the config; returns a table with absolute paths and
+-- defaults filled in, plus cfg.file and cfg.dir.  With `optional`, returns
+-- nil when there is no config file at all.
+function M.load(path, optional)
+  local file = M.find(path, optional)
+  if not file then return nil end
   local abs = sys.realpath(file) or file
   local dir = abs:match("^(.*)/[^/]*$") or "."
   local env = setmetatable({}, { __index = _G })
   local chunk, err = loadfile(file, "t", env)
   if not chunk then config_error(err, "fix the syntax error in " .. file) end
-  local ok, cfg = pcall(chunk)
+  local ok, raw = pcall(chunk)
   if not ok then
-    config_error(type(cfg) == "table" and tostring(cfg.message or cfg) or tostring(cfg),
-      "fix the error in " .. file)
+    config_error(errors.describe(raw), "fix the error in " .. file)
   end
-  if type(cfg) ~= "table" then config_error(file .. " must return a table (got " .. type(cfg) .. ")") end
-  check_keys(cfg, KNOWN, "the config", file)
-  if cfg.tenancy then
-    check_keys(cfg.tenancy, TENANCY_KNOWN, "tenancy", file)
-    local tn = cfg.tenancy
-    if type(tn.column) ~= "string" or tn.column == "" then config_error(file .. ": tenancy.column is required") end
-    if type(tn.tables) ~= "table" or #tn.tables == 0 then
-      config_error(file .. ": tenancy.tables must list at least one table")
-    end
-  end
-  cfg.file, cfg.dir = abs, dir
-  cfg.project = cfg.project or dir:match("([^/]+)$")
-  cfg.app_dir = join(dir, cfg.app_dir or ".")
-  cfg.migrations = join(dir, cfg.migrations or "prisma/migrations")
-  cfg.schema = join(dir, cfg.schema or "prisma/schema.prisma")
-  if cfg.generated then cfg.generated = join(dir, cfg.generated) end
-  cfg.migrate_with = cfg.migrate_with or "dhrun"
-  if cfg.migrate_with ~= "dhrun" and cfg.migrate_with ~= "prisma" then
-    config_error(file .. ": migrate_with must be \"dhrun\" or \"prisma\", not \"" .. cfg.migrate_with .. "\"")
-  end
-  cfg.commands = cfg.commands or {}
-  for name, argv in pairs(cfg.commands) do
-    if type(argv) ~= "table" or type(argv[1]) ~= "string" then
-      config_error(file .. ": commands." .. tostring(name)
-        .. " must be an argv list such as {\"npm\", \"run\", \"build\"}")
-    end
-  end
-  cfg.env = cfg.env or {}
-  cfg.lock_timeout = cfg.lock_timeout or "2s"
-  return cfg
+  return M.validate(raw, abs, dir)
+end
+
+-- Re-validates a section a flow registered after the config was loaded
+-- (its own section): cfg[key] is replaced by the validated value.
+function M.section(cfg, key)
+  local k = KEYS[key]
+  if not k or not cfg or cfg[key] == nil then return cfg and cfg[key] end
+  return k.type.check(cfg[key], { file = cfg.file, dir = cfg.dir }, key)
 end
 
 return M

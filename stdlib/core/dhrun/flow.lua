@@ -22,6 +22,8 @@ local sys = require "dhrun.core.sys"
 local log = require "dhrun.log"
 local config = require "dhrun.config"
 local journal = require "dhrun.journal"
+local errors = require "dhrun.errors"
+local db = require "dhrun.db"
 
 local M = {}
 M.RELEASE_LOCK = 1684566645 -- "dhru"
@@ -40,15 +42,33 @@ local COMMON_OPTIONS = {
   { name = "help", short = "h", help = "show this help" },
 }
 
+-- flow.new{name=, title=, description=, options={...},
+--   config = "optional" (default: the project config is loaded when there
+--     is one, else the flow runs without: ctx.cfg is nil) | "required" | false,
+--   db = true (default: connect before the first step) | false,
+--   preflight = {fn(ctx), ...} (after connecting, before the lock, the
+--     journal or any step: raise to refuse; nothing has changed yet),
+--   lock = true, journal = true, keep_going = false, confirm = fn(ctx),
+--   next_ok = text|fn(ctx), next_fail = text|fn(ctx, step, err),
+--   on_failure = fn(ctx, result), check_args = fn(args), setup = fn(ctx)}
 function M.new(def)
   assert(type(def) == "table" and type(def.name) == "string", "flow.new{name=, title=}")
+  local needs_config = def.config
+  if needs_config == nil then
+    needs_config = def.needs_config == false and false or "optional" -- needs_config: the old spelling
+  end
+  assert(needs_config == false or needs_config == "optional" or needs_config == "required",
+    "flow.new: config must be \"optional\", \"required\" or false")
+  local needs_db = def.db
+  if needs_db == nil then needs_db = def.needs_db ~= false end
   local f = setmetatable({
     name = def.name, title = def.title or def.name, description = def.description,
     lock = def.lock ~= false, journal = def.journal ~= false, confirm = def.confirm,
     next_ok = def.next_ok, next_fail = def.next_fail, setup = def.setup, steps = {},
     keep_going = def.keep_going or false, on_failure = def.on_failure, check_args = def.check_args,
-    options = {}, needs_config = def.needs_config ~= false, needs_db = def.needs_db ~= false,
+    options = {}, needs_config = needs_config, needs_db = needs_db, preflights = {},
   }, Flow)
+  for _, p in ipairs(def.preflight or {}) do f:preflight(p) end
   for _, o in ipairs(COMMON_OPTIONS) do f.options[#f.options + 1] = o end
   for _, o in ipairs(def.options or {}) do f.options[#f.options + 1] = o end
   return f
@@ -57,48 +77,113 @@ end
 -- Adds a step: {title=, skip=fn(ctx)->reason|nil, run=fn(ctx)->detail,
 -- plan=fn(ctx)->text, readonly=bool, keep_going=bool (a failure is
 -- counted but the next steps still run), hint=string|fn(ctx, err)->string}.
+-- title may be a function(ctx) -> string (e.g. to name the rollout's
+-- column); then `name` is the title --help shows.
 function Flow:step(def)
-  assert(type(def.title) == "string", "step needs a title")
-  assert(type(def.run) == "function", "step '" .. def.title .. "' needs a run function")
+  assert(type(def) == "table", "flow:step{title=, run=}")
+  local shown = type(def.title) == "string" and def.title or def.name
+  assert(type(def.title) == "string" or (type(def.title) == "function" and type(def.name) == "string"),
+    "step needs a title (a string, or a function with a name = for --help)")
+  assert(type(def.run) == "function", "step '" .. tostring(shown) .. "' needs a run function")
   self.steps[#self.steps + 1] = def
   return def
 end
 
+-- Adds a preflight: fn(ctx), run after connecting and before the release
+-- lock, the journal or any step.  It raises to refuse the run (a config
+-- error is exit 2: nothing was changed).  Preflights run in a dry run too.
+function Flow:preflight(fn)
+  assert(type(fn) == "function", "flow:preflight(fn)")
+  self.preflights[#self.preflights + 1] = fn
+  return self
+end
+
 -- While a script is loaded by Flow:include, flow:run(...) only hands back
 -- the flow it defined.
-local including = false
+local including = 0
 
--- Where flow scripts are looked up: the including script's directory, then
--- the host's search path (./scripts, $DHRUN_PATH, the installed share dir).
-local function script_path(name)
+-- The scripts being loaded, innermost last (the running script first).
+local loading = {}
+
+local function real(path)
+  return sys.realpath(path) or path
+end
+
+-- The directories flow scripts are looked up in: the host's search path
+-- (./scripts, $DHRUN_PATH, the installed scripts), as `dhrun --list` shows.
+function M.search_path()
+  local list = {}
+  for i, d in ipairs(sys.options().search_path or { "./scripts" }) do list[i] = d end
+  return list
+end
+
+-- Where flow `name` is: the including script's directory first, then the
+-- search path.  With `after` (a real path), only the directories after the
+-- one holding that file count: "the next one on the search path".
+local function script_path(name, after)
   local dirs = {}
-  local here = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$")
-  if here then dirs[#dirs + 1] = here end
-  dirs[#dirs + 1] = "./scripts"
-  for d in (os.getenv("DHRUN_PATH") or ""):gmatch("[^:]+") do dirs[#dirs + 1] = d end
-  local share = sys.options().share_dir
-  if share then dirs[#dirs + 1] = share .. "/scripts" end
-  local patterns = {}
-  for i, d in ipairs(dirs) do patterns[i] = d .. "/?.lua" end
-  return package.searchpath(name, table.concat(patterns, ";"))
+  if not after then
+    local here = loading[#loading] and loading[#loading]:match("^(.*)/[^/]*$")
+    if here then dirs[#dirs + 1] = here end
+  end
+  for _, d in ipairs(M.search_path()) do dirs[#dirs + 1] = d end
+  local passed = after == nil
+  for _, d in ipairs(dirs) do
+    local p = d .. "/" .. name .. ".lua"
+    local is_file = require("lfs").attributes(p, "mode") == "file"
+    if is_file and passed and real(p) ~= after then return p end
+    if is_file and not passed and real(p) == after then passed = true end
+  end
+  if after and not passed then
+    -- the including script is not on the search path: the first other one
+    for _, d in ipairs(dirs) do
+      local p = d .. "/" .. name .. ".lua"
+      if require("lfs").attributes(p, "mode") == "file" and real(p) ~= after then return p end
+    end
+  end
+  return nil, "no " .. name .. ".lua in " .. table.concat(dirs, ", ")
+end
+
+local function load_flow(path)
+  local chunk, lerr = loadfile(path, "t")
+  if not chunk then errors.script(lerr) end
+  including = including + 1
+  loading[#loading + 1] = real(path)
+  local ok, other = pcall(chunk)
+  loading[#loading] = nil
+  including = including - 1
+  if not ok then error(other, 0) end
+  if getmetatable(other) ~= Flow then
+    errors.script(path .. " does not end with `return flow:run(...)`")
+  end
+  return other
 end
 
 -- Appends the steps of another flow script (e.g. "deploy"), so one run
 -- (one lock, one journal) can chain flows.  Returns the included flow.
-function Flow:include(name)
-  local path, err = script_path(name)
+-- A script that finds itself (a project's scripts/deploy.lua including
+-- "deploy") is an error: flow:include_next("deploy") is the way to wrap the
+-- installed flow of the same name.
+function Flow:include(name, opts)
+  opts = opts or {}
+  if loading[1] == nil and arg and arg[0] then loading[1] = real(arg[0]) end
+  local path, err
+  if opts.next then
+    path, err = script_path(name, loading[#loading])
+  else
+    path, err = script_path(name)
+  end
   if not path then
-    error(sys.error("usage", 2, "cannot include flow '" .. name .. "': " .. err:gsub("\n%s*", " ")), 0)
+    if opts.optional then return nil end
+    errors.usage("cannot include flow '" .. name .. "': " .. err)
   end
-  local chunk, lerr = loadfile(path, "t")
-  if not chunk then error(sys.error("script", 2, lerr), 0) end
-  including = true
-  local ok, other = pcall(chunk)
-  including = false
-  if not ok then error(other, 0) end
-  if getmetatable(other) ~= Flow then
-    error(sys.error("script", 2, path .. " does not end with `return flow:run(...)`"), 0)
+  for _, p in ipairs(loading) do
+    if p == real(path) then
+      errors.script(string.format("%s includes itself (flow:include(%q)); to wrap the installed %s flow under the "
+        .. "same name use flow:include_next(%q)", path, name, name, name))
+    end
   end
+  local other = load_flow(path)
   for _, o in ipairs(other.options) do
     local known = false
     for _, mine in ipairs(self.options) do if mine.name == o.name then known = true end end
@@ -117,11 +202,24 @@ function Flow:include(name)
       other.setup(ctx)
     end
   end
+  for _, p in ipairs(other.preflights) do
+    local known = false
+    for _, mine in ipairs(self.preflights) do if mine == p then known = true end end
+    if not known then self.preflights[#self.preflights + 1] = p end
+  end
+  if other.needs_config == "required" then self.needs_config = "required" end
   return other
 end
 
-local function usage_error(msg)
-  error(sys.error("usage", 2, msg), 0)
+-- Like include, but takes the next flow of that name on the search path
+-- after the running script: a project's scripts/deploy.lua can wrap the
+-- installed deploy with flow:include_next("deploy").
+function Flow:include_next(name)
+  return self:include(name, { next = true })
+end
+
+local function usage_error(msg, hint)
+  errors.usage(msg, hint)
 end
 
 function Flow:help()
@@ -129,7 +227,9 @@ function Flow:help()
   if self.description then lines[#lines + 1] = self.description end
   lines[#lines + 1] = ""
   lines[#lines + 1] = "steps:"
-  for i, s in ipairs(self.steps) do lines[#lines + 1] = string.format("  %d. %s", i, s.title) end
+  for i, s in ipairs(self.steps) do
+    lines[#lines + 1] = string.format("  %d. %s", i, type(s.title) == "string" and s.title or s.name)
+  end
   lines[#lines + 1] = ""
   lines[#lines + 1] = "options:"
   for _, o in ipairs(self.options) do
@@ -166,7 +266,13 @@ function Flow:parse(argv)
       usage_error(string.format("unexpected argument '%s' (see dhrun %s --help)", a, self.name))
     end
     local o = by_name[name]
-    if not o then usage_error(string.format("unknown option '--%s' (see dhrun %s --help)", name, self.name)) end
+    if not o then
+      local known = {}
+      for k in pairs(by_name) do known[k] = true end
+      local s = config.suggest(name, known)
+      usage_error(string.format("unknown option '--%s'%s (see dhrun %s --help)", name,
+        s and (" (did you mean '--" .. s .. "'?)") or "", self.name))
+    end
     if o.arg then
       if value == nil then
         i = i + 1
@@ -233,9 +339,9 @@ local function take_release_lock(ctx, wait)
     msg = "another dhrun run holds the release lock"
     if h then msg = msg .. string.format(" (backend pid %s, %s, since %s)", h.pid, h.application_name, h.since) end
   end
-  error(sys.error("lock", 3, msg, {
+  errors.raise("busy", msg, {
     hint = wait and "it was still running after --wait; nothing was changed by this run"
-      or "wait for it to finish (or pass --wait SECONDS); nothing was changed by this run" }), 0)
+      or "wait for it to finish (or pass --wait SECONDS); nothing was changed by this run" })
 end
 
 local function git_revision(dir)
@@ -261,21 +367,21 @@ end
 local function confirm(ctx, prompt)
   if ctx.args.yes then return true end
   if not sys.isatty("stdin") then
-    error(sys.error("usage", 2, "refusing to " .. prompt.action .. " without confirmation: standard input is not a "
-      .. "terminal", { hint = "pass --yes to confirm (nothing was changed)" }), 0)
+    errors.usage("refusing to " .. prompt.action .. " without confirmation: standard input is not a terminal",
+      "pass --yes to confirm (nothing was changed)")
   end
   io.stdout:write(sys.redact(prompt.text), "\nType '", prompt.word, "' to continue, anything else to stop: ")
   io.stdout:flush()
   local answer = io.stdin:read("l")
   if answer ~= prompt.word then
-    error(sys.error("usage", 2, "not confirmed: nothing was changed"), 0)
+    errors.usage("not confirmed: nothing was changed")
   end
   return true
 end
 
 -- Runs the flow with the script's arguments; returns the exit code.
 function Flow:run(...)
-  if including then return self end
+  if including > 0 then return self end
   local argv = table.pack(...)
   local args = self:parse({ table.unpack(argv, 1, argv.n) })
   if args.help then
@@ -296,12 +402,19 @@ function Flow:run(...)
   end
   local started = sys.now()
   local ctx = { flow = self, args = args, dry_run = args["dry-run"] or false, log = log, results = {} }
-  if self.needs_config then ctx.cfg = config.load(args.config) end
+  if self.needs_config then ctx.cfg = config.load(args.config, self.needs_config == "optional") end
   if self.needs_db then
-    local release = require "dhrun.release"
-    ctx.conn = release.connect(ctx.cfg)
+    ctx.conn = db.connect(ctx.cfg and ctx.cfg.database_url, { application_name = "dhrun" })
   end
   local _conn <close> = ctx.conn -- luacheck: ignore 211 (closed on every way out of run())
+  -- Preflights refuse before anything is locked, journaled or changed.
+  for _, p in ipairs(self.preflights) do p(ctx) end
+  -- Titles that name the project's settings (the rollout's column) are
+  -- rendered once, now that the config and the database are known.
+  local titles = {}
+  for i, s in ipairs(self.steps) do
+    titles[i] = type(s.title) == "function" and s.title(ctx) or s.title
+  end
   local result = { flow = self.name, title = self.title, project = ctx.cfg and ctx.cfg.project,
     dry_run = ctx.dry_run, steps = require("dhrun.report").array() }
 
@@ -334,7 +447,7 @@ function Flow:run(...)
       local step = self.steps[s.seq]
       -- only work that was done is skipped; checks and preflights run again
       local done = s.status == "ok" or (s.status == "skipped" and (s.reason or ""):match("^done in run #"))
-      if done and step and step.title == s.name and not step.readonly then
+      if done and step and titles[s.seq] == s.name and not step.readonly then
         resume_done[s.seq] = s.reason and s.reason:match("^done in run #(%d+)$") or last.id
       end
     end
@@ -379,9 +492,10 @@ function Flow:run(...)
   local counts = { ok = 0, skipped = 0, failed = 0, planned = 0 }
   for i, step in ipairs(self.steps) do
     fault_kill_at(self.name, i)
-    local rec = { seq = i, title = step.title }
+    local title = titles[i]
+    local rec = { seq = i, title = title }
     result.steps[i] = rec
-    log.info("[%d/%d] %s", i, n, step.title)
+    log.info("[%d/%d] %s", i, n, title)
     local t0 = sys.now()
     local skip_reason
     if resume_done[i] then
@@ -391,7 +505,7 @@ function Flow:run(...)
       if not ok then
         rec.status, rec.reason = "failed", describe(reason)
         counts.failed = counts.failed + 1
-        return self:fail_step(ctx, step, i, n, reason, finish, started, rec)
+        return self:fail_step(ctx, rec, i, n, reason, finish, started)
       end
       skip_reason = reason or nil
     end
@@ -400,7 +514,7 @@ function Flow:run(...)
       counts.skipped = counts.skipped + 1
       log.info("      skipped: %s", skip_reason)
       if ctx.run_id then
-        journal.step_start(ctx.conn, ctx.run_id, i, step.title)
+        journal.step_start(ctx.conn, ctx.run_id, i, title)
         journal.step_end(ctx.conn, ctx.run_id, i, "skipped", skip_reason, nil, 0)
       end
     elseif ctx.dry_run and not step.readonly then
@@ -411,7 +525,7 @@ function Flow:run(...)
       if plan then log.info(indent(plan, "        ")) end
       rec.plan = plan
     else
-      if ctx.run_id then journal.step_start(ctx.conn, ctx.run_id, i, step.title) end
+      if ctx.run_id then journal.step_start(ctx.conn, ctx.run_id, i, title) end
       local ok, detail = pcall(step.run, ctx)
       local dt = sys.now() - t0
       rec.duration = dt
@@ -420,7 +534,7 @@ function Flow:run(...)
         local keep_going = step.keep_going
         if keep_going == nil then keep_going = self.keep_going end
         if not keep_going or interrupted then
-          return self:fail_step(ctx, step, i, n, detail, finish, started, rec)
+          return self:fail_step(ctx, rec, i, n, detail, finish, started)
         end
         rec.status, rec.reason = "failed", describe(detail)
         counts.failed = counts.failed + 1
@@ -462,7 +576,8 @@ function Flow:run(...)
 end
 
 -- Records and reports a failed step; returns the exit code.
-function Flow:fail_step(ctx, step, i, n, err, finish, started, rec)
+function Flow:fail_step(ctx, rec, i, n, err, finish, started)
+  local step = self.steps[i]
   local interrupted = type(err) == "table" and err.kind == "interrupted"
   local code = type(err) == "table" and tonumber(err.exit) or 1
   local msg = describe(err)
@@ -475,7 +590,7 @@ function Flow:fail_step(ctx, step, i, n, err, finish, started, rec)
   if interrupted then
     log.error("      interrupted (%s)", msg)
     log.error("%s: stopped at step %d/%d (%s) after %s; the steps before it are complete", self.name, i, n,
-      step.title, total)
+      rec.title, total)
     log.info("next: dhrun %s --resume  (continues from step %d)", self.name, i)
     return finish("interrupted", code, msg)
   end
@@ -490,7 +605,7 @@ function Flow:fail_step(ctx, step, i, n, err, finish, started, rec)
   if hint then log.error("      hint: %s", hint) end
   if type(err) ~= "table" and sys.options().verbose then log.error(debug.traceback()) end
   log.error("%s: FAILED at step %d/%d (%s) after %s; the steps after it did not run", self.name, i, n,
-    step.title, total)
+    rec.title, total)
   local nxt = type(self.next_fail) == "function" and self.next_fail(ctx, i, err) or self.next_fail
   if nxt then log.info("next: %s", nxt) end
   return finish("failed", code == 0 and 1 or code, msg)

@@ -1,31 +1,110 @@
--- dhrun.release: the building blocks the Data Hub-style flows are made of,
--- bound to a project config: the database connection, the migrations
--- (native or through the Prisma CLI), the tenancy rollout, and the app's
--- generate and build commands with the "do not re-run unnecessarily" guards.
+-- dhrun.release: the steps release flows are made of, bound to a project
+-- config: Prisma migrations (native or through the Prisma CLI), the
+-- project's tenancy rollouts (dhrun.rollout), and the app's generate and
+-- build commands with the "do not re-run unnecessarily" guards.
+--
+-- Every step of deploy, recover, rollback, status, check and backfill is
+-- exported in release.steps, so a project composes its own flow:
+--
+--   local release = require "dhrun.release"
+--   local flow = require("dhrun.flow").new { name = "deploy", preflight = { release.preflight } }
+--   flow:step(release.steps.history())
+--   flow:step(release.steps.migrate_before())
+--   ...
+--
+-- A flow that uses these steps adds release.preflight: it checks the config
+-- against the migrations directory and the database before anything is
+-- locked or changed, and picks the rollout (--rollout NAME; the config's
+-- only, or last, one by default).
 local sys = require "dhrun.core.sys"
 local log = require "dhrun.log"
 local db = require "dhrun.db"
+local errors = require "dhrun.errors"
+local config = require "dhrun.config"
 local prisma = require "dhrun.prisma"
+local rollout = require "dhrun.rollout"
 local lfs = require "lfs"
+
+local T = config.types
+local format, concat = string.format, table.concat
 
 local M = {}
 
--- Connects to the project's database: cfg.database_url, else $DATABASE_URL,
--- else the PG* variables.
--- The config is checked against the project and the database right away
--- (M.check_project), so a wrong one is refused before anything is locked,
--- journaled or changed.
+-- The keys this recipe reads.
+config.define("migrations", T.path { default = "prisma/migrations" })
+config.define("schema", T.path { default = "prisma/schema.prisma" })
+config.define("generated", T.path())
+config.define("migrate_with", T.enum({ "dhrun", "prisma" }, { default = "dhrun" }))
+config.define("lock_timeout", T.duration { default = "2s" })
+config.define("app", T.record {
+  start = T.argv(), restart = T.argv(), url = T.string(), health = T.string(),
+  ready_timeout = T.number { min = 0 }, log = T.string(), output = T.string(), env = T.map(T.string()),
+})
+config.define("release", T.record { on_smoke_failure = T.enum { "report", "rollback" } })
+
+-- The option every rollout flow takes.
+M.ROLLOUT_OPTION = { name = "rollout", arg = "NAME", help = "the rollout to act on (default: the config's last one)" }
+
+local function config_error(msg, hint)
+  errors.config(msg, hint)
+end
+
+local function state_error(msg, hint, fields)
+  fields = fields or {}
+  fields.hint = hint
+  errors.raise("state", msg, fields)
+end
+
+-- Connects to the project's database and checks the config against it
+-- (kept for scripts written against the earlier API).
 function M.connect(cfg)
-  local url = cfg and cfg.database_url
-  local conn = db.connect(url, { application_name = "dhrun" })
+  local conn = db.connect(cfg and cfg.database_url, { application_name = "dhrun" })
   if cfg then
-    local ok, err = pcall(M.check_project, conn, cfg)
+    local ok, err = pcall(M.check_project, { cfg = cfg, conn = conn, args = {} })
     if not ok then
       conn:close()
       error(err, 0)
     end
   end
   return conn
+end
+
+---------------------------------------------------------------------------
+-- Rollouts
+
+-- The rollout this run acts on (ctx.rollout once the preflight chose it).
+function M.rollout(ctx)
+  if ctx.rollout == nil then
+    ctx.rollout = rollout.find(ctx.cfg, ctx.args and ctx.args.rollout) or false
+  end
+  return ctx.rollout or nil
+end
+
+local function need_rollout(ctx)
+  local r = M.rollout(ctx)
+  if not r then
+    config_error("the config has no rollout (rollouts = {...})",
+      "the README's \"Writing your own rollout\" shows one; " .. tostring(ctx.cfg and ctx.cfg.file))
+  end
+  return r
+end
+
+function M.label(ctx)
+  local r = M.rollout(ctx)
+  return r and r.label or "the rollout"
+end
+
+function M.column(ctx)
+  local r = M.rollout(ctx)
+  return r and r.column or "the rollout column"
+end
+
+-- "dhrun NAME" plus --rollout when the config has several rollouts, for
+-- hints that name a command.
+function M.cmd(ctx, name)
+  local r = M.rollout(ctx)
+  if r and ctx.cfg and #ctx.cfg.rollouts > 1 then return "dhrun " .. name .. " --rollout " .. r.name end
+  return "dhrun " .. name
 end
 
 ---------------------------------------------------------------------------
@@ -43,8 +122,8 @@ function M.command(ctx, name, opts)
   opts = opts or {}
   local argv = ctx.cfg.commands[name]
   if not argv then
-    error(sys.error("config", 2, "no command '" .. name .. "' in " .. ctx.cfg.file, {
-      hint = "add commands." .. name .. " = {\"...\"} to the config" }), 0)
+    config_error("no command '" .. name .. "' in " .. ctx.cfg.file,
+      "add commands." .. name .. " = {\"...\"} to the config")
   end
   local process = require "dhrun.process"
   log.info("      $ %s", table.concat(argv, " "))
@@ -87,8 +166,8 @@ function Migrations:pending(until_name)
     local found = false
     for _, m in ipairs(st.migrations) do if m.name == until_name then found = true end end
     if not found then
-      error(sys.error("config", 2, "migration " .. until_name .. " is not in " .. self.dir, {
-        hint = "check the migration names in tenancy.* of " .. self.cfg.file }), 0)
+      config_error("migration " .. until_name .. " is not in " .. self.dir,
+        "check the migration names of the rollouts in " .. self.cfg.file)
     end
   end
   return out, st
@@ -117,6 +196,11 @@ function Migrations:plan(until_name, after_name)
       end
     end
   end
+  return self:plan_of(pending)
+end
+
+-- The plan text for a list of migrations.
+function Migrations.plan_of(_, pending)
   if #pending == 0 then return "no pending migrations" end
   local parts = {}
   local verbose = log.level() == "debug"
@@ -151,25 +235,18 @@ local function prisma_cli(self, args)
     prefix = "      │ " })
 end
 
--- Migration #2 done online: under Prisma's advisory lock (so a `prisma
--- migrate deploy` elsewhere cannot slip in between the steps), NOT NULL is
--- enforced table by table, then the migration file is applied with the
--- tenancy's short lock_timeout: by then its SET NOT NULLs are catalog-only.
-function M.deploy_not_null(ctx)
-  local t = M.tenancy(ctx)
-  return prisma.with_lock(ctx.conn, function()
-    local enforced = t:enforce_not_null()
-    local d = M.migrations(ctx):deploy(nil, { lock_timeout = t.spec.lock_timeout })
-    d.not_null = enforced.tables
-    return d
-  end)
-end
-
 -- Applies pending migrations (up to until_name).  Returns a step detail.
 function Migrations:deploy(until_name, opts)
   if self.cfg.migrate_with == "prisma" then
+    -- `prisma migrate deploy` applies everything pending: only when that is
+    -- exactly what this step wants.
+    local all, wanted = prisma.status(self.conn, self.dir).to_apply, self:pending(until_name)
+    if #all ~= #wanted then
+      config_error("prisma migrate deploy would also apply " .. all[#wanted + 1].name .. ", which comes later in "
+        .. "this flow", "use migrate_with = \"dhrun\" (applies migrations one by one, as Prisma records them)")
+    end
     prisma_cli(self, { "deploy" })
-    return { summary = "prisma migrate deploy ran" }
+    return { summary = "prisma migrate deploy ran", applied = {} }
   end
   local res = prisma.deploy(self.conn, self.dir, {
     until_name = until_name, lock_timeout = opts and opts.lock_timeout or self.cfg.lock_timeout,
@@ -186,51 +263,6 @@ function Migrations:resolve_rolled_back(name)
   end
   local r = prisma.resolve_rolled_back(self.conn, name)
   return { summary = "marked " .. name .. " rolled back (" .. r.marked .. " failed row(s))", marked = r.marked }
-end
-
----------------------------------------------------------------------------
--- Tenancy (the workspaceId rollout), from cfg.tenancy
-
-function M.tenancy(ctx)
-  if ctx._tenancy then return ctx._tenancy end
-  local tcfg = ctx.cfg.tenancy
-  if not tcfg then
-    error(sys.error("config", 2, ctx.cfg.file .. " has no tenancy section", {
-      hint = "add tenancy = {column=, tables=, ...} (see examples/datahub/dhrun.config.lua)" }), 0)
-  end
-  local tenancy = require "dhrun.tenancy"
-  local spec = {}
-  for k, v in pairs(tcfg) do spec[k] = v end
-  spec.log = M.indented_log("      ")
-  ctx._tenancy = tenancy.new(ctx.conn, spec)
-  return ctx._tenancy
-end
-
--- A dhrun.log look-alike whose lines sit under the current step.
-function M.indented_log(prefix)
-  local proxy = {}
-  for _, name in ipairs({ "debug", "info", "ok", "warn", "error" }) do
-    proxy[name] = function(fmt, ...)
-      if select("#", ...) == 0 then return log[name](prefix .. tostring(fmt)) end
-      return log[name](prefix .. fmt, ...)
-    end
-  end
-  proxy.progress = function(o)
-    local copy = {}
-    for k, v in pairs(o) do copy[k] = v end
-    copy.label = prefix .. (o.label or "")
-    return log.progress(copy)
-  end
-  return setmetatable(proxy, { __index = log })
-end
-
--- One line per table with NULLs, e.g. "MetricDaily 120, Insight 3".
-function M.offenders_text(report)
-  local parts = {}
-  for _, t in ipairs(report.tables) do
-    if t.has_nulls then parts[#parts + 1] = t.table .. " " .. tostring(t.nulls or "some") end
-  end
-  return table.concat(parts, ", ")
 end
 
 ---------------------------------------------------------------------------
@@ -293,13 +325,60 @@ function M.build(ctx)
 end
 
 ---------------------------------------------------------------------------
--- Checklist-level helpers shared by the flows
+-- Tenancy (the selected rollout's engine)
 
--- Tables of the tenancy spec that do not have the column yet (before
--- migration #1), as a list; empty when the rollout can start.
-function M.missing_column(ctx)
-  local t = ctx.cfg.tenancy
-  -- One round trip for every table: this runs before each flow.
+function M.tenancy(ctx, r)
+  r = r or need_rollout(ctx)
+  ctx._tenancy = ctx._tenancy or {}
+  if ctx._tenancy[r.name] then return ctx._tenancy[r.name] end
+  local tenancy = require "dhrun.tenancy"
+  local spec = rollout.tenancy_spec(r)
+  spec.log = M.indented_log("      ")
+  local ok, t = pcall(tenancy.new, ctx.conn, spec)
+  if not ok then
+    if errors.is(t, "config") and not t.hint_added then
+      t.hint = (t.hint and (t.hint .. "; ") or "") .. "check rollout " .. r.name .. " in " .. ctx.cfg.file
+      t.hint_added = true
+    end
+    error(t, 0)
+  end
+  ctx._tenancy[r.name] = t
+  return t
+end
+
+-- A dhrun.log look-alike whose lines sit under the current step.
+function M.indented_log(prefix)
+  local proxy = {}
+  for _, name in ipairs({ "debug", "info", "ok", "warn", "error" }) do
+    proxy[name] = function(fmt, ...)
+      if select("#", ...) == 0 then return log[name](prefix .. tostring(fmt)) end
+      return log[name](prefix .. fmt, ...)
+    end
+  end
+  proxy.progress = function(o)
+    local copy = {}
+    for k, v in pairs(o) do copy[k] = v end
+    copy.label = prefix .. (o.label or "")
+    return log.progress(copy)
+  end
+  return setmetatable(proxy, { __index = log })
+end
+
+-- One line per table with NULLs, e.g. "MetricDaily 120, Insight 3".
+function M.offenders_text(report)
+  local parts = {}
+  for _, t in ipairs(report.tables) do
+    if t.has_nulls then parts[#parts + 1] = t.table .. " " .. tostring(t.nulls or "some") end
+  end
+  return concat(parts, ", ")
+end
+
+---------------------------------------------------------------------------
+-- Checks against the project and the database
+
+-- The rollout's tables as the catalog has them, one round trip:
+-- {name=, is_table=, has=} per table, plus the current schema.
+local function catalog(ctx, r)
   local rows = ctx.conn:query([[
     SELECT u.name::text, coalesce(current_schema(), '(none: search_path is empty)') AS schema,
            c.oid IS NOT NULL AS is_table,
@@ -307,32 +386,60 @@ function M.missing_column(ctx)
                     WHERE a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped) AS has
       FROM unnest($1::name[]) WITH ORDINALITY AS u(name, ord) -- name: cut to 63 bytes, as CREATE TABLE does
       LEFT JOIN pg_class c ON c.relname = u.name AND c.relkind IN ('r', 'p')
-                          AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
-     ORDER BY u.ord]], db.text_array(t.tables), t.column)
-  local missing = {}
-  for _, r in ipairs(rows) do
-    if not r.is_table then
-      error(sys.error("config", 2, string.format("tenancy.tables names %s, which is not a table in schema %s",
-        r.name, r.schema), { hint = "check tenancy.tables in " .. ctx.cfg.file }), 0)
-    end
-    if not r.has then missing[#missing + 1] = r.name end
+                          AND c.relnamespace = (SELECT oid FROM pg_namespace
+                                                 WHERE nspname = coalesce($3, current_schema()))
+     ORDER BY u.ord]], db.text_array(rollout.table_names(r)), r.column, r.schema or db.null)
+  return rows
+end
+
+-- Whether every migration the rollout applies before its backfill is
+-- applied (then its tables and column must exist).
+local function before_applied(ctx, r)
+  local st = M.migrations(ctx):status()
+  local applied = {}
+  for _, n in ipairs(st.applied) do applied[n] = true end
+  for _, m in ipairs(st.migrations) do
+    if m.name == r.not_null_migration then break end
+    if not applied[m.name] then return false, st end
   end
-  return missing
+  return true, st
 end
 
-local function config_error(msg, hint)
-  error(sys.error("config", 2, msg, { hint = hint }), 0)
+-- Tables of the rollout that do not have the column yet (the migrations
+-- before the backfill are still to come), as a list.  A table that does not
+-- exist counts as missing while those migrations are pending (a fresh
+-- database), and is a config error once they are applied.
+function M.missing_column(ctx, r)
+  r = r or need_rollout(ctx)
+  local missing, absent = {}, {}
+  local schema
+  for _, row in ipairs(catalog(ctx, r)) do
+    schema = row.schema
+    if not row.is_table then absent[#absent + 1] = row.name end
+    if not row.has then missing[#missing + 1] = row.name end
+  end
+  if #absent > 0 and before_applied(ctx, r) then
+    config_error(format("rollout %s names %s, which %s not a table in schema %s", r.name, concat(absent, ", "),
+      #absent == 1 and "is" or "are", r.schema or schema),
+      "check rollouts." .. r.name .. ".tables in " .. ctx.cfg.file)
+  end
+  return missing, #absent > 0
 end
 
--- Checks the config against the project and the database, read-only:
---   * the migrations directory exists, is for PostgreSQL, and every
---     migration in it has its migration.sql (Prisma would stop at the first
---     one without, after applying those before it);
---   * tenancy: both named migrations are in it, every table exists, and the
---     column exists on every table, or on none while migration #1 (which
---     must add it) is still to be applied.
--- Raises a config error (exit 2) naming the first problem.
-function M.check_project(conn, cfg)
+-- Checks the config against the project, read-only, before anything is
+-- locked or changed:
+--   * the migrations directory is for PostgreSQL and every migration in it
+--     has its migration.sql (Prisma would stop at the first one without,
+--     after applying those before it);
+--   * every migration a rollout names is in it;
+--   * the selected rollout's tables and column exist, or will be created by
+--     migrations still to come (a fresh database).
+function M.check_project(ctx)
+  local cfg = ctx.cfg
+  if not cfg then
+    config_error("this flow needs a project config: no " .. config.FILE .. " here or in a parent directory",
+      "run dhrun from your project directory, or pass --config PATH")
+  end
   local dir = cfg.migrations
   local list = prisma.list(dir)
   local provider = prisma.lock_provider(dir)
@@ -349,41 +456,75 @@ function M.check_project(conn, cfg)
     end
     by_name[m.name] = m
   end
-  local t = cfg.tenancy
-  if not t then return end
-  for _, key in ipairs({ "nullable_migration", "not_null_migration" }) do
-    if t[key] and not by_name[t[key]] then
-      config_error(string.format("tenancy.%s names %s, which is not in %s (%d migration(s))", key, t[key], dir,
-        #list), "check tenancy.* and `migrations` in " .. cfg.file)
+  for _, r in ipairs(cfg.rollouts) do
+    local names = { r.not_null_migration }
+    for _, m in ipairs(r.migrations) do names[#names + 1] = m end
+    for _, n in ipairs(names) do
+      if not by_name[n] then
+        config_error(format("rollout %s names migration %s, which is not in %s (%d migration(s))", r.name, n, dir,
+          #list), "check rollouts." .. r.name .. " and `migrations` in " .. cfg.file)
+      end
     end
+    local last_before
+    for i, m in ipairs(list) do
+      if m.name == r.not_null_migration then
+        for _, b in ipairs(r.migrations) do
+          for j = i, #list do
+            if list[j].name == b then
+              config_error(format("rollout %s: migration %s comes after its NOT NULL migration %s", r.name, b,
+                r.not_null_migration), "a migration applied before the backfill must sort before it")
+            end
+          end
+        end
+        break
+      end
+      last_before = m.name
+    end
+    r.last_before = last_before
   end
-  local missing = M.missing_column({ cfg = cfg, conn = conn }) -- raises for a missing table
+  if not ctx.conn then return end
+  local r = M.rollout(ctx)
+  if not r then return end
+  local missing = M.missing_column(ctx, r) -- raises for a missing table once it should exist
   if #missing == 0 then return end
+  local total = #r.tables
+  local done, st = before_applied(ctx, r)
   local why
-  if #missing < #t.tables then
+  if #missing < total then
     why = " (the other tables have it)"
-  elseif t.nullable_migration then
-    local applied = false
-    for _, r in ipairs(prisma.rows(conn) or {}) do
-      if r.migration_name == t.nullable_migration and prisma.row_state(r) == "applied" then applied = true end
-    end
+  elseif done then
+    why = ", although the migrations before the backfill are applied"
+  else
     -- Prisma quotes every identifier; a hand-written migration may not
-    local sql, col = by_name[t.nullable_migration].sql, t.column
-    local adds = sql:find('"' .. col .. '"', 1, true) or (col == col:lower() and sql:lower():find(col, 1, true))
-    if applied then
-      why = ", although migration #1 (" .. t.nullable_migration .. ") is applied"
-    elseif not adds then
-      why = ", and migration #1 (" .. t.nullable_migration .. ") does not add it"
+    local adds = false
+    for _, n in ipairs(r.migrations) do
+      local sql = by_name[n].sql
+      if sql:find('"' .. r.column .. '"', 1, true) or (r.column == r.column:lower()
+          and sql:lower():find(r.column, 1, true)) then
+        adds = true
+      end
+    end
+    -- tables created by pending migrations (a fresh database) are fine
+    local created_later = #st.to_apply > 0 and #st.applied == 0
+    if not adds and not created_later and #r.migrations > 0 then
+      why = ", and no migration of the rollout (" .. concat(r.migrations, ", ") .. ") adds it"
     end
   end
   if why then
-    config_error(string.format('tenancy.column "%s" is not a column of %s%s', t.column, table.concat(missing, ", "),
-      why), "check tenancy.column in " .. cfg.file)
+    config_error(format('rollout %s: column "%s" is not a column of %s%s', r.name, r.column, concat(missing, ", "),
+      why), "check rollouts." .. r.name .. ".column in " .. ctx.cfg.file)
   end
 end
 
-function M.label(ctx)
-  return ctx.cfg.tenancy.label or (ctx.cfg.project .. " " .. ctx.cfg.tenancy.column)
+-- The preflight of every flow that uses these steps.
+function M.preflight(ctx)
+  M.check_project(ctx)
+end
+
+-- The migrations directory and the rollouts' migration names only (no
+-- catalog checks): for resolve, which is how a broken state gets fixed.
+function M.preflight_migrations(ctx)
+  M.check_project({ cfg = ctx.cfg, args = ctx.args })
 end
 
 -- The checklist's check: returns ok, line, report.
@@ -394,18 +535,17 @@ function M.null_check(ctx)
   end
   local total = 0
   for _, t in ipairs(report.tables) do total = total + (t.nulls or 0) end
-  return false, string.format("❌ %d %s value(s) are NULL: %s", total, M.label(ctx), M.offenders_text(report)),
-    report
+  return false, format("❌ %d %s value(s) are NULL: %s", total, M.label(ctx), M.offenders_text(report)), report
 end
 
--- Raises the check failure that stops a flow before migration #2.
+-- Raises the check failure that stops a flow before the NOT NULL migration.
 function M.require_no_nulls(ctx, hint)
   local ok, line, report = M.null_check(ctx)
   if ok then return { summary = line } end
-  error(sys.error("check", 1, line, {
-    hint = hint or ("run the backfill (dhrun backfill-workspace), then dhrun " .. ctx.flow.name
-      .. " --resume; migration #2 was not attempted"),
-    offenders = report.tables }), 0)
+  errors.raise("check", line, {
+    hint = hint or ("run the backfill (" .. M.cmd(ctx, "backfill") .. "), then dhrun " .. ctx.flow.name
+      .. " --resume; the NOT NULL migration was not attempted"),
+    offenders = report.tables })
 end
 
 -- In a dry run the MUST-pass check comes after a backfill that was only
@@ -413,58 +553,234 @@ end
 -- failing on NULLs the real run would have filled.
 function M.check_skip_in_dry_run(ctx)
   if not ctx.dry_run then return nil end
-  if #M.missing_column(ctx) > 0 then return "after migration #1 and the backfill" end
+  if not M.rollout(ctx) then return "no rollout in the config" end
+  if #M.missing_column(ctx) > 0 then return "after the migrations before the backfill, and the backfill" end
   local report = M.tenancy(ctx):null_check()
   if not report.ok then return "after the backfill, which would fill: " .. M.offenders_text(report) end
 end
 
 ---------------------------------------------------------------------------
--- The checklist's shared steps, as step definitions for dhrun.flow.  deploy,
--- recover and release use the same ones:
---   flow:step(release.steps.backfill("Backfill workspaceIds"))
--- ctx.migrated records that this run applied a migration (generate must run).
+-- Applying migrations in order, each the right way
+
+-- Pending migrations (directory order) strictly after `after` (a name, or
+-- nil for the start) and strictly before `stop` (nil: to the end).
+function M.pending_between(ctx, after, stop)
+  local st = M.migrations(ctx):status()
+  local todo = {}
+  for _, m in ipairs(st.to_apply) do todo[m.name] = true end
+  local out, inside = {}, after == nil
+  for _, m in ipairs(st.migrations) do
+    if stop and m.name == stop then break end
+    if inside and todo[m.name] then out[#out + 1] = m end
+    if m.name == after then inside = true end
+  end
+  return out, st
+end
+
+-- Which rollout a migration belongs to (nil: none), and its role.
+local function owner_of(ctx, name)
+  for _, r in ipairs(ctx.cfg.rollouts) do
+    if r.not_null_migration == name then return r, "not_null" end
+    for _, m in ipairs(r.migrations) do if m == name then return r, "before" end end
+  end
+end
+
+-- Applies `list` (pending migrations, in order) one by one.  A migration
+-- that is another rollout's NOT NULL migration is applied online through
+-- that rollout (CHECK NOT VALID -> VALIDATE -> SET NOT NULL) when its tables
+-- have no NULLs; with NULLs it is refused: that rollout must be finished
+-- first.  Every other migration waits at most `lock_timeout` per lock.
+function M.apply_list(ctx, list)
+  local applied = {}
+  for _, m in ipairs(list) do
+    local r, role = owner_of(ctx, m.name)
+    if role == "not_null" and r ~= M.rollout(ctx) then
+      local t = M.tenancy(ctx, r)
+      if t:has_nulls() then
+        state_error(format("migration %s is rollout %s's NOT NULL migration, and %s still has NULLs", m.name, r.name,
+          r.column), "finish that rollout first: dhrun deploy --rollout " .. r.name)
+      end
+      prisma.with_lock(ctx.conn, function()
+        t:enforce_not_null()
+        M.migrations(ctx):deploy(m.name, { lock_timeout = t.spec.lock_timeout })
+      end)
+    else
+      M.migrations(ctx):deploy(m.name)
+    end
+    applied[#applied + 1] = m.name
+  end
+  return applied
+end
+
+local function plan_list(ctx, list)
+  if #list == 0 then return "no pending migrations" end
+  local notes = {}
+  for _, m in ipairs(list) do
+    local r, role = owner_of(ctx, m.name)
+    if role == "not_null" then
+      notes[#notes + 1] = m.name .. ": rollout " .. r.name .. "'s NOT NULL migration, applied online"
+    elseif not r then
+      notes[#notes + 1] = m.name .. ": not part of a rollout (lock_timeout " .. ctx.cfg.lock_timeout .. " per lock)"
+    end
+  end
+  local text = M.migrations(ctx):plan_of(list)
+  if #notes > 0 then text = text .. "\n" .. concat(notes, "\n") end
+  return text
+end
+
+---------------------------------------------------------------------------
+-- The steps, as step definitions for dhrun.flow.  deploy, recover and
+-- release use the same ones.  ctx.migrated records that this run applied a
+-- migration (generate must run).
 
 M.steps = {}
 
-function M.steps.backfill(title)
+-- Refuses to go on top of a failed migration, with the hint that fits it.
+function M.steps.history()
   return {
-    title = title,
-    skip = function(ctx)
-      if #M.missing_column(ctx) > 0 then
-        return not ctx.dry_run and "the column does not exist (migration #1 not applied)" or nil
-      end
-      if M.tenancy(ctx):null_check({ count = false }).ok then
-        return "no NULL " .. ctx.cfg.tenancy.column .. " values"
-      end
-    end,
-    plan = function(ctx)
-      if #M.missing_column(ctx) > 0 then
-        return "after migration #1 adds the column: fill every row's " .. ctx.cfg.tenancy.column .. " in batches"
-      end
-      return "backfill in batches: " .. M.offenders_text(M.tenancy(ctx):null_check())
-    end,
+    title = "Preflight: no failed migration in the history",
+    readonly = true,
     run = function(ctx)
-      local s = M.tenancy(ctx):backfill()
-      return { summary = string.format("%d row(s) updated", s.updated or 0), tables = s.tables }
+      local failed = M.migrations(ctx):failed()
+      if #failed > 0 then
+        local r, role = owner_of(ctx, failed[1])
+        local hint
+        if role == "not_null" then
+          hint = "run dhrun recover" .. (#ctx.cfg.rollouts > 1 and (" --rollout " .. r.name) or "")
+            .. " (it resolves the failed NOT NULL migration, backfills and redeploys)"
+        else
+          hint = "see what failed (dhrun status), fix the database by hand, then record it: dhrun resolve "
+            .. "--rolled-back " .. failed[1] .. " (or --applied " .. failed[1] .. ")"
+        end
+        state_error("migration " .. failed[1] .. " failed earlier; " .. ctx.flow.name
+          .. " will not continue on top of it", hint)
+      end
+      return { summary = "migration history is healthy" }
     end,
   }
 end
 
-function M.steps.verify_no_nulls(title)
-  return { title = title, readonly = true, skip = M.check_skip_in_dry_run, run = M.require_no_nulls }
-end
-
-function M.steps.deploy_not_null(title)
+-- Every pending migration before the rollout's NOT NULL migration: its own
+-- (which add the column) and any others in between, in directory order.
+-- Without a rollout: every pending migration.
+function M.steps.migrate_before()
   return {
-    title = title,
+    name = "Apply the migrations before the backfill",
+    title = function(ctx)
+      local r = M.rollout(ctx)
+      if not r then return "Apply pending migrations" end
+      return "Apply the migrations before the " .. r.column .. " backfill"
+    end,
     skip = function(ctx)
-      if #M.migrations(ctx):pending() == 0 then return "no pending migrations" end
+      local r = M.rollout(ctx)
+      local list = M.pending_between(ctx, nil, r and r.not_null_migration)
+      if #list == 0 then
+        if r and r.last_before then return r.last_before .. " is already applied" end
+        return "no pending migrations"
+      end
     end,
     plan = function(ctx)
-      local t = ctx.cfg.tenancy
-      return "make " .. t.column .. " NOT NULL online on " .. table.concat(t.tables, ", ")
+      local r = M.rollout(ctx)
+      return plan_list(ctx, (M.pending_between(ctx, nil, r and r.not_null_migration)))
+    end,
+    run = function(ctx)
+      local r = M.rollout(ctx)
+      local list = M.pending_between(ctx, nil, r and r.not_null_migration)
+      local applied = M.apply_list(ctx, list)
+      ctx.migrated = ctx.migrated or #applied > 0
+      return { summary = "applied " .. concat(applied, ", "), applied = applied }
+    end,
+  }
+end
+
+function M.steps.backfill()
+  return {
+    name = "Backfill the rollout column",
+    title = function(ctx) return "Backfill " .. M.column(ctx) end,
+    skip = function(ctx)
+      if not M.rollout(ctx) then return "no rollout in the config" end
+      if #M.missing_column(ctx) > 0 then
+        return not ctx.dry_run and "the column does not exist (its migrations are not applied)" or nil
+      end
+      if M.tenancy(ctx):null_check({ count = false }).ok then
+        return "no NULL " .. M.column(ctx) .. " values"
+      end
+    end,
+    plan = function(ctx)
+      if #M.missing_column(ctx) > 0 then
+        return "after the migrations before it add the column: fill every row's " .. M.column(ctx) .. " in batches"
+      end
+      return "backfill in batches: " .. M.offenders_text(M.tenancy(ctx):null_check())
+    end,
+    run = function(ctx)
+      local opts = ctx.backfill_opts or {}
+      local s = M.tenancy(ctx):backfill(opts)
+      return { summary = format("%d row(s) updated", s.updated or 0), tables = s.tables }
+    end,
+  }
+end
+
+function M.steps.verify_no_nulls()
+  return {
+    name = "Verify no NULLs (MUST pass)",
+    title = function(ctx) return "Verify no NULL " .. M.column(ctx) .. " (MUST pass)" end,
+    readonly = true,
+    skip = function(ctx)
+      if not M.rollout(ctx) then return "no rollout in the config" end
+      return M.check_skip_in_dry_run(ctx)
+    end,
+    run = function(ctx) return M.require_no_nulls(ctx) end,
+  }
+end
+
+-- The NOT NULL migration, online: under Prisma's advisory lock (so a
+-- `prisma migrate deploy` elsewhere cannot slip in between), NOT NULL is
+-- enforced table by table, then the migration file is applied with the
+-- rollout's short lock_timeout: by then its SET NOT NULLs are catalog-only.
+-- Only that migration: anything after it is the next step's.
+function M.deploy_not_null(ctx)
+  local r = need_rollout(ctx)
+  local t = M.tenancy(ctx)
+  return prisma.with_lock(ctx.conn, function()
+    local before = M.pending_between(ctx, nil, r.not_null_migration)
+    if #before > 0 then
+      state_error("migration " .. before[1].name .. " is still pending before " .. r.not_null_migration,
+        "run " .. M.cmd(ctx, "deploy") .. ", which applies it first")
+    end
+    local enforced = t:enforce_not_null()
+    local d = M.migrations(ctx):deploy(r.not_null_migration, { lock_timeout = t.spec.lock_timeout })
+    d.not_null = enforced.tables
+    return d
+  end)
+end
+
+local function not_null_pending(ctx)
+  local r = M.rollout(ctx)
+  if not r then return false end
+  for _, m in ipairs(M.migrations(ctx):status().to_apply) do
+    if m.name == r.not_null_migration then return true end
+  end
+  return false
+end
+
+function M.steps.deploy_not_null()
+  return {
+    name = "Apply the NOT NULL migration (online)",
+    title = function(ctx) return "Apply the NOT NULL migration (" .. M.column(ctx) .. ", online)" end,
+    skip = function(ctx)
+      local r = M.rollout(ctx)
+      if not r then return "no rollout in the config" end
+      if not not_null_pending(ctx) then return r.not_null_migration .. " is already applied" end
+    end,
+    plan = function(ctx)
+      local r = need_rollout(ctx)
+      local m
+      for _, x in ipairs(M.migrations(ctx):status().migrations) do
+        if x.name == r.not_null_migration then m = x end
+      end
+      return "make " .. r.column .. " NOT NULL online on " .. concat(rollout.table_names(r), ", ")
         .. " (CHECK NOT VALID -> VALIDATE -> SET NOT NULL -> DROP CHECK, bounded lock waits), then\n"
-        .. M.migrations(ctx):plan(nil, t.nullable_migration)
+        .. M.migrations(ctx):plan_of({ m })
     end,
     run = function(ctx)
       local d = M.deploy_not_null(ctx)
@@ -474,29 +790,255 @@ function M.steps.deploy_not_null(title)
   }
 end
 
+-- Pending migrations after the rollout's NOT NULL migration: a step of
+-- their own, each waiting at most `lock_timeout` per lock (another
+-- rollout's NOT NULL migration goes online through that rollout).
+function M.steps.migrate_after()
+  return {
+    title = "Apply later migrations",
+    skip = function(ctx)
+      local r = M.rollout(ctx)
+      if not r then return "no rollout in the config (the first step applied every migration)" end
+      if #M.pending_between(ctx, r.not_null_migration) == 0 then
+        return "no pending migrations after " .. r.not_null_migration
+      end
+    end,
+    plan = function(ctx)
+      return plan_list(ctx, (M.pending_between(ctx, M.rollout(ctx).not_null_migration)))
+    end,
+    run = function(ctx)
+      local applied = M.apply_list(ctx, (M.pending_between(ctx, M.rollout(ctx).not_null_migration)))
+      ctx.migrated = ctx.migrated or #applied > 0
+      return { summary = "applied " .. concat(applied, ", "), applied = applied }
+    end,
+  }
+end
+
 function M.steps.generate(title)
   return {
-    title = title,
+    title = title or "Regenerate the client",
     skip = function(ctx)
       if ctx.args["no-build"] then return "--no-build" end
       if not M.has_command(ctx, "generate") then return "no commands.generate in the config" end
       return M.generate_skip_reason(ctx, ctx.migrated)
     end,
-    plan = function(ctx) return table.concat(ctx.cfg.commands.generate, " ") end,
+    plan = function(ctx) return concat(ctx.cfg.commands.generate, " ") end,
     run = M.generate,
   }
 end
 
 function M.steps.build(title)
   return {
-    title = title,
+    title = title or "Build the application",
     skip = function(ctx)
       if ctx.args["no-build"] then return "--no-build" end
       if not M.has_command(ctx, "build") then return "no commands.build in the config" end
     end,
-    plan = function(ctx) return table.concat(ctx.cfg.commands.build, " ") end,
+    plan = function(ctx) return concat(ctx.cfg.commands.build, " ") end,
     run = M.build,
   }
+end
+
+---------------------------------------------------------------------------
+-- Recover
+
+-- Works out what recover would do; refuses (changing nothing) a state it
+-- does not know how to recover.
+function M.steps.recover_state()
+  return {
+    title = "Find out what to recover",
+    readonly = true,
+    run = function(ctx)
+      local r = need_rollout(ctx)
+      local st = M.migrations(ctx):status()
+      local name = r.not_null_migration
+      for _, f in ipairs(st.failed) do
+        if f ~= name then
+          state_error("migration " .. f .. " failed, and recover only recovers the NOT NULL migration of rollout "
+            .. r.name .. " (" .. name .. ")",
+            "see what failed (dhrun status), fix the database by hand, then record it: dhrun resolve --rolled-back "
+            .. f .. " (or --applied " .. f .. ")")
+        end
+      end
+      local before = M.pending_between(ctx, nil, name)
+      if #before > 0 or #M.missing_column(ctx) > 0 then
+        state_error("nothing to recover: the migrations before the backfill are not all applied ("
+          .. (before[1] and before[1].name or "the column is missing") .. ")",
+          "this database is before the rollout: run " .. M.cmd(ctx, "deploy"))
+      end
+      if #st.failed > 0 then return { summary = name .. " failed: recovering", state = "failed" } end
+      if not_null_pending(ctx) then
+        return { summary = name .. " is not applied (rolled back or pending): finishing the rollout",
+                 state = "pending" }
+      end
+      return { summary = "nothing failed: every step below will be skipped", state = "healthy" }
+    end,
+  }
+end
+
+function M.steps.resolve_failed()
+  return {
+    title = "Mark the failed NOT NULL migration as rolled back",
+    skip = function(ctx)
+      local r = need_rollout(ctx)
+      for _, f in ipairs(M.migrations(ctx):failed()) do
+        if f == r.not_null_migration then return nil end
+      end
+      return "no failed row for " .. r.not_null_migration
+    end,
+    plan = function(ctx) return "prisma migrate resolve --rolled-back " .. need_rollout(ctx).not_null_migration end,
+    run = function(ctx) return M.migrations(ctx):resolve_rolled_back(need_rollout(ctx).not_null_migration) end,
+  }
+end
+
+---------------------------------------------------------------------------
+-- Rollback
+
+local function live_rows(ctx, name)
+  if not prisma.table_exists(ctx.conn) then return 0 end
+  return ctx.conn:query_value([[SELECT count(*) FROM _prisma_migrations
+    WHERE migration_name = $1 AND rolled_back_at IS NULL]], name)
+end
+
+function M.rollback_prompt(ctx)
+  local r = need_rollout(ctx)
+  return { action = "roll back", word = "rollback", text = "This makes " .. r.column .. " nullable again on "
+    .. concat(rollout.table_names(r), ", ") .. " and marks " .. r.not_null_migration .. " rolled back." }
+end
+
+function M.steps.rollback()
+  return {
+    title = "Drop NOT NULL and mark the migration rolled back",
+    skip = function(ctx)
+      local r = need_rollout(ctx)
+      if #M.missing_column(ctx) > 0 then
+        return "nothing to roll back: the column does not exist (the rollout's migrations are not applied)"
+      end
+      local enforced = 0
+      for _, t in ipairs(M.tenancy(ctx):state()) do
+        if not t.nullable then enforced = enforced + 1 end
+      end
+      if enforced == 0 and live_rows(ctx, r.not_null_migration) == 0 then
+        return "nothing to roll back: the column is nullable everywhere and the migration is not recorded as applied"
+      end
+    end,
+    plan = function(ctx)
+      local r = need_rollout(ctx)
+      local lines = { "in one transaction (lock_timeout " .. tostring(M.tenancy(ctx).spec.lock_timeout)
+        .. " per lock, retried):" }
+      for _, t in ipairs(rollout.table_names(r)) do
+        lines[#lines + 1] = "  ALTER TABLE " .. db.quote_ident(t) .. " ALTER COLUMN " .. db.quote_ident(r.column)
+          .. " DROP NOT NULL;"
+      end
+      lines[#lines + 1] = "  UPDATE _prisma_migrations SET rolled_back_at = now() WHERE migration_name = '"
+        .. r.not_null_migration .. "' AND rolled_back_at IS NULL;"
+      return concat(lines, "\n")
+    end,
+    run = function(ctx)
+      local r = need_rollout(ctx)
+      local marked = 0
+      local res = prisma.with_lock(ctx.conn, function()
+        return M.tenancy(ctx):drop_not_null {
+          transaction = true,
+          also = function(conn)
+            if prisma.table_exists(conn) then
+              marked = conn:exec([[UPDATE _prisma_migrations SET rolled_back_at = $1
+                WHERE migration_name = $2 AND rolled_back_at IS NULL]], prisma.now_utc(), r.not_null_migration)
+            end
+          end,
+        }
+      end)
+      return { summary = format("%s nullable on %d table(s); %d migration row(s) marked rolled back", r.column,
+        #(res.tables or {}), marked), tables = res.tables, marked = marked, at = sys.time() }
+    end,
+  }
+end
+
+---------------------------------------------------------------------------
+-- Status and checks
+
+function M.steps.status_migrations()
+  return {
+    title = "Migration status",
+    readonly = true,
+    run = function(ctx)
+      local st = M.migrations(ctx):status()
+      for line in (st.text .. "\n"):gmatch("(.-)\n") do log.info("      %s", line) end
+      for _, note in ipairs(st.notes) do log.warn("      note: %s", note) end
+      if st.exit ~= 0 then
+        local hint = "run dhrun deploy"
+        if st.state == "failed" then
+          local r, role = owner_of(ctx, st.failed[1])
+          if role == "not_null" then
+            hint = "run dhrun recover" .. (#ctx.cfg.rollouts > 1 and (" --rollout " .. r.name) or "")
+          else
+            hint = "fix the database by hand, then dhrun resolve --rolled-back " .. st.failed[1] .. " (or --applied)"
+          end
+        elseif st.state == "diverged" then
+          hint = "the database has migrations this project does not: check you are on the right branch and database"
+        end
+        errors.raise("check", "migrations: " .. st.state:gsub("_", " "), { hint = hint })
+      end
+      if #st.rerun > 0 then
+        -- Prisma calls this "up to date"; the release is not complete
+        errors.raise("check", "migration " .. st.rerun[1] .. " is recorded as rolled back: deploy will apply "
+          .. "it again", { hint = "after fixing the cause (" .. M.cmd(ctx, "backfill") .. "), run "
+          .. M.cmd(ctx, "deploy") })
+      end
+      return { summary = "Database schema is up to date!", notes = st.notes }
+    end,
+  }
+end
+
+-- The rollout's NULL check, table by table.  hint: what the failure says.
+function M.steps.check_nulls(title)
+  return {
+    name = title or "Check for NULLs",
+    title = function(ctx)
+      if not M.rollout(ctx) then return title or "Check for NULLs" end
+      return title or ("Check for NULL " .. M.column(ctx))
+    end,
+    readonly = true,
+    skip = function(ctx)
+      if not M.rollout(ctx) then return "no rollout in the config" end
+    end,
+    run = function(ctx)
+      local missing = M.missing_column(ctx)
+      if #missing > 0 then
+        errors.raise("check", "the " .. M.column(ctx) .. " column is missing on " .. concat(missing, ", ")
+          .. " (the rollout's migrations are not applied)", { hint = "run " .. M.cmd(ctx, "deploy") })
+      end
+      local ok, line, report = M.null_check(ctx)
+      for _, t in ipairs(report.tables) do
+        local how = t.enforced and "NOT NULL enforced" or (t.has_nulls and (tostring(t.nulls) .. " NULL row(s)")
+          or "no NULLs")
+        log.info("      %-14s %s", t.table, how)
+      end
+      if not ok then
+        M.require_no_nulls(ctx, "run " .. M.cmd(ctx, "backfill") .. " (or " .. M.cmd(ctx, "deploy")
+          .. ", which backfills first)")
+      end
+      return { summary = line, tables = report.tables }
+    end,
+  }
+end
+
+-- The backfill on its own (the backfill flow): fails when the column does
+-- not exist yet.
+function M.steps.backfill_only()
+  local step = M.steps.backfill()
+  local skip = step.skip
+  step.skip = function(ctx)
+    if M.rollout(ctx) then
+      local missing = M.missing_column(ctx)
+      if #missing > 0 then
+        state_error("the " .. M.column(ctx) .. " column is missing on " .. concat(missing, ", ")
+          .. " (the rollout's migrations are not applied)", "run " .. M.cmd(ctx, "deploy"))
+      end
+    end
+    return skip(ctx)
+  end
+  return step
 end
 
 return M

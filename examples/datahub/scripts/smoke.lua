@@ -14,10 +14,19 @@
 -- In a dry run the checks are only listed (they write: chat messages, the
 -- connect/disconnect flip).  Every check runs and is reported (pass/fail/skip with timing); the exit
 -- code is 1 if any failed.  Point it at a deployment with --url and --user.
-local sys = require "dhrun.core.sys"
+local errors = require "dhrun.errors"
+local config = require "dhrun.config"
 local http = require "dhrun.http"
 local process = require "dhrun.process"
 local lfs = require "lfs"
+
+-- This flow's own section of the project config.
+local T = config.types
+config.define("smoke", T.record {
+  user = T.string(), user_query = T.string(), connect_provider = T.string(), connect_test = T.boolean(),
+  browser = T.boolean(), browser_path = T.string(), timeout = T.number { min = 0.001 },
+  providers = T.list(T.record { slug = T.string(), name = T.string(), enum = T.string() }),
+})
 
 local flow = require("dhrun.flow").new {
   name = "smoke",
@@ -44,7 +53,7 @@ local PROVIDERS = {
 }
 
 local function fail(msg, hint)
-  error(sys.error("check", 1, msg, { hint = hint }), 0)
+  errors.check(msg, hint)
 end
 
 -- smoke settings: flags, then the config's smoke/app sections, then defaults
@@ -259,7 +268,8 @@ flow:step {
     local ids = {}
     for _, m in ipairs(ctx.chat.messages or {}) do ids[#ids + 1] = m.id end
     if #ids == 0 then fail("the chat response lists no stored messages") end
-    local col = ctx.cfg.tenancy and ctx.cfg.tenancy.column or "workspaceId"
+    local rollout = ctx.cfg.rollouts and ctx.cfg.rollouts[#ctx.cfg.rollouts]
+    local col = rollout and rollout.column or "workspaceId"
     local conn = ctx.conn
     local rows = conn:query(string.format(
       'SELECT id, role::text AS role, %s AS ws FROM "ChatMessage" WHERE id = ANY($1::text[])', conn:quote_ident(col)),
@@ -385,20 +395,22 @@ flow:step {
     -- Chromium logs every console message as "...:INFO:CONSOLE:12] "text", source: URL (12)"
     -- without its level, so errors are told apart by their text: uncaught
     -- exceptions, failed loads and console.error output that says "error".
-    local errors = {}
+    local console_errors = {}
     for line in r.stderr:gmatch("[^\n]+") do
       local msg = line:match(":CONSOLE[:%(]%d+%)?%]%s*(.*)$")
       if msg and (msg:find("Uncaught", 1, true) or msg:find("[Ee]rror") or msg:find("Failed to load", 1, true)
           or msg:find("[Ee]xception") or msg:find("Refused to", 1, true)) then
-        errors[#errors + 1] = msg
+        console_errors[#console_errors + 1] = msg
       end
     end
-    if #errors > 0 then fail(#errors .. " console error(s) on /data; first: " .. errors[1]:sub(1, 240)) end
+    if #console_errors > 0 then
+      fail(#console_errors .. " console error(s) on /data; first: " .. console_errors[1]:sub(1, 240))
+    end
     if not r.ok then fail("the browser did not load /data: " .. (r.error or ("exit " .. tostring(r.code)))) end
     if not r.stdout:find('data-testid="provider-card"', 1, true) then
       fail("the page the browser rendered has no provider cards")
     end
-    return { summary = "no console errors" }
+    return { summary = "no console console_errors" }
   end,
 }
 

@@ -815,6 +815,12 @@ static int pmain(lua_State *L)
     if (script) {
         resolve_script(L, o->argv[script]);
         const char *path = lua_tostring(L, -1);
+        /* sys.options().script: the file that runs (flow:include_next
+         * starts looking after it). */
+        lua_getfield(L, LUA_REGISTRYINDEX, "dhrun.options");
+        lua_pushvalue(L, -2);
+        lua_setfield(L, -2, "script");
+        lua_pop(L, 1);
         int st = strcmp(path, "-") == 0 ? luaL_loadfilex(L, NULL, "t")
                                         : luaL_loadfilex(L, path, "t");
         if (st != LUA_OK) {

@@ -33,17 +33,18 @@ export DATAHUB_PORT=$port DATAHUB_URL="http://127.0.0.1:$port"
 say "loading the example Data Hub before the tenancy release (migration 20251201090000_init + seed data)"
 "$dhrun" "$root/examples/datahub/setup.lua" --state pre --users 60 --metrics 5000 || exit 1
 
-cfg="examples/datahub/dhrun.config.lua"
-run() { echo; echo "\$ dhrun $*"; (cd "$root" && "$dhrun" "$@"); }
+# As a team runs it: from the project's directory, which holds its
+# dhrun.config.lua and, in scripts/, its own flows (the smoke test).
+run() { echo; echo "\$ dhrun $*"; (cd "$root/examples/datahub" && "$dhrun" "$@"); }
 
 say "what the release would do"
-run release --config "$cfg" --dry-run || exit 1
+run release --dry-run || exit 1
 say "the release: Normal Deployment, build, start the app, 5-Minute Smoke Test"
-run release --config "$cfg" || exit 1
+run release || exit 1
 say "running deploy again changes nothing"
-run deploy --config "$cfg" --no-build || exit 1
+run deploy --no-build || exit 1
 say "Quick Status Check"
-run status --config "$cfg"
+run status
 code=$?
 say "done (exit $code); the app was stopped with the release run; stopping PostgreSQL"
 exit $code

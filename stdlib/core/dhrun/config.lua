@@ -11,9 +11,10 @@
 -- config.load validates every registered key once, before anything
 -- connects: a wrong value is a config error (exit 2) naming the key, e.g.
 -- "rollouts[1].batch.size must be an integer >= 1, not 0".  Unknown keys are
--- errors with a "did you mean"; the one exception is a table-valued key no
--- module of this run registered, which is taken as the section of a flow not
--- loaded in this run (it is validated when that flow runs).
+-- errors when they look like a typo of a registered key ("did you mean");
+-- any other key is taken as one of a module or flow not loaded in this run
+-- (an ad-hoc script reads a config written for the release flows), and it is
+-- validated when that module runs.
 --
 -- Paths in the config are relative to the config file's directory.
 local lfs = require "lfs"
@@ -328,8 +329,8 @@ function M.validate(raw, file, dir)
   for k, v in pairs(raw) do
     if not KEYS[k] then
       local s = type(k) == "string" and suggest(k, known)
-      if type(k) ~= "string" or type(v) ~= "table" or s then unknown_key(ctx, "the config", k, known) end
-      cfg[k] = v -- a flow's own section, not loaded in this run
+      if type(k) ~= "string" or s then unknown_key(ctx, "the config", k, known) end
+      cfg[k] = v -- a key of a module or flow not loaded in this run
     end
   end
   for _, k in ipairs(ORDER) do

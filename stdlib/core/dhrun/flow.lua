@@ -166,7 +166,10 @@ end
 -- installed flow of the same name.
 function Flow:include(name, opts)
   opts = opts or {}
-  if loading[1] == nil and arg and arg[0] then loading[1] = real(arg[0]) end
+  if loading[1] == nil then
+    local script = sys.options().script
+    if script and script ~= "-" then loading[1] = real(script) end
+  end
   local path, err
   if opts.next then
     path, err = script_path(name, loading[#loading])

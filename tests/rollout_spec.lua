@@ -1,0 +1,162 @@
+-- Rollouts and the shape of flows: what a team needs to reuse dhrun for its
+-- own tenancy migration and its own flows, run as a user runs them (dhrun as
+-- a real subprocess, a real PostgreSQL).
+local sh = require "sh"
+local dh = require "datahub"
+local testdb = require "testdb"
+local prisma = require "dhrun.prisma"
+
+local function run(argv, opts)
+  opts = opts or {}
+  return sh.dhrun(argv, { cwd = opts.cwd or sh.root, env = opts.env, stdin = opts.stdin })
+end
+
+describe("a project's own flows", function()
+  it("a project's scripts/deploy.lua wraps the installed deploy under the same name with include_next", function()
+    local t = dh.create("pre")
+    finally(function() dh.drop(t) end)
+    local _, dir = dh.config()
+    sh.write(dir .. "/scripts/deploy.lua", [[
+local flow = require("dhrun.flow").new { name = "deploy", title = "Our deploy" }
+flow:include_next("deploy")
+flow:step { title = "Tell the team", run = function() return { summary = "posted to #releases" } end }
+return flow:run(...)
+]])
+    -- run from the project directory, as a team does: ./scripts/deploy.lua is found first
+    local r = run({ "deploy", "--no-build" }, { cwd = dir, env = { DATABASE_URL = t.url } })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("dhrun deploy — Our deploy", r.stdout, 1, true)
+    assert.matches("[5/9] Apply the NOT NULL migration (workspaceId, online)", r.stdout, 1, true)
+    assert.matches("[9/9] Tell the team", r.stdout, 1, true)
+    assert.matches("posted to #releases", r.stdout, 1, true)
+    dh.assert_final(t.conn)
+  end)
+
+  it("a flow that includes itself by name is told how to wrap it, not a C stack overflow", function()
+    local dir = sh.tmpdir()
+    sh.write(dir .. "/scripts/deploy.lua", [[
+local flow = require("dhrun.flow").new { name = "deploy" }
+flow:include("deploy")
+return flow:run(...)
+]])
+    local r = run({ "deploy" }, { cwd = dir })
+    assert.are.equal(2, r.code, r.stdout .. r.stderr)
+    assert.matches("includes itself", r.stderr, 1, true)
+    assert.matches('flow:include_next("deploy")', r.stderr, 1, true)
+    assert.is_nil(r.stderr:find("stack overflow", 1, true))
+  end)
+
+  it("runs an ad-hoc flow with no config and no migrations directory", function()
+    local t = testdb.create()
+    finally(function() testdb.drop(t.name) end)
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/vacuum-stats.lua", [[
+local flow = require("dhrun.flow").new { name = "vacuum-stats", lock = false, journal = false }
+flow:step { title = "Count tables", readonly = true, run = function(ctx)
+  return { summary = ctx.conn:query_value("SELECT count(*) FROM pg_class WHERE relkind = 'r'") .. " tables" }
+end }
+return flow:run(...)
+]])
+    local r = run({ script }, { cwd = dir, env = { DATABASE_URL = t.url } })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("tables", r.stdout, 1, true)
+    assert.matches("vacuum-stats: ok", r.stdout, 1, true)
+  end)
+
+  it("a flow registers its own config section: validated when it runs, left alone by other flows", function()
+    local t = dh.create("done")
+    finally(function() dh.drop(t) end)
+    local cfg, dir = dh.config(nil, 'cfg.notify = { channel = "#releases" }')
+    local script = sh.write(dir .. "/notify.lua", [[
+local config = require "dhrun.config"
+config.define("notify", config.types.record { channel = config.types.string { pattern = "^#" } })
+local flow = require("dhrun.flow").new { name = "notify", lock = false, journal = false }
+flow:step { title = "Notify", readonly = true,
+  run = function(ctx) return { summary = "to " .. ctx.cfg.notify.channel } end }
+return flow:run(...)
+]])
+    local r = run({ script, "--config", cfg }, { env = { DATABASE_URL = t.url } })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("to #releases", r.stdout, 1, true)
+    -- a generic flow does not know the section and does not mind it
+    r = dh.flow(t, "status", { "--no-build" }, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    -- the flow that owns it checks it, before connecting
+    local bad = dh.config(nil, 'cfg.notify = { chanel = "#releases" }')
+    r = run({ script, "--config", bad }, { env = { DATABASE_URL = "postgresql://nobody@127.0.0.1:1/none" } })
+    assert.are.equal(2, r.code, r.stdout .. r.stderr)
+    assert.matches("unknown setting 'chanel' in notify (did you mean 'channel'?)", r.stderr, 1, true)
+  end)
+end)
+
+describe("rollouts in the config", function()
+  it("deploy on an empty database applies every migration, and status says it is up to date", function()
+    local t = testdb.create()
+    local conn = t.connect()
+    finally(function() conn:close(); testdb.drop(t.name) end)
+    local cfg = dh.config()
+    local r = dh.flow(t, "deploy", { "--no-build" }, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("applied " .. dh.INIT .. ", " .. dh.NULLABLE, r.stdout, 1, true)
+    assert.matches("skipped: no NULL workspaceId values", r.stdout, 1, true)
+    assert.are.equal("up_to_date", prisma.status(conn, dh.migrations).state)
+    assert.are.equal(4, dh.not_null_columns(conn))
+    r = dh.flow(t, "status", { "--no-build" }, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("Database schema is up to date!", r.stdout, 1, true)
+  end)
+
+  it("a wrong rollout setting is refused before anything connects or changes (exit 2, one line)", function()
+    local t = dh.create("pre")
+    finally(function() dh.drop(t) end)
+    local before = dh.fingerprint(t.conn)
+    for _, case in ipairs({
+      { "cfg.rollouts[1].batch = { size = 0 }", "rollouts[1].batch.size must be an integer >= 1, not 0" },
+      { "cfg.rollouts[1].batch = { size = 0.5 }", "rollouts[1].batch.size must be an integer >= 1, not 0.5" },
+      { "cfg.rollouts[1].lock_timeout = '300xyz'", "rollouts[1].lock_timeout must be a duration" },
+      { "cfg.lock_timeout = 'soon'", "lock_timeout must be a duration" },
+      { "cfg.rollouts[1].tables[2] = { 'MetricDaily', parent = 'connectionId' }",
+        'must look like "fkColumn -> Table"' },
+      { "cfg.rollouts[1].tables[2] = { 'MetricDaily' }", "needs value = " },
+      { "cfg.rollouts[1].colum = 'x'", "unknown setting 'colum' in rollouts[1] (did you mean 'column'?)" },
+    }) do
+      local r = dh.flow(t, "deploy", { "--no-build" }, { config = dh.config(nil, case[1]) })
+      assert.are.equal(2, r.code, case[1] .. "\n" .. r.stdout .. r.stderr)
+      assert.matches(case[2], r.stderr, 1, true)
+      assert.are.equal("", r.stdout, case[1])
+    end
+    assert.are.equal(before, dh.fingerprint(t.conn))
+  end)
+
+  it("--rollout picks a rollout by name; an unknown name lists the ones there are", function()
+    local t = dh.create("pre")
+    finally(function() dh.drop(t) end)
+    local r = dh.flow(t, "check", { "--rollout", "workspaces" })
+    assert.are.equal(2, r.code, r.stdout .. r.stderr)
+    assert.matches('no rollout named "workspaces" (the config has: workspace); did you mean workspace?', r.stderr,
+      1, true)
+    r = dh.flow(t, "deploy", { "--rollout", "workspace", "--no-build" })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    dh.assert_final(t.conn)
+  end)
+
+  it("the older single tenancy section still works, as one rollout", function()
+    local t = dh.create("pre")
+    finally(function() dh.drop(t) end)
+    local cfg = dh.config(nil, [==[
+local r = cfg.rollouts[1]
+cfg.rollouts = nil
+cfg.tenancy = { column = r.column, tables = { "Connection", "MetricDaily", "Insight", "ChatMessage" },
+  nullable_migration = r.migrations[1], not_null_migration = r.not_null_migration, label = r.label,
+  backfill = { prepare = r.prepare,
+    Connection = { value = r.tables[1].value, from = r.tables[1].from, where = r.tables[1].where },
+    MetricDaily = { value = [[c."workspaceId"]], from = [["Connection" c]], where = [[c.id = t."connectionId"]] },
+    Insight = { value = [[coalesce((SELECT c."workspaceId" FROM "Connection" c WHERE c.id = t."connectionId"),
+      (SELECT o."workspaceId" FROM datahub_owner_ws o WHERE o."userId" = t."userId"))]] },
+    ChatMessage = { value = r.tables[4].value } } }
+]==])
+    local r = dh.flow(t, "deploy", { "--no-build" }, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    dh.assert_final(t.conn)
+  end)
+end)

@@ -10,6 +10,7 @@
 --   s:report_json(path)  s:report_junit(path)
 --   check.exit_code(suite, ...) -> 0 | 1
 local sys = require "dhrun.core.sys"
+local errors = require "dhrun.errors"
 local log = require "dhrun.log"
 local report = require "dhrun.report"
 
@@ -170,7 +171,7 @@ function Suite:gate()
     hint = format("%d other must-pass check%s of '%s' failed too (%s); the check list above has each detail",
       #names, #names == 1 and "" or "s", self.name, table.concat(names, ", "))
   end
-  error(sys.error("check", 1, msg, { hint = hint, suite = self.name, check = first.name }), 0)
+  errors.raise("check", msg, { hint = hint, suite = self.name, check = first.name })
 end
 
 function Suite:summary()

@@ -38,6 +38,7 @@
 -- http.escape(s), http.unescape(s): percent-encoding (libcurl's)
 local core = require "dhrun.core.http"
 local sys = require "dhrun.core.sys"
+local errors = require "dhrun.errors"
 local cjson = require "cjson.safe"
 
 local http = {}
@@ -207,7 +208,7 @@ end
 local function http_error(f, req)
   local url = display_url(req.url)
   local message = sys.redact(one_line(("%s %s: %s"):format(req.method, url, explain(f, req))))
-  return sys.error("http", 1, message, { code = f.code, curl_code = f.curl_code, method = req.method, url = url })
+  return errors.new("http", message, { code = f.code, curl_code = f.curl_code, method = req.method, url = url })
 end
 
 ---------------------------------------------------------------------------

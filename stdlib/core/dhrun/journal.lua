@@ -4,6 +4,7 @@
 -- step's outcome and timing, the `_prisma_migrations` rows written — and
 -- what `--resume` continues from.
 local sys = require "dhrun.core.sys"
+local errors = require "dhrun.errors"
 local db = require "dhrun.db"
 local report = require "dhrun.report"
 
@@ -51,9 +52,9 @@ function M.ensure(conn)
   local ok, err = pcall(conn.exec_script, conn, M.SCHEMA_SQL)
   if not ok then
     if type(err) == "table" and err.sqlstate == "42501" then
-      error(sys.error("config", 2, "dhrun cannot create its journal (schema dhrun): " .. tostring(err.message), {
-        hint = "grant CREATE on the database to this user once, or create schema dhrun owned by it "
-          .. "(CREATE SCHEMA dhrun AUTHORIZATION <user>)" }), 0)
+      errors.config("dhrun cannot create its journal (schema dhrun): " .. tostring(err.message),
+        "grant CREATE on the database to this user once, or create schema dhrun owned by it "
+          .. "(CREATE SCHEMA dhrun AUTHORIZATION <user>)")
     end
     error(err, 0)
   end

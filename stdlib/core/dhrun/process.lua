@@ -22,6 +22,7 @@
 -- and timeouts are handled here.
 local core = require "dhrun.core.process"
 local sys = require "dhrun.core.sys"
+local errors = require "dhrun.errors"
 
 local concat = table.concat
 local now, redact = sys.now, sys.redact
@@ -336,10 +337,10 @@ function process.must(argv, opts)
     message = ("%s exited with code %d"):format(what, r.code)
   end
   local tail = r.stderr:find("%S") and r.stderr or r.stdout
-  error(sys.error("process", 1, redact(message), {
+  errors.raise("process", redact(message), {
     output_tail = redact(last_lines(tail, TAIL_LINES)),
     result = r,
-  }))
+  })
 end
 
 -- A background child.
@@ -356,7 +357,7 @@ function process.spawn(argv, opts)
   local job, failed = start(args, opts, true)
   if not job then
     failed.argv = argv
-    error(sys.error("process", 1, failed.error, { result = failed }))
+    errors.raise("process", failed.error, { result = failed })
   end
   return setmetatable({ job = job, argv = argv }, Proc)
 end

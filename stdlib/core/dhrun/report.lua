@@ -13,6 +13,7 @@
 -- (kind "io", exit 2).
 local cjson = require "cjson"
 local sys = require "dhrun.core.sys"
+local errors = require "dhrun.errors"
 
 local report = {}
 
@@ -30,8 +31,7 @@ local function write_atomic(path, text)
     -- io's messages start with the file name; name the report instead.
     err = tostring(err)
     if err:sub(1, #tmp + 2) == tmp .. ": " then err = err:sub(#tmp + 3) end
-    error(sys.error("io", 2, format("cannot write report %s: %s", path, err),
-      { hint = "check that the directory exists and is writable" }), 0)
+    errors.io(format("cannot write report %s: %s", path, err), "check that the directory exists and is writable")
   end
   local f, err = io.open(tmp, "wb")
   if not f then fail(err) end

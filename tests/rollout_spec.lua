@@ -128,6 +128,25 @@ describe("rollouts in the config", function()
     assert.are.equal(before, dh.fingerprint(t.conn))
   end)
 
+  it("checks the settings and the migrations they name before connecting at all", function()
+    -- a database that cannot be reached: exit 2 (the config), never 4 (the connection)
+    local env = { DATABASE_URL = "postgresql://nobody@127.0.0.1:1/none" }
+    for _, case in ipairs({
+      { "cfg.rollouts[1].not_null_migration = '20990101000000_nope'",
+        "rollout workspace names migration 20990101000000_nope, which is not in" },
+      { "cfg.rollouts[1].migrations = { '" .. dh.NOT_NULL .. "' }", "lists the NOT NULL migration" },
+      { "cfg.rollouts[1].batch = { min = 10, max = 5 }", "rollouts[1].batch.min (10) is larger than" },
+      { "cfg.commands.build = 'npm run build'", "commands.build must be an argv list" },
+      { "cfg.migrate_with = 'flyway'", 'migrate_with must be one of "dhrun", "prisma"' },
+    }) do
+      for _, flow in ipairs({ "deploy", "status", "check", "rollback" }) do
+        local r = sh.dhrun({ flow, "--config", (dh.config(nil, case[1])) }, { cwd = sh.root, env = env })
+        assert.are.equal(2, r.code, flow .. ": " .. case[1] .. "\n" .. r.stdout .. r.stderr)
+        assert.matches(case[2], r.stderr, 1, true)
+      end
+    end
+  end)
+
   it("--rollout picks a rollout by name; an unknown name lists the ones there are", function()
     local t = dh.create("pre")
     finally(function() dh.drop(t) end)

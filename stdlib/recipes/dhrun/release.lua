@@ -30,8 +30,11 @@ local format, concat = string.format, table.concat
 
 local M = {}
 
--- The keys this recipe reads.
-config.define("migrations", T.path { default = "prisma/migrations" })
+-- The keys this recipe reads.  The migrations directory is checked against
+-- the rollouts when the config is loaded, before anything connects.
+config.define("migrations", T.path { default = "prisma/migrations" }, {
+  after = function(cfg) M.check_files(cfg) end,
+})
 config.define("schema", T.path { default = "prisma/schema.prisma" })
 config.define("generated", T.path())
 config.define("migrate_with", T.enum({ "dhrun", "prisma" }, { default = "dhrun" }))
@@ -440,6 +443,18 @@ function M.check_project(ctx)
     config_error("this flow needs a project config: no " .. config.FILE .. " here or in a parent directory",
       "run dhrun from your project directory, or pass --config PATH")
   end
+  if not cfg._files_checked then M.check_files(cfg) end
+  if not ctx.conn then return end
+  local r = M.rollout(ctx)
+  if not r then return end
+  local by_name = {}
+  for _, m in ipairs(prisma.list(cfg.migrations)) do by_name[m.name] = m end
+  M.check_catalog(ctx, r, by_name)
+end
+
+-- The part of the project check that needs no database: the migrations
+-- directory and the migrations each rollout names.
+function M.check_files(cfg)
   local dir = cfg.migrations
   local list = prisma.list(dir)
   local provider = prisma.lock_provider(dir)
@@ -482,9 +497,11 @@ function M.check_project(ctx)
     end
     r.last_before = last_before
   end
-  if not ctx.conn then return end
-  local r = M.rollout(ctx)
-  if not r then return end
+  cfg._files_checked = true
+end
+
+-- The part that reads the catalog: the rollout's tables and column.
+function M.check_catalog(ctx, r, by_name)
   local missing = M.missing_column(ctx, r) -- raises for a missing table once it should exist
   if #missing == 0 then return end
   local total = #r.tables

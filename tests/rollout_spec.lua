@@ -63,6 +63,24 @@ return flow:run(...)
     assert.matches("vacuum-stats: ok", r.stdout, 1, true)
   end)
 
+  it("a keep-going flow journals a failed step as failed, and the steps after it as they ended", function()
+    local t = testdb.create()
+    local conn = t.connect()
+    finally(function() conn:close(); testdb.drop(t.name) end)
+    local script = sh.write(sh.tmpdir() .. "/checks.lua", [[
+local flow = require("dhrun.flow").new { name = "checks", keep_going = true }
+flow:step { title = "First", run = function() error("first check failed") end }
+flow:step { title = "Second", run = function() return { summary = "fine" } end }
+return flow:run(...)
+]])
+    local r = run({ script }, { env = { DATABASE_URL = t.url } })
+    assert.are.equal(1, r.code, r.stdout .. r.stderr)
+    local rows = conn:query("SELECT seq, name, status FROM dhrun.steps ORDER BY seq")
+    assert.are.same({ { 1, "First", "failed" }, { 2, "Second", "ok" } },
+      { { rows[1].seq, rows[1].name, rows[1].status }, { rows[2].seq, rows[2].name, rows[2].status } })
+    assert.are.equal("failed", conn:query_value("SELECT status FROM dhrun.runs"))
+  end)
+
   it("a flow registers its own config section: validated when it runs, left alone by other flows", function()
     local t = dh.create("done")
     finally(function() dh.drop(t) end)

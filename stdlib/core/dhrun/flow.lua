@@ -542,6 +542,10 @@ function Flow:run(...)
         rec.status, rec.reason = "failed", describe(detail)
         counts.failed = counts.failed + 1
         counts.first_error = counts.first_error or detail
+        if ctx.run_id then
+          pcall(journal.step_end, ctx.conn, ctx.run_id, i, "failed", rec.reason, type(detail) == "table" and {
+            sqlstate = detail.sqlstate, code = detail.code, kind = detail.kind } or nil, dt)
+        end
         log.error("      FAILED: %s", describe(detail))
         if type(detail) == "table" and detail.hint then log.error("      hint: %s", detail.hint) end
         goto continue

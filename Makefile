@@ -10,9 +10,11 @@ WARNINGS  := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
              -Wundef -Wvla -Wcast-align -Wold-style-definition -pedantic
 CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=c11 $(WARNINGS) $(CFLAGS) $(EXTRA_CFLAGS)
-# Computed once (:=), not again each time a rule expands CPPFLAGS/LDLIBS.
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-HOST_LIBS  := $(shell pkg-config --libs $(HOST_PKGS))
+# Computed once (:=), not again each time a rule expands CPPFLAGS/LDLIBS;
+# quietly: before `make deps` they are missing, and check-deps says so in
+# one line.
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+HOST_LIBS  := $(shell pkg-config --libs $(HOST_PKGS) 2>/dev/null)
 DHRUN_ABI  := $(shell sha256sum include/dhrun.h | cut -c1-12)
 CPPFLAGS  += -Iinclude -I$(BUILD) $(PKG_CFLAGS) \
              -DDHRUN_SHARE_DIR='"$(PREFIX)/share/dhrun"' \
@@ -31,8 +33,8 @@ HOST_LDFLAGS := -Wl,--dynamic-list=runtime/dhrun.dynlist
 DL_MODS  := db http
 DL_SRCS  := $(DL_MODS:%=runtime/l_%.c)
 DL_LIBS  := $(DL_MODS:%=$(BUILD)/lib/dhrun/%.so)
-LIBS_db   := $(shell pkg-config --libs libpq)
-LIBS_http := $(shell pkg-config --libs libcurl)
+LIBS_db   := $(shell pkg-config --libs libpq 2>/dev/null)
+LIBS_http := $(shell pkg-config --libs libcurl 2>/dev/null)
 
 SRCS    := $(filter-out $(DL_SRCS),$(wildcard runtime/*.c))
 OBJS    := $(SRCS:runtime/%.c=$(BUILD)/%.o) $(BUILD)/stdlib_blob.o
@@ -47,12 +49,18 @@ DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libpq-dev \
             libssl-dev lua-filesystem-dev lua-cjson-dev \
             libcurl4-openssl-dev postgresql lua-busted lua-check clang \
             libclang-rt-14-dev valgrind chromium curl
+# What compiling needs (the rest is for the tests, the demo and the benchmarks).
+BUILD_PKGS := build-essential pkg-config liblua5.4-dev libpq-dev libssl-dev lua-filesystem-dev lua-cjson-dev \
+              libcurl4-openssl-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Another apt or dpkg (unattended-upgrades on a fresh machine) may hold the
+# lock: wait for it rather than fail.
+APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600
 
 # A failed rule leaves no half-written target (build/stdlib_blob.c).
 .DELETE_ON_ERROR:
 
-.PHONY: all deps app-deps bench fuzz demo test test-only asan valgrind lint install uninstall clean help
+.PHONY: all deps check-deps app-deps bench fuzz demo test test-only asan valgrind lint install uninstall clean help
 
 all: $(BUILD)/dhrun $(DL_LIBS)
 
@@ -72,12 +80,12 @@ $(BUILD)/dhrun: $(OBJS) runtime/dhrun.dynlist
 	@echo "LD  $@"
 	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) $(HOST_LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
 
-$(BUILD)/%.o: runtime/%.c $(HEADERS) Makefile | $(BUILD)
+$(BUILD)/%.o: runtime/%.c $(HEADERS) Makefile | $(BUILD) check-deps
 	@echo "CC  $<"
 	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -c -o $@ $<
 
 # Lua C modules do not link liblua: they use the host's.
-$(BUILD)/lib/dhrun/%.so: runtime/l_%.c $(HEADERS) Makefile | $(BUILD)
+$(BUILD)/lib/dhrun/%.so: runtime/l_%.c $(HEADERS) Makefile | $(BUILD) check-deps
 	@mkdir -p $(@D)
 	@echo "CC  $@"
 	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -fPIC -shared $(LDFLAGS) -o $@ $< $(LIBS_$*)
@@ -89,7 +97,7 @@ $(BUILD)/stdlib_blob.c: $(STDLIB) $(BUILD)/embed
 $(BUILD)/stdlib_blob.o: $(BUILD)/stdlib_blob.c include/stdlib_blob.h
 	@$(CC) -std=c11 $(CFLAGS) $(EXTRA_CFLAGS) -Iinclude -c -o $@ $<
 
-$(BUILD)/embed: tools/embed.c | $(BUILD)
+$(BUILD)/embed: tools/embed.c | $(BUILD) check-deps
 	@$(CC) -std=c11 $(WARNINGS) -O1 $(shell pkg-config --cflags lua5.4) -o $@ $< \
 	  $(shell pkg-config --libs lua5.4)
 
@@ -100,8 +108,16 @@ deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "make deps: installing" $$missing; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	  $(APT) update -qq && \
+	  $(APT) install -y -qq $$missing >/dev/null; \
+	fi
+
+# One line naming what is missing, instead of a compiler error about lua.h.
+check-deps:
+	@missing=$$(for p in $(BUILD_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "make: cannot build: missing Debian packages:" $$missing "(run make deps, which installs them)" >&2; \
+	  exit 2; \
 	fi
 
 # The README's main-job command: everything it needs, then the demo.

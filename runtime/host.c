@@ -914,9 +914,18 @@ int dhrun_main(int argc, char **argv)
     } else {
         code = report_error(L, o.verbose);
     }
-    fflush(stdout);
     signal_L = NULL;            /* no hooks on a state being closed */
     lua_close(L);
     signals_teardown();
+    /* Output that could not be written is a failure, as in coreutils
+     * (dhrun status > /dev/full). */
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        int err = errno;
+        fprintf(stderr, "dhrun: cannot write to standard output: %s\n",
+                err ? strerror(err) : "write error");
+        if (code == DHRUN_EXIT_OK)
+            code = DHRUN_EXIT_FAILED;
+    }
     return code;
 }

@@ -398,8 +398,12 @@ function Flow:run(...)
     local path = args[opt]
     if path then
       local dir = path:match("^(.*)/[^/]*$") or "."
-      if require("lfs").attributes(dir, "mode") ~= "directory" then
+      local lfs = require "lfs"
+      if lfs.attributes(dir, "mode") ~= "directory" then
         usage_error(string.format("--%s %s: directory %s does not exist", opt, path, dir))
+      end
+      if lfs.attributes(path, "mode") == "directory" then
+        usage_error(string.format("--%s %s: that is a directory; give a file name", opt, path))
       end
     end
   end
@@ -474,7 +478,12 @@ function Flow:run(...)
     if ctx.run_id then pcall(journal.end_run, ctx.conn, ctx.run_id, status, code, message) end
     if locked then pcall(ctx.conn.advisory_unlock, ctx.conn, M.RELEASE_LOCK) end
     local ok, err = pcall(self.write_reports, self, args, result)
-    if not ok then log.warn("could not write the report: %s", describe(err)) end
+    if not ok then
+      -- a report that was asked for and not written is a failure (1: the
+      -- flow's steps did run)
+      log.error("could not write the report: %s", describe(err))
+      if code == 0 then code = 1 end
+    end
     return code
   end
 

@@ -32,6 +32,11 @@ end
 local exit = os.exit
 function os.exit(code, close) -- luacheck: ignore 122
   if close == nil then close = true end
-  io.stdout:flush()
+  -- output that could not be written is a failure (dhrun ... > /dev/full)
+  local ok, err = io.stdout:flush()
+  if not ok then
+    io.stderr:write("dhrun: cannot write to standard output: ", tostring(err):gsub("^%(?[^:]*%)?: ", ""), "\n")
+    if code == nil or code == true or code == 0 then code = 1 end
+  end
   return exit(code, close)
 end

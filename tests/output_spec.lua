@@ -1,0 +1,53 @@
+-- What dhrun does when its own output cannot be written: like coreutils, a
+-- failure with one line on stderr, never a silent exit 0.
+local sh = require "sh"
+
+local function dhrun_to(target, args, extra)
+  local words = { sh.quote(sh.bin) }
+  for _, a in ipairs(args) do words[#words + 1] = sh.quote(a) end
+  return sh.run({ "sh", "-c", table.concat(words, " ") .. " > " .. target .. (extra or "") }, { cwd = sh.root })
+end
+
+describe("output that cannot be written", function()
+  it("standard output on a full disk: exit 1 and one line saying so", function()
+    local r = dhrun_to("/dev/full", { "-e", "print(('x'):rep(100000))" })
+    assert.are.equal(1, r.code, r.stderr)
+    assert.are.equal("dhrun: cannot write to standard output: write error\n", r.stderr)
+    r = dhrun_to("/dev/full", { "-e", "print('x') os.exit(0)" })
+    assert.are.equal(1, r.code, r.stderr)
+    assert.are.equal("dhrun: cannot write to standard output: No space left on device\n", r.stderr)
+    -- a failure keeps its own code
+    r = dhrun_to("/dev/full", { "-e", "print('x') os.exit(3)" })
+    assert.are.equal(3, r.code, r.stderr)
+    r = dhrun_to("/dev/null", { "-e", "print('x')" })
+    assert.are.equal(0, r.code, r.stderr)
+  end)
+
+  it("a report path that is a directory is refused before the flow runs (exit 2)", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/noop.lua", [[
+local flow = require("dhrun.flow").new { name = "noop", config = false, db = false }
+flow:step { title = "Nothing", run = function() return { summary = "done" } end }
+return flow:run(...)
+]])
+    local r = sh.dhrun({ script, "--report-json", dir }, { cwd = dir })
+    assert.are.equal(2, r.code, r.stdout .. r.stderr)
+    assert.matches("that is a directory; give a file name", r.stderr, 1, true)
+    assert.are.equal("", r.stdout)
+  end)
+
+  it("a report that cannot be written at the end fails the run instead of a warning and exit 0", function()
+    local dir = sh.tmpdir()
+    local out = dir .. "/reports"
+    sh.write(out .. "/.keep", "")
+    local script = sh.write(dir .. "/noop.lua", string.format([[
+local flow = require("dhrun.flow").new { name = "noop", config = false, db = false }
+flow:step { title = "Remove the report directory", run = function()
+  os.remove(%q); assert(os.remove(%q)); return { summary = "removed" } end }
+return flow:run(...)
+]], out .. "/.keep", out))
+    local r = sh.dhrun({ script, "--report-json", out .. "/r.json" }, { cwd = dir })
+    assert.are.equal(1, r.code, r.stdout .. r.stderr)
+    assert.matches("could not write the report: cannot write report " .. out .. "/r.json", r.stderr, 1, true)
+  end)
+end)

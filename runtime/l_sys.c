@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -250,6 +251,73 @@ static int sys_exepath(lua_State *L)
 }
 
 /* sys.realpath(p) -> absolute path, or fail, message */
+/* Closes a file made by sys.mkstemp (the io library's handle protocol). */
+static int mkstemp_close(lua_State *L)
+{
+    luaL_Stream *p = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+    int ok = fclose(p->f) == 0;
+    return luaL_fileresult(L, ok, NULL);
+}
+
+/* sys.mkstemp(template) -> file, path | fail, message.  Creates a new file
+ * from template (ending in XXXXXX) with a random name, exclusively (a file
+ * or a planted symlink of that name is never opened) and mode 0600, and
+ * returns it open for writing as an io file.  The handle is made closed
+ * before the file exists, so nothing leaks if an allocation fails. */
+static int sys_mkstemp(lua_State *L)
+{
+    size_t n;
+    const char *tmpl = luaL_checklstring(L, 1, &n);
+    if (n < 6 || strcmp(tmpl + n - 6, "XXXXXX") != 0)
+        return luaL_argerror(L, 1, "template must end in XXXXXX");
+    luaL_Stream *p = (luaL_Stream *)lua_newuserdatauv(L, sizeof *p, 0);
+    p->f = NULL;
+    p->closef = NULL;           /* "closed" until the file is open */
+    luaL_setmetatable(L, LUA_FILEHANDLE);
+    char *path = (char *)lua_newuserdatauv(L, n + 1, 0);
+    memcpy(path, tmpl, n + 1);
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        int err = errno;
+        luaL_pushfail(L);
+        lua_pushfstring(L, "%s: %s", tmpl, strerror(err));
+        return 2;
+    }
+    p->f = fdopen(fd, "wb");
+    if (p->f == NULL) {
+        int err = errno;
+        close(fd);
+        unlink(path);
+        luaL_pushfail(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(err));
+        return 2;
+    }
+    p->closef = &mkstemp_close;
+    lua_pushstring(L, path);
+    lua_remove(L, -2);          /* the path buffer */
+    return 2;
+}
+
+/* sys.mkdtemp(template) -> path | fail, message: a new directory, mode
+ * 0700, with a random name (template ends in XXXXXX). */
+static int sys_mkdtemp(lua_State *L)
+{
+    size_t n;
+    const char *tmpl = luaL_checklstring(L, 1, &n);
+    if (n < 6 || strcmp(tmpl + n - 6, "XXXXXX") != 0)
+        return luaL_argerror(L, 1, "template must end in XXXXXX");
+    char *path = (char *)lua_newuserdatauv(L, n + 1, 0);
+    memcpy(path, tmpl, n + 1);
+    if (mkdtemp(path) == NULL) {
+        int err = errno;
+        luaL_pushfail(L);
+        lua_pushfstring(L, "%s: %s", tmpl, strerror(err));
+        return 2;
+    }
+    lua_pushstring(L, path);
+    return 1;
+}
+
 static int sys_realpath(lua_State *L)
 {
     const char *p = luaL_checkstring(L, 1);
@@ -402,6 +470,8 @@ static const luaL_Reg sys_funcs[] = {
     {"interrupted", sys_interrupted},
     {"isatty", sys_isatty},
     {"maxrss", sys_maxrss},
+    {"mkdtemp", sys_mkdtemp},
+    {"mkstemp", sys_mkstemp},
     {"now", sys_now},
     {"options", sys_options},
     {"pid", sys_pid},

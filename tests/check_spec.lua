@@ -374,13 +374,17 @@ describe("dhrun.report", function()
 
   it("leaves the previous report whole when writing the new one fails", function()
     local path = sh.tmpfile("r.json", '{"previous": true}\n')
-    -- PATH.tmp on a full disk: the write fails when the data is flushed.
-    assert.are.equal(0, sh.run({ "ln", "-s", "/dev/full", path .. ".tmp" }).code)
-    local ok, err = pcall(report.write_json, path, { previous = false })
-    assert.is_false(ok)
-    assert.are.equal("cannot write report " .. path .. ": No space left on device", err.message)
+    -- a file size limit of 0: the new file is created, its write fails
+    local r = sh.run({ "sh", "-c", "trap '' XFSZ; ulimit -f 0; exec " .. sh.quote(sh.bin) .. " -e "
+      .. sh.quote(string.format("require('dhrun.report').write_json(%q, { previous = false })", path)) })
+    assert.are.equal(2, r.code, r.stderr)
+    assert.matches("^dhrun: cannot write report " .. path:gsub("%p", "%%%0") .. ": File too large\n", r.stderr)
     assert.are.equal('{"previous": true}\n', sh.read(path))
-    assert.is_nil(require("lfs").symlinkattributes(path .. ".tmp"))
+    local left = {}
+    for f in require("lfs").dir(path:match("^(.*)/")) do
+      if f ~= "." and f ~= ".." then left[#left + 1] = f end
+    end
+    assert.are.same({ "r.json" }, left, "no temporary file left behind")
   end)
 
   it("refuses a value JSON cannot hold", function()

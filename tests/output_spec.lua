@@ -51,3 +51,43 @@ return flow:run(...)
     assert.matches("could not write the report: cannot write report " .. out .. "/r.json", r.stderr, 1, true)
   end)
 end)
+
+describe("report files", function()
+  local report = require "dhrun.report"
+  local lfs = require "lfs"
+
+  it("are written through a new 0600 file with a random name: a planted symlink is never followed", function()
+    local dir = sh.tmpdir()
+    local victim = sh.write(dir .. "/victim.txt", "keep me\n")
+    -- where the old scheme wrote (PATH.tmp), an attacker's link to the victim
+    assert(os.execute("ln -s " .. sh.quote(victim) .. " " .. sh.quote(dir .. "/r.json.tmp")))
+    report.write_json(dir .. "/r.json", { ok = true })
+    assert.are.equal("keep me\n", sh.read(victim))
+    assert.are.equal("rw-------", lfs.attributes(dir .. "/r.json", "permissions"))
+    assert.matches('"ok": true', sh.read(dir .. "/r.json"), 1, true)
+    local names = {}
+    for f in lfs.dir(dir) do if f ~= "." and f ~= ".." then names[#names + 1] = f end end
+    table.sort(names)
+    assert.are.same({ "r.json", "r.json.tmp", "victim.txt" }, names, "no temporary file left behind")
+  end)
+
+  it("sys.mkstemp and sys.mkdtemp create new entries with random names, private to the user", function()
+    local sys = require "dhrun.core.sys"
+    local dir = sh.tmpdir()
+    local f1, p1 = sys.mkstemp(dir .. "/x.XXXXXX")
+    local f2, p2 = sys.mkstemp(dir .. "/x.XXXXXX")
+    assert.is_truthy(f1 and f2)
+    assert.are_not.equal(p1, p2)
+    assert(f1:write("one"))
+    assert(f1:close())
+    f2:close()
+    assert.are.equal("one", sh.read(p1))
+    assert.are.equal("rw-------", lfs.attributes(p2, "permissions"))
+    local d = assert(sys.mkdtemp(dir .. "/d.XXXXXX"))
+    assert.are.equal("rwx------", lfs.attributes(d, "permissions"))
+    local nf, err = sys.mkstemp(dir .. "/no-such-dir/x.XXXXXX")
+    assert.is_nil(nf)
+    assert.matches("No such file or directory", err, 1, true)
+    assert.has_error(function() sys.mkstemp(dir .. "/x") end)
+  end)
+end)

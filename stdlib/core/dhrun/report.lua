@@ -8,8 +8,9 @@
 --                                         even when empty
 --
 -- Every string goes through the secret redactor before it is encoded, and
--- files are written to PATH.tmp and renamed, so a reader (or a crash) never
--- sees half a report.  A file that cannot be written raises a dhrun.Error
+-- files are written to a new file (random name, mode 0600, created
+-- exclusively) and renamed, so a reader (or a crash) never sees half a
+-- report and a planted symlink is never followed.  A file that cannot be written raises a dhrun.Error
 -- (kind "io", exit 2).
 local cjson = require "cjson"
 local sys = require "dhrun.core.sys"
@@ -24,17 +25,24 @@ local concat = table.concat
 -- ------------------------------------------------------------------
 -- Files
 
+-- The report goes to a new file with a random name in the same directory,
+-- created exclusively with mode 0600 (a symlink planted there beforehand is
+-- never followed), then renamed over PATH.
 local function write_atomic(path, text)
-  local tmp = path .. ".tmp"
+  local dir, base = path:match("^(.*)/([^/]*)$")
+  if not dir then dir, base = ".", path end
+  local tmp
   local function fail(err)
-    os.remove(tmp)
+    if tmp then os.remove(tmp) end
     -- io's messages start with the file name; name the report instead.
     err = tostring(err)
-    if err:sub(1, #tmp + 2) == tmp .. ": " then err = err:sub(#tmp + 3) end
+    if tmp and err:sub(1, #tmp + 2) == tmp .. ": " then err = err:sub(#tmp + 3) end
+    err = err:gsub("^.-XXXXXX: ", "")
     errors.io(format("cannot write report %s: %s", path, err), "check that the directory exists and is writable")
   end
-  local f, err = io.open(tmp, "wb")
+  local f, err = sys.mkstemp((dir == "" and "/" or dir .. "/") .. "." .. base .. ".XXXXXX")
   if not f then fail(err) end
+  tmp = err
   local ok, werr = f:write(text)
   local closed, cerr = f:close()
   if not ok then fail(werr) end

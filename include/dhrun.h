@@ -82,6 +82,9 @@ double dhrun_now(void);
 
 /* Module openers (registered in package.preload by host.c). */
 int luaopen_dhrun_core_sys(lua_State *L);
+/* 0 when nobody but root or this user could have written path (the file
+ * and every directory above it); else -1 with the reason pushed. */
+int dhrun_check_trusted(lua_State *L, const char *path);
 int luaopen_dhrun_core_db(lua_State *L);
 int luaopen_dhrun_core_process(lua_State *L);
 int luaopen_dhrun_core_http(lua_State *L);

@@ -344,8 +344,9 @@ static int dl_trusted(const struct stat *st)
  * have put there: the file and every directory above it must pass
  * dl_trusted.  So a copy of the binary in /tmp does not load a
  * /tmp/lib/dhrun/db.so planted by another user.  Returns 0, or -1 with the
- * reason pushed. */
-static int dl_check_path(lua_State *L, const char *path)
+ * reason pushed.  Scripts and configs are code too: the same rule applies
+ * to them (resolve_script, sys.trusted). */
+int dhrun_check_trusted(lua_State *L, const char *path)
 {
     char real[PATH_MAX];
     struct stat st;
@@ -398,7 +399,7 @@ static int dl_loader(lua_State *L)
      * error in lua_rawseti below could still leave h unowned. */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, DL_HANDLES);
     lua_insert(L, -2);                                  /* [handles, path] */
-    if (dl_check_path(L, path) != 0)
+    if (dhrun_check_trusted(L, path) != 0)
         return dl_fail(L, lua_tostring(L, -1), DL_HINT_PERMS);
     /* NODELETE: libcurl may leave a resolver thread running libcurl code
      * after a cancelled transfer; the code stays mapped until exit. */
@@ -640,11 +641,30 @@ static void push_search_path(lua_State *L)
 }
 
 /* Resolves SCRIPT to a path; pushes it, or raises a usage error. */
+static void script_trusted(lua_State *L, const char *path)
+{
+    if (strcmp(path, "-") == 0 || dhrun_check_trusted(L, path) == 0)
+        return;
+    dhrun_error_new(L, "script", DHRUN_EXIT_USAGE, "", 0);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "message");
+    lua_pushstring(L, "a script is code that runs with your rights: make it and "
+                      "the directories above it writable by root or you only "
+                      "(chmod go-w)");
+    lua_setfield(L, -2, "hint");
+    lua_error(L);
+}
+
+/* A NAME without '/' or ".lua" is a flow on the search path, never a file
+ * of that name in the working directory (which would beat the installed
+ * flow); "./deploy", a path, or "deploy.lua" is that file. */
 static void resolve_script(lua_State *L, const char *name)
 {
     size_t len = strlen(name);
     int has_ext = len > 4 && strcmp(name + len - 4, ".lua") == 0;
-    if (strcmp(name, "-") == 0 || is_file(name)) {
+    int is_path = strchr(name, '/') != NULL || has_ext;
+    if (strcmp(name, "-") == 0 || (is_path && is_file(name))) {
+        script_trusted(L, name);
         lua_pushstring(L, name);
         return;
     }
@@ -658,6 +678,7 @@ static void resolve_script(lua_State *L, const char *name)
             if (is_file(lua_tostring(L, -1))) {
                 lua_replace(L, -3);   /* [path, dir] -> drop array */
                 lua_pop(L, 1);
+                script_trusted(L, lua_tostring(L, -1));
                 return;
             }
             lua_pop(L, 2);

@@ -318,6 +318,20 @@ static int sys_mkdtemp(lua_State *L)
     return 1;
 }
 
+/* sys.trusted(path) -> true | fail, reason: path is a file that only root
+ * or this user could have written (it and every directory above it). */
+static int sys_trusted(lua_State *L)
+{
+    const char *p = luaL_checkstring(L, 1);
+    if (dhrun_check_trusted(L, p) == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    luaL_pushfail(L);
+    lua_insert(L, -2);
+    return 2;
+}
+
 static int sys_realpath(lua_State *L)
 {
     const char *p = luaL_checkstring(L, 1);
@@ -483,6 +497,7 @@ static const luaL_Reg sys_funcs[] = {
     {"sha256", sys_sha256},
     {"sleep", sys_sleep},
     {"time", sys_time},
+    {"trusted", sys_trusted},
     {"uid", sys_uid},
     {"user", sys_user},
     {"uuid4", sys_uuid4},

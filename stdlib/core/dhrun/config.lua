@@ -362,6 +362,13 @@ function M.load(path, optional)
   if not file then return nil end
   local abs = sys.realpath(file) or file
   local dir = abs:match("^(.*)/[^/]*$") or "."
+  -- The config is code that runs with the caller's rights (like a Makefile):
+  -- refused when another user could have written it, as modules are.
+  local trusted, why = sys.trusted(abs)
+  if not trusted then
+    config_error(why, "the config is code: make it and the directories above it writable by root or you only "
+      .. "(chmod go-w)")
+  end
   local env = setmetatable({}, { __index = _G })
   local chunk, err = loadfile(file, "t", env)
   if not chunk then config_error(err, "fix the syntax error in " .. file) end

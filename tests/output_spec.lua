@@ -91,3 +91,23 @@ describe("report files", function()
     assert.has_error(function() sys.mkstemp(dir .. "/x") end)
   end)
 end)
+
+describe("a child's output streamed line by line", function()
+  local process = require "dhrun.process"
+
+  it("passes a line with no end on in bounded pieces, and keeps only what a terminal shows of a \\r line", function()
+    local got, total = {}, 0
+    local r = process.run({ "sh", "-c", "printf 'crlf\\r\\nbar 10%%\\rbar 50%%\\rbar 100%%\\n'; "
+      .. "head -c 20000000 /dev/zero | tr '\\0' x; printf '\\nlast'" },
+      { on_line = function(_, line) got[#got + 1] = line; total = total + #line end })
+    assert.is_true(r.ok)
+    assert.are.equal("crlf", got[1])
+    assert.are.equal("bar 100%", got[2])
+    assert.are.equal("last", got[#got])
+    local longest = 0
+    for i = 3, #got - 1 do longest = math.max(longest, #got[i]) end
+    assert.are.equal(process.MAX_LINE, longest, "no piece is longer than MAX_LINE")
+    assert.are.equal(20000000, total - #"crlf" - #"bar 100%" - #"last", "every byte passed on once")
+    assert.are.equal(math.ceil(20000000 / process.MAX_LINE), #got - 3)
+  end)
+end)

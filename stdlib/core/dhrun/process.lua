@@ -129,7 +129,7 @@ local function new_sink(name, opts, capture)
     stream = opts.stream and (name == "stdout" and io.stdout or io.stderr),
     prefix = opts.prefix or "",
     on_line = opts.on_line,
-    pending = {},
+    pending = {}, pending_size = 0,
   }, Sink)
 end
 
@@ -139,21 +139,52 @@ function Sink:emit(line)
 end
 
 -- Splits a chunk into complete lines; keeps the unfinished end pending.
+-- Memory stays bounded whatever the child writes:
+--   * a carriage return starts the line over, as on a terminal, so a
+--     progress bar ("\r 45%\r 46%...") keeps only what would be visible;
+--   * a line longer than MAX_LINE is passed on in pieces of MAX_LINE bytes.
+process.MAX_LINE = 65536
+
+function Sink:add_pending(piece)
+  -- a "\r" right before "\n" ends the line (CRLF); known only once the
+  -- next byte is here
+  if self.cr and #piece > 0 then self.pending, self.pending_size = {}, 0 end
+  self.cr = false
+  if piece:sub(-1) == "\r" then
+    self.cr = true
+    piece = piece:sub(1, -2)
+  end
+  local cr = piece:match("^.*()\r")
+  if cr then
+    self.pending, self.pending_size = {}, 0
+    piece = piece:sub(cr + 1)
+  end
+  local max = process.MAX_LINE
+  while self.pending_size + #piece > max do
+    local take = max - self.pending_size
+    self.pending[#self.pending + 1] = piece:sub(1, take)
+    self:emit(concat(self.pending))
+    self.pending, self.pending_size = {}, 0
+    piece = piece:sub(take + 1)
+  end
+  if #piece > 0 then
+    self.pending[#self.pending + 1] = piece
+    self.pending_size = self.pending_size + #piece
+  end
+end
+
 function Sink:split(chunk)
   local pos = 1
   while true do
     local nl = chunk:find("\n", pos, true)
     if not nl then break end
-    local piece = chunk:sub(pos, nl - 1)
-    if #self.pending > 0 then
-      self.pending[#self.pending + 1] = piece
-      piece = concat(self.pending)
-      self.pending = {}
-    end
-    self:emit(piece)
+    self:add_pending(chunk:sub(pos, nl - 1))
+    local line = concat(self.pending)
+    self.pending, self.pending_size, self.cr = {}, 0, false
+    self:emit(line)
     pos = nl + 1
   end
-  if pos <= #chunk then self.pending[#self.pending + 1] = chunk:sub(pos) end
+  if pos <= #chunk then self:add_pending(chunk:sub(pos)) end
 end
 
 function Sink:feed(chunk)
@@ -177,7 +208,7 @@ end
 function Sink:finish()
   if #self.pending > 0 then
     local line = concat(self.pending)
-    self.pending = {}
+    self.pending, self.pending_size = {}, 0
     self:emit(line)
     if self.stream then self.stream:flush() end
   end

@@ -865,6 +865,23 @@ static int pmain(lua_State *L)
 }
 
 /* Prints an error value, redacted; returns the exit code it stands for. */
+/* Writes s with control bytes as visible escapes (\x1b), as dhrun.log
+ * does: an error message may carry text from a database or a file name.
+ * Newlines stay only in a traceback. */
+static void put_escaped(FILE *f, const char *s, size_t len, int keep_newlines)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t' && !(keep_newlines && c == '\n')) || c == 0x7f)
+            fprintf(f, "\\x%02x", c);
+        else if (c == 0xc2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 &&
+                 (unsigned char)s[i + 1] <= 0x9f)
+            fprintf(f, "\\u{%x}", (unsigned char)s[++i]);
+        else
+            fputc(c, f);
+    }
+}
+
 static int report_error(lua_State *L, int verbose)
 {
     int code = DHRUN_EXIT_USAGE;
@@ -885,7 +902,9 @@ static int report_error(lua_State *L, int verbose)
     }
     msg = lua_tolstring(L, -1, &len);
     msg = dhrun_redact(L, msg, len, &len);
-    fprintf(stderr, "dhrun: %.*s\n", (int)len, msg);
+    fputs("dhrun: ", stderr);
+    put_escaped(stderr, msg, len, 0);
+    fputc('\n', stderr);
     lua_pop(L, 2);
 
     if (lua_type(L, -1) == LUA_TTABLE) {
@@ -896,7 +915,9 @@ static int report_error(lua_State *L, int verbose)
             if (lua_getfield(L, -1, extra[i]) == LUA_TSTRING) {
                 msg = lua_tolstring(L, -1, &len);
                 msg = dhrun_redact(L, msg, len, &len);
-                fprintf(stderr, "dhrun: %s: %.*s\n", extra[i], (int)len, msg);
+                fprintf(stderr, "dhrun: %s: ", extra[i]);
+                put_escaped(stderr, msg, len, i == 2);
+                fputc('\n', stderr);
                 lua_pop(L, 1);          /* redacted copy */
             }
             lua_pop(L, 1);              /* field */

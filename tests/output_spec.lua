@@ -111,3 +111,39 @@ describe("a child's output streamed line by line", function()
     assert.are.equal(math.ceil(20000000 / process.MAX_LINE), #got - 3)
   end)
 end)
+
+describe("control characters from outside", function()
+  it("log lines show them escaped: no terminal title, no cleared screen, no forged line", function()
+    local r = sh.dhrun({ "-e", [[
+local log = require "dhrun.log"
+log.info("applying %s", "evil\27]0;pwned\7\n2026-01-01T00:00:00.000Z OK    forged")
+log.error("FAILED: %s", "[42P01] relation \27[2J\194\155 does not exist")
+log.info("plan:\n  line two\27[31m")
+]] }, { cwd = sh.root })
+    assert.are.equal(0, r.code, r.stderr)
+    local all = r.stdout .. r.stderr
+    assert.is_nil(all:find("\27", 1, true), "no ESC byte reaches the terminal")
+    assert.is_nil(all:find("\7", 1, true))
+    assert.is_nil(all:find("\194\155", 1, true), "no C1 control either")
+    assert.matches("applying evil\\x1b]0;pwned\\x07\\x0a2026-01-01T00:00:00.000Z OK    forged", r.stdout, 1, true)
+    assert.matches("relation \\x1b[2J\\u{9b} does not exist", r.stderr, 1, true)
+    local lines = {}
+    for line in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.are.equal(3, #lines, "a value never starts a line of its own; a message's own lines stay lines")
+    assert.matches("line two\\x1b[31m", r.stdout, 1, true)
+  end)
+
+  it("an error message the host prints shows them escaped too", function()
+    local r = sh.dhrun({ "-e", [[require("dhrun.errors").config("bad name \27[2Jx\nforged", "fix \27]0;t\7")]] },
+      { cwd = sh.root })
+    assert.are.equal(2, r.code)
+    assert.are.equal("dhrun: bad name \\x1b[2Jx\\x0aforged\ndhrun: hint: fix \\x1b]0;t\\x07\n", r.stderr)
+  end)
+
+  it("a child's streamed output shows them escaped", function()
+    local r = sh.dhrun({ "-e",
+      [[require("dhrun.process").run({ "printf", "a\27[2Jb\n" }, { stream = true, prefix = "| " })]] }, { cwd = sh.root })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("| a\\x1b[2Jb\n", r.stdout)
+  end)
+end)

@@ -173,13 +173,34 @@ function write_file(label, text)
   end
 end
 
--- One argument: verbatim.  More: string.format, whose errors are the
--- caller's (a bad format in a debug call fails with or without -v).
+-- log.escape(s [, keep_newlines]): control bytes as visible escapes
+-- ("\x1b", "\u{9b}"), so text dhrun did not write itself (a database
+-- error, a migration's directory name, a child's output) cannot set the
+-- terminal's title, clear the screen, or start a line that looks like one
+-- of dhrun's.  Tabs stay; newlines too with keep_newlines.
+local CONTROL_NL = "[%z\1-\8\10-\31\127]"
+local CONTROL = "[%z\1-\8\11-\31\127]"
+local function hex(c) return format("\\x%02x", c:byte()) end
+local function c1(c) return format("\\u{%x}", c:byte()) end
+function log.escape(s, keep_newlines)
+  s = tostring(s):gsub(keep_newlines and CONTROL or CONTROL_NL, hex)
+  return (s:gsub("\194([\128-\159])", c1)) -- C1 controls, as UTF-8
+end
+local escape = log.escape
+
+-- One argument: verbatim, control bytes escaped but for newlines (a plan
+-- spans lines).  More: string.format, whose errors are the caller's (a bad
+-- format in a debug call fails with or without -v); each string argument is
+-- escaped whole, newlines too, so a value stays on its line.
 local function message(fname, ...)
   local n = select("#", ...)
   if n == 0 then return "" end
-  if n == 1 then return tostring((...)) end
-  local ok, s = pcall(format, ...)
+  if n == 1 then return escape((...), true) end
+  local args = table.pack(...)
+  for i = 2, n do
+    if type(args[i]) == "string" then args[i] = escape(args[i]) end
+  end
+  local ok, s = pcall(format, table.unpack(args, 1, n))
   if not ok then error(format("log.%s: %s", fname, s), 3) end
   return s
 end

@@ -133,8 +133,13 @@ local function new_sink(name, opts, capture)
   }, Sink)
 end
 
+local escape -- dhrun.log's, loaded when a child's output is first streamed
+
 function Sink:emit(line)
-  if self.stream then self.stream:write(self.prefix, redact(line), "\n") end
+  if self.stream then
+    escape = escape or require("dhrun.log").escape
+    self.stream:write(self.prefix, escape(redact(line)), "\n")
+  end
   if self.on_line then self.on_line(self.name, line) end
 end
 

@@ -313,6 +313,37 @@ conn:query("SELECT * FROM nope")
       assert.are.equal("42704", catch(conn.get, conn, "no_such.setting_x").sqlstate)
     end)
 
+    it("with_setting sets a setting for a scope and puts the previous value back, also on error", function()
+      local c <close> = t.connect()
+      c:set("lock_timeout", "7s")
+      do
+        local _ <close> = c:with_setting("lock_timeout", "150ms")
+        assert.are.equal("150ms", c:get("lock_timeout"))
+        do
+          local _ <close> = c:with_setting("lock_timeout", 250) -- milliseconds, PostgreSQL's unit for it
+          assert.are.equal("250ms", c:get("lock_timeout"))
+        end
+        assert.are.equal("150ms", c:get("lock_timeout"))
+      end
+      assert.are.equal("7s", c:get("lock_timeout"))
+
+      local err = catch(function()
+        local _ <close> = c:with_setting("lock_timeout", "1s")
+        c:query("SELECT 1 / 0")
+      end)
+      assert.are.equal("22012", err.sqlstate)
+      assert.are.equal("7s", c:get("lock_timeout"))
+
+      -- false: an opt-in setting that is off; nothing is set
+      assert.is_nil(c:with_setting("lock_timeout", false))
+      assert.are.equal("7s", c:get("lock_timeout"))
+      -- a value the server refuses changes nothing
+      assert.are.equal("22023", catch(c.with_setting, c, "lock_timeout", "banana").sqlstate)
+      assert.are.equal("7s", c:get("lock_timeout"))
+      assert.has_error(function() c:with_setting("lock_timeout", {}) end,
+        "bad argument #2 to 'with_setting' (string, number, boolean or false expected, got table)")
+    end)
+
     it("quotes identifiers and literals", function()
       assert.are.equal('"we""ird"', conn:quote_ident('we"ird'))
       assert.are.equal('"we""ird"', db.quote_ident('we"ird'))

@@ -425,6 +425,34 @@ function methods:get(name)
   return self:query_value("SELECT current_setting($1)", name)
 end
 
+-- conn:with_setting(name, value) -> a to-be-closed value.  Sets a session
+-- setting now; closing the value puts the previous one back:
+--   local _ <close> = conn:with_setting("lock_timeout", "10s")
+-- value false: sets nothing and returns nil (a <close> variable may hold nil).
+-- Restoring is best effort: a lost connection has nothing left to restore,
+-- and a setting made inside a transaction that rolls back is undone anyway.
+function methods:with_setting(name, value)
+  if type(name) ~= "string" then
+    error("bad argument #1 to 'with_setting' (string expected, got " .. type(name) .. ")", 2)
+  end
+  if value == false then return nil end
+  local v, t = setting_value(value)
+  if not v then
+    error("bad argument #2 to 'with_setting' (string, number, boolean or false expected, got " .. t .. ")", 2)
+  end
+  local previous = self:get(name)
+  self:set(name, v)
+  local open = true
+  return setmetatable({ name = name, previous = previous }, {
+    __close = function()
+      if open then
+        open = false
+        pcall(self.set, self, name, previous)
+      end
+    end,
+  })
+end
+
 local function check_key(key, fname)
   if math.type(key) ~= "integer" then
     error("bad argument #1 to '" .. fname .. "' (integer key expected, got " .. (math.type(key) or type(key)) .. ")",

@@ -313,10 +313,11 @@ local held = setmetatable({}, { __mode = "k" })
 
 function M.with_lock(conn, fn)
   if held[conn] then return fn() end
-  local old = conn:get("lock_timeout")
-  conn:set("lock_timeout", M.LOCK_TIMEOUT)
-  local ok, err = pcall(conn.advisory_lock, conn, M.LOCK_KEY)
-  conn:set("lock_timeout", old)
+  local ok, err
+  do
+    local _ <close> = conn:with_setting("lock_timeout", M.LOCK_TIMEOUT)
+    ok, err = pcall(conn.advisory_lock, conn, M.LOCK_KEY)
+  end
   if not ok then
     if type(err) == "table" and err.sqlstate == "55P03" then
       local holder = conn:query_one([[

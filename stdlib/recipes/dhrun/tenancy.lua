@@ -619,17 +619,6 @@ end
 --   opts.dry_run: only report (counts, the batch SQL); changes nothing.
 --   opts.on_batch = function(info) after each committed batch:
 --     info = {table=, pass=, batch=, scanned=, updated=, cursor=, batch_size=, seconds=}
--- Sets a session setting for the duration of a to-be-closed variable, then
--- puts the previous value back (nothing when value is false).
-function Tenancy:_session_setting(name, value)
-  if value == false then return nil end
-  local conn = self.conn
-  local previous = conn:get(name)
-  conn:set(name, value)
-  -- a lost connection has nothing left to restore
-  return setmetatable({}, { __close = function() pcall(conn.set, conn, name, previous) end })
-end
-
 function Tenancy:backfill(opts)
   opts = opts or {}
   if opts.dry_run then return self:_backfill_dry_run() end
@@ -660,7 +649,7 @@ function Tenancy:backfill(opts)
   -- the disk as it goes, as PostgreSQL's checkpointer and bgwriter do.  Off by
   -- default: on the benchmark machine it cost 4 % of the throughput and its
   -- effect on the write probe's tail was within the noise (bench/why.lua).
-  local _ <close> = self:_session_setting("backend_flush_after", s.flush_after)
+  local _ <close> = self.conn:with_setting("backend_flush_after", s.flush_after)
   local summary = { tables = {}, updated = 0, remaining = 0 }
   for i, tb in ipairs(self.tables) do
     local r = self:_backfill_table(tb, opts)

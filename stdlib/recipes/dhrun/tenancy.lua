@@ -38,20 +38,6 @@ local CONFIG_HINT = "check tenancy.tables / tenancy.column in dhrun.config.lua"
 local SPEC_HINT = "check the tenancy settings in dhrun.config.lua"
 local NAMEDATALEN = 63 -- PostgreSQL truncates longer identifiers (bytes)
 
--- SQLSTATEs worth another attempt: lock_not_available (lock_timeout),
--- deadlock_detected, serialization_failure.
-local RETRYABLE = { ["55P03"] = true, ["40P01"] = true, ["40001"] = true }
-
--- Table lock modes that conflict with the mode a statement needs; used to name
--- the sessions that kept us waiting.
-local CONFLICTS = {
-  AccessExclusiveLock = { "AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock",
-    "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock" },
-  ShareUpdateExclusiveLock = { "ShareUpdateExclusiveLock", "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock",
-    "AccessExclusiveLock" },
-  RowExclusiveLock = { "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock" },
-}
-
 local function fail(kind, exit, message, fields)
   error(sys.error(kind, exit, message, fields), 0)
 end
@@ -83,93 +69,10 @@ end
 ---------------------------------------------------------------------------
 -- Lock-timeout + jittered-retry helper
 
--- Backoff before attempt n+1: exponential from `base`, capped at `max`, with
--- "equal jitter" (half fixed, half random) so that several retrying clients
--- do not hit the lock queue in lockstep.
-local function backoff(n, base, max)
-  local d = math.min(max, base * 2 ^ (n - 1))
-  return d / 2 + math.random() * d / 2
-end
-
--- Sessions holding a table lock that conflicts with `mode` on one of
--- `relations` (quoted qualified names), as one readable line each.
-local function blockers(conn, relations, mode)
-  local rows = conn:query([[
-    SELECT DISTINCT a.pid, coalesce(a.application_name, '') AS app, coalesce(a.state, '?') AS state,
-           to_char(a.query_start, 'YYYY-MM-DD HH24:MI:SS TZ') AS query_start,
-           round(extract(epoch FROM now() - a.query_start))::int8 AS query_age
-      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-     WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
-       AND l.relation = ANY (ARRAY(SELECT to_regclass(r) FROM unnest($1::text[]) r))
-       AND l.mode = ANY ($2::text[])
-     ORDER BY a.pid]],
-    db.text_array(relations), db.text_array(CONFLICTS[mode] or CONFLICTS.AccessExclusiveLock))
-  local list, parts = {}, {}
-  for _, r in ipairs(rows) do
-    local b = { pid = r.pid, application_name = r.app, state = r.state,
-                query_start = not isnull(r.query_start) and r.query_start or nil,
-                query_age = not isnull(r.query_age) and r.query_age or nil }
-    list[#list + 1] = b
-    parts[#parts + 1] = format("pid %d (application \"%s\", %s%s)", b.pid, (b.application_name:gsub("%c", "?")),
-      b.state,
-      b.query_start and format(", query started %s, %d s ago", b.query_start, b.query_age) or "")
-  end
-  return list, concat(parts, "; ")
-end
-
--- tenancy.ddl_retry(conn, sql_or_fn, opts) -> result, attempts
---   Runs sql (conn:exec) or fn(conn) in its own transaction with
---   SET LOCAL lock_timeout; on 55P03/40P01/40001 rolls back, waits a jittered
---   exponential backoff and tries again, at most opts.retries more times.
---   opts: lock_timeout, retries, retry_base, retry_max (as in the tenancy spec),
---     log, what = "ALTER TABLE x ..." (for messages), hint, relations =
---     {qualified names} and lockmode = "AccessExclusiveLock" (to name the
---     blockers), on_retry = function(attempt, err) (e.g. to shrink a batch).
---   After the last attempt raises dhrun.Error kind="lock", exit=1, naming the
---   sessions holding conflicting locks (fields blockers, attempts, sqlstate).
---   Other errors (SQL, interrupt) propagate unchanged.
+-- tenancy.ddl_retry(conn, sql_or_fn, opts) -> result, attempts: db.retry
+-- (see dhrun.db), kept under this name for existing scripts.
 function M.ddl_retry(conn, work, opts)
-  opts = opts or {}
-  local D = M.DEFAULTS
-  local timeout = lock_timeout_text(opts.lock_timeout or D.lock_timeout)
-  local retries = opts.retries or D.retries
-  local base, max = opts.retry_base or D.retry_base, opts.retry_max or D.retry_max
-  local log = opts.log
-  local what = opts.what or (type(work) == "string" and work) or "statement"
-  if type(work) ~= "string" and type(work) ~= "function" then
-    error("bad argument #2 to 'ddl_retry' (SQL string or function expected)", 2)
-  end
-  local attempt = 0
-  while true do
-    attempt = attempt + 1
-    local ok, res = pcall(conn.transaction, conn, function(c)
-      -- set_config(..., true) is SET LOCAL: gone at COMMIT/ROLLBACK, and the
-      -- value travels as a parameter, never spliced into SQL.
-      c:query("SELECT set_config('lock_timeout', $1, true)", timeout)
-      if type(work) == "string" then return c:exec(work) end
-      return work(c)
-    end)
-    if ok then return res, attempt end
-    if type(res) ~= "table" or not RETRYABLE[res.sqlstate] then error(res, 0) end
-    if attempt > retries then
-      local list, text = {}, ""
-      if opts.relations then list, text = blockers(conn, opts.relations, opts.lockmode) end
-      local message = format("%s: gave up after %d attempt%s (lock_timeout %s, last error: %s)%s", what, attempt,
-        attempt == 1 and "" or "s", timeout, res.message or tostring(res),
-        #list > 0 and ("; blocked by " .. text) or "")
-      fail("lock", 1, message, {
-        hint = opts.hint or ("other sessions hold locks on the table (pids above); retry later, or end those "
-          .. "sessions (pg_terminate_backend) if they are stuck"),
-        blockers = list, attempts = attempt, sqlstate = res.sqlstate, cause = res,
-      })
-    end
-    if opts.on_retry then opts.on_retry(attempt, res) end
-    local delay = backoff(attempt, base, max)
-    if log then
-      log.warn(format("%s: %s; retry %d/%d in %.2f s", what, res.message or tostring(res), attempt, retries, delay))
-    end
-    sys.sleep(delay)
-  end
+  return db.retry(conn, work, opts)
 end
 
 ---------------------------------------------------------------------------
@@ -500,7 +403,7 @@ function Tenancy:_pass(tb, prog, res, opts)
   local ok, err = pcall(function()
     while true do
       local t0, out = sys.now(), nil
-      local _, attempts = M.ddl_retry(conn, function(c)
+      local _, attempts = db.retry(conn, function(c)
         local sql, cursor = prog.cursor and next_sql or first_sql, prog.cursor
         if cursor then out = c:query_one(sql, size, cursor) else out = c:query_one(sql, size) end
         local new_cursor = isnull(out.cursor) and cursor or out.cursor
@@ -637,7 +540,7 @@ function Tenancy:backfill(opts)
   self:_ensure_progress_table()
   local prepare = self.backfill_spec.prepare
   if prepare then
-    M.ddl_retry(self.conn, function(c)
+    db.retry(self.conn, function(c)
       if type(prepare) == "function" then return prepare(c) end
       c:exec_script(prepare)
     end, self:_retry_opts(nil, "backfill prepare", nil))
@@ -688,7 +591,7 @@ function Tenancy:enforce_not_null(opts)
         offenders[#offenders + 1] = tb.name
         if check == "not_valid" then
           local drop = format("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", tb.qname, conn:quote_ident(tb.constraint))
-          M.ddl_retry(conn, drop, self:_retry_opts(tb, drop, "AccessExclusiveLock"))
+          db.retry(conn, drop, self:_retry_opts(tb, drop, "AccessExclusiveLock"))
         end
       end
     end
@@ -729,7 +632,7 @@ function Tenancy:enforce_not_null(opts)
       -- any UPDATE of a row still NULL would fail (until the CHECK is dropped).
       if check ~= "valid" and nullable and self:_probe(tb) then
         if check == "not_valid" then
-          M.ddl_retry(conn, sql.drop_check, self:_retry_opts(tb, sql.drop_check, "AccessExclusiveLock"))
+          db.retry(conn, sql.drop_check, self:_retry_opts(tb, sql.drop_check, "AccessExclusiveLock"))
         end
         nulls_error(tb, self.column)
       end
@@ -737,13 +640,13 @@ function Tenancy:enforce_not_null(opts)
         if opts.on_step then opts.on_step(tb.name, step) end
         local t0 = sys.now()
         local mode = step == "validate" and "ShareUpdateExclusiveLock" or "AccessExclusiveLock"
-        local ok, err, attempts = pcall(M.ddl_retry, conn, sql[step],
+        local ok, err, attempts = pcall(db.retry, conn, sql[step],
           self:_retry_opts(tb, format("enforce NOT NULL on %s (step %s)", tb.qname, step), mode, { sql = sql[step] }))
         if not ok then
           if step == "validate" and type(err) == "table" and err.sqlstate == "23514" then
             -- NULLs arrived after the probe: take the CHECK away again so the
             -- application's writes to those rows keep working.
-            M.ddl_retry(conn, sql.drop_check, self:_retry_opts(tb, sql.drop_check, "AccessExclusiveLock"))
+            db.retry(conn, sql.drop_check, self:_retry_opts(tb, sql.drop_check, "AccessExclusiveLock"))
             nulls_error(tb, self.column)
           elseif step == "add_check" and type(err) == "table" and err.sqlstate == "42710" then
             attempts = 1 -- created meanwhile by another run: fine, it is what we wanted
@@ -789,7 +692,7 @@ function Tenancy:drop_not_null(opts)
   if opts.transaction then
     local names = {}
     for i, tb in ipairs(self.tables) do names[i] = tb.qname end
-    local _, attempts = M.ddl_retry(conn, function(c)
+    local _, attempts = db.retry(conn, function(c)
       for _, t in ipairs(todo) do c:exec(t.entry.sql) end
       if opts.also then opts.also(c) end
     end, self:_retry_opts(nil, "DROP NOT NULL on " .. concat(names, ", "), "AccessExclusiveLock",
@@ -797,7 +700,7 @@ function Tenancy:drop_not_null(opts)
     for _, t in ipairs(todo) do t.entry.attempts = attempts end
   else
     for _, t in ipairs(todo) do
-      local _, attempts = M.ddl_retry(conn, t.entry.sql, self:_retry_opts(t.tb, t.entry.sql, "AccessExclusiveLock"))
+      local _, attempts = db.retry(conn, t.entry.sql, self:_retry_opts(t.tb, t.entry.sql, "AccessExclusiveLock"))
       t.entry.attempts = attempts
     end
     if opts.also then opts.also(conn) end

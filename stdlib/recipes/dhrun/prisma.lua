@@ -19,6 +19,7 @@
 local lfs = require "lfs"
 local sys = require "dhrun.core.sys"
 local db = require "dhrun.db"
+local errors = require "dhrun.errors"
 
 local M = {}
 
@@ -551,39 +552,37 @@ local function apply_one(conn, m, opts)
     conn:exec("UPDATE _prisma_migrations SET finished_at = $1 WHERE id = $2", now_utc(), id)
     return id
   end
-  local retries = opts.lock_retries or 10
   local announced = false
-  for attempt = 1, retries do
-    local id
-    local ok, err = pcall(conn.transaction, conn, function()
-      if opts.lock_timeout then conn:query("SELECT set_config('lock_timeout', $1, true)", opts.lock_timeout) end
-      id = sys.uuid4()
-      conn:exec("INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES ($1, $2, $3, $4)",
-        id, m.checksum, now_utc(), m.name)
-      if opts.on_apply and not announced then announced = true; opts.on_apply(m) end
-      conn:exec_script(m.sql)
-      conn:exec("UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1 WHERE id = $1", id)
-      conn:exec("UPDATE _prisma_migrations SET finished_at = $1 WHERE id = $2", now_utc(), id)
-    end)
-    if ok then return id end
-    if type(err) == "table" and err.kind == "interrupted" then error(err, 0) end
-    -- a lock not granted in time, or a deadlock with the application's
-    -- writes: the transaction rolled back whole, nothing is recorded, retry
-    local retryable = type(err) == "table" and (err.sqlstate == "55P03" or err.sqlstate == "40P01")
-    if retryable and opts.lock_timeout then
-      if attempt == retries then
-        error(sys.error("lock", 1, string.format("migration %s: a table it changes stayed locked by other sessions "
-          .. "(%d tries, lock_timeout %s each); nothing was applied", m.name, retries, opts.lock_timeout), {
-          hint = "find the blocking sessions in pg_stat_activity (long transactions), then run again",
-          sqlstate = "55P03" }), 0)
-      end
-      local wait = math.min(5, 0.2 * 2 ^ (attempt - 1)) * (0.5 + math.random())
-      if opts.on_retry then opts.on_retry(m, attempt, wait) end
-      sys.sleep(wait)
-    else
-      script_failed(conn, m, err, nil)
-    end
+  local function apply(c)
+    local id = sys.uuid4()
+    c:exec("INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES ($1, $2, $3, $4)",
+      id, m.checksum, now_utc(), m.name)
+    if opts.on_apply and not announced then announced = true; opts.on_apply(m) end
+    c:exec_script(m.sql)
+    c:exec("UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1 WHERE id = $1", id)
+    c:exec("UPDATE _prisma_migrations SET finished_at = $1 WHERE id = $2", now_utc(), id)
+    return id
   end
+  local ok, res
+  if opts.lock_timeout then
+    -- A lock not granted in time, or a deadlock with the application's
+    -- writes: the transaction rolled back whole, nothing is recorded; retry.
+    local tries = opts.lock_retries or 10
+    ok, res = pcall(db.retry, conn, apply, {
+      lock_timeout = opts.lock_timeout, retries = tries - 1, what = "migration " .. m.name, log = opts.log,
+      on_retry = opts.on_retry and function(attempt, _, delay) opts.on_retry(m, attempt, delay) end,
+      message = function(i)
+        return string.format("migration %s: a table it changes stayed locked by other sessions (%d tries, "
+          .. "lock_timeout %s each); nothing was applied", m.name, i.attempts, i.lock_timeout)
+      end,
+    })
+    if not ok and errors.is(res, "lock") then error(res, 0) end
+  else
+    ok, res = pcall(conn.transaction, conn, apply)
+  end
+  if ok then return res end
+  if errors.is(res, "interrupted") then error(res, 0) end
+  script_failed(conn, m, res, nil)
 end
 
 local function failed_rows_error(rows)

@@ -72,9 +72,8 @@ local function perror(code, summary, hint, fmt_args, extra)
   if fmt_args then text = string.format(text, table.unpack(fmt_args)) end
   local fields = { code = code, prisma_message = text, detail = text:gsub("\n+", " "), hint = hint }
   for k, v in pairs(extra or {}) do fields[k] = v end
-  local exit = 1
-  if code == "P1002" then exit = 3 end
-  error(sys.error("prisma", exit, summary .. " (Prisma " .. code .. ")", fields), 0)
+  -- P1002: another run holds the migrate lock, which is "busy" (exit 3)
+  errors.raise(code == "P1002" and "busy" or "prisma", summary .. " (Prisma " .. code .. ")", fields)
 end
 M.error = perror
 
@@ -201,8 +200,8 @@ local lazy_checksum = {
 function M.list(dir)
   local mode = lfs.attributes(dir, "mode")
   if mode ~= "directory" then
-    error(sys.error("config", 2, "migrations directory " .. dir .. " does not exist",
-      { hint = "check `migrations` in the project config (dhrun.config.lua)" }), 0)
+    errors.raise("config", "migrations directory " .. dir .. " does not exist",
+      { hint = "check `migrations` in the project config (dhrun.config.lua)" })
   end
   local names = {}
   for entry in lfs.dir(dir) do
@@ -545,7 +544,7 @@ local function apply_one(conn, m, opts)
     if opts.on_apply then opts.on_apply(m) end
     local ok, err = pcall(conn.exec_script, conn, m.sql)
     if not ok then
-      if type(err) == "table" and err.kind == "interrupted" then error(err, 0) end
+      if errors.is(err, "interrupted") then error(err, 0) end
       script_failed(conn, m, err, id)
     end
     conn:exec("UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1 WHERE id = $1", id)
@@ -596,12 +595,12 @@ local function failed_rows_error(rows)
   end
   if #names == 0 then return end
   local text = TEXT.P3009 .. "\n" .. table.concat(lines, "\n")
-  error(sys.error("prisma", 1, "migration " .. names[1] .. " failed earlier; new migrations will not be applied "
+  errors.raise("prisma", "migration " .. names[1] .. " failed earlier; new migrations will not be applied "
     .. "(Prisma P3009)", {
       code = "P3009", prisma_message = text, detail = table.concat(lines, "; "), failed = names,
       hint = "run `dhrun recover` (it resolves the failed migration and redeploys), "
         .. "or prisma migrate resolve --rolled-back \"" .. names[1] .. "\"",
-    }), 0)
+    })
 end
 
 -- Applies pending migrations like `prisma migrate deploy`.
@@ -668,8 +667,8 @@ function M.resolve_rolled_back(conn, name)
   assert(type(name) == "string" and name ~= "", "resolve_rolled_back: migration name required")
   return M.with_lock(conn, function()
     if not M.table_exists(conn) then
-      error(sys.error("prisma", 1, "Invariant violation: called markMigrationRolledBack on a database without "
-        .. "migrations table.", { hint = "this database was never migrated by Prisma or dhrun" }), 0)
+      errors.raise("prisma", "Invariant violation: called markMigrationRolledBack on a database without "
+        .. "migrations table.", { hint = "this database was never migrated by Prisma or dhrun" })
     end
     local rows = conn:query("SELECT id, finished_at, rolled_back_at FROM _prisma_migrations "
       .. "WHERE migration_name = $1", name)

@@ -22,6 +22,7 @@
 -- milliseconds (PostgreSQL's own unit for that setting).
 local sys = require "dhrun.core.sys"
 local db = require "dhrun.db"
+local errors = require "dhrun.errors"
 
 local format, concat = string.format, table.concat
 
@@ -34,16 +35,13 @@ M.DEFAULTS = {
 M.MAX_PASSES = 3
 M.PROGRESS_TABLE = "dhrun.backfill_progress"
 
-local CONFIG_HINT = "check tenancy.tables / tenancy.column in dhrun.config.lua"
-local SPEC_HINT = "check the tenancy settings in dhrun.config.lua"
 local NAMEDATALEN = 63 -- PostgreSQL truncates longer identifiers (bytes)
 
-local function fail(kind, exit, message, fields)
-  error(sys.error(kind, exit, message, fields), 0)
-end
-
-local function config_error(message, hint)
-  fail("config", 2, "tenancy: " .. message, { hint = hint or SPEC_HINT })
+-- A spec that does not fit the database or is malformed: kind "config"
+-- (exit 2), said in terms of the spec given to tenancy.new.  Where the spec
+-- came from (a config file) is the caller's to add, as a hint.
+local function config_error(message, fields)
+  errors.raise("config", "tenancy: " .. message, fields)
 end
 
 local function isnull(v)
@@ -62,7 +60,7 @@ end
 local function lock_timeout_text(v)
   if math.type(v) == "integer" and v >= 0 then return v .. "ms" end
   if type(v) == "string" and v:match("^%s*%d+%.?%d*%s*%a*%s*$") then return v end
-  config_error(format("lock_timeout must be an interval like \"300ms\" or a number of milliseconds, got %s",
+  config_error(format("spec.lock_timeout must be an interval like \"300ms\" or a number of milliseconds, got %s",
     tostring(v)))
 end
 
@@ -85,7 +83,7 @@ local function check_number(spec, key, min, integer)
   local v = spec[key]
   if v == nil then return M.DEFAULTS[key] end
   if type(v) ~= "number" or v < min or (integer and math.type(v) ~= "integer") then
-    config_error(format("%s must be a%s number >= %s, got %s", key, integer and "n integer" or "", min,
+    config_error(format("spec.%s must be a%s number >= %s, got %s", key, integer and "n integer" or "", min,
       tostring(v)))
   end
   return v
@@ -110,13 +108,13 @@ function M.new(conn, spec)
   end
   if type(spec) ~= "table" then error("bad argument #2 to 'new' (table expected)", 2) end
   if type(spec.column) ~= "string" or spec.column == "" then
-    config_error("tenancy.column must be a column name (string)", CONFIG_HINT)
+    config_error("spec.column must be a column name (string)")
   end
   if type(spec.tables) ~= "table" or #spec.tables == 0 then
-    config_error("tenancy.tables must be a non-empty list of table names", CONFIG_HINT)
+    config_error("spec.tables must be a non-empty list of table names")
   end
   local backfill = spec.backfill or {}
-  if type(backfill) ~= "table" then config_error("tenancy.backfill must be a table") end
+  if type(backfill) ~= "table" then config_error("spec.backfill must be a table") end
 
   local self = setmetatable({ conn = conn, column = spec.column, tables = {}, spec = {} }, Tenancy)
   local s = self.spec -- the validated settings, defaults filled in
@@ -124,7 +122,7 @@ function M.new(conn, spec)
   s.min_batch_size = check_number(spec, "min_batch_size", 1, true)
   s.max_batch_size = check_number(spec, "max_batch_size", 1, true)
   if s.min_batch_size > s.max_batch_size then
-    config_error(format("min_batch_size (%d) is larger than max_batch_size (%d)", s.min_batch_size,
+    config_error(format("spec.min_batch_size (%d) is larger than spec.max_batch_size (%d)", s.min_batch_size,
       s.max_batch_size))
   end
   s.batch_target = check_number(spec, "batch_target", 0.001)
@@ -140,7 +138,7 @@ function M.new(conn, spec)
     local n, unit = tostring(s.flush_after):match("^(%d+)%s*([kM]?B)$")
     local kb = n and tonumber(n) * ({ B = 1 / 1024, kB = 1, MB = 1024 })[unit]
     if type(s.flush_after) ~= "string" or not kb or kb > 2048 then
-      config_error(format("flush_after must be a size like \"256kB\" (at most 2MB), or false, got %s",
+      config_error(format("spec.flush_after must be a size like \"256kB\" (at most 2MB), or false, got %s",
         tostring(s.flush_after)))
     end
   end
@@ -151,17 +149,17 @@ function M.new(conn, spec)
   if schema == nil then
     schema = conn:query_value("SELECT current_schema()")
     if isnull(schema) then
-      config_error("no current schema (search_path is empty); set tenancy.schema", CONFIG_HINT)
+      config_error("there is no current schema (search_path is empty): give spec.schema")
     end
   elseif type(schema) ~= "string" then
-    config_error("tenancy.schema must be a schema name (string)", CONFIG_HINT)
+    config_error("spec.schema must be a schema name (string)")
   end
   self.schema = schema
 
   local known = {}
   for i, name in ipairs(spec.tables) do
     if type(name) ~= "string" or name == "" then
-      config_error(format("tenancy.tables[%d] must be a table name (string)", i), CONFIG_HINT)
+      config_error(format("spec.tables[%d] must be a table name (string)", i))
     end
     known[name] = true
     self.tables[i] = self:_describe(name)
@@ -169,14 +167,14 @@ function M.new(conn, spec)
   for key, v in pairs(backfill) do
     if key ~= "prepare" and not known[key] then
       -- A subset of the tables may be rolled out at a time; a typo shows here.
-      self.log.warn(format("tenancy.backfill.%s is not one of tenancy.tables: ignored", tostring(key)))
+      self.log.warn(format("tenancy: spec.backfill.%s is not one of spec.tables: ignored", tostring(key)))
     end
     if key ~= "prepare" and (type(v) ~= "table" or type(v.value) ~= "string") then
-      config_error(format("tenancy.backfill.%s must be a table with value = \"SQL expression\"", key))
+      config_error(format("spec.backfill.%s must be a table with value = \"SQL expression\"", key))
     end
   end
   if backfill.prepare ~= nil and type(backfill.prepare) ~= "string" and type(backfill.prepare) ~= "function" then
-    config_error("tenancy.backfill.prepare must be SQL (string) or a function(conn)")
+    config_error("spec.backfill.prepare must be SQL (string) or a function(conn)")
   end
   return self
 end
@@ -192,14 +190,14 @@ function Tenancy:_describe(name)
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = $1 AND c.relname = $2]], self.schema, name, self.column)
   if row == nil then
-    fail("config", 2, format("tenancy: table %s does not exist", qname), { hint = CONFIG_HINT, table = name })
+    config_error(format("table %s does not exist", qname), { table = name })
   end
   if row.relkind ~= "r" and row.relkind ~= "p" then
-    fail("config", 2, format("tenancy: %s is not a table", qname), { hint = CONFIG_HINT, table = name })
+    config_error(format("%s is not a table", qname), { table = name })
   end
   if isnull(row.attnum) then
-    fail("config", 2, format("tenancy: column %s does not exist in table %s", conn:quote_ident(self.column), qname),
-      { hint = CONFIG_HINT, table = name, column = self.column })
+    config_error(format("column %s is not in table %s", conn:quote_ident(self.column), qname),
+      { table = name, column = self.column })
   end
   local pk = conn:query([[
     SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
@@ -209,8 +207,7 @@ function Tenancy:_describe(name)
      WHERE i.indrelid = $1::oid AND i.indisprimary
      ORDER BY k.ord]], row.oid)
   if #pk == 0 then
-    fail("config", 2, format("tenancy: table %s has no primary key (the backfill walks it in batches)", qname),
-      { hint = CONFIG_HINT, table = name })
+    config_error(format("table %s has no primary key (the backfill walks it in batches)", qname), { table = name })
   end
   local cols = {}
   for i, r in ipairs(pk) do cols[i] = { name = r.name, type = r.type } end
@@ -233,8 +230,8 @@ function Tenancy:_catalog(tb)
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped
      WHERE n.nspname = $1 AND c.relname = $2]], self.schema, tb.name, self.column, tb.constraint)
   if row == nil then
-    fail("config", 2, format("tenancy: table %s or its column %s no longer exists", tb.qname,
-      self.conn:quote_ident(self.column)), { hint = CONFIG_HINT, table = tb.name })
+    config_error(format("table %s or its column %s no longer exists", tb.qname, self.conn:quote_ident(self.column)),
+      { table = tb.name, column = self.column })
   end
   return row.nullable, row.check
 end
@@ -409,7 +406,7 @@ function Tenancy:_pass(tb, prog, res, opts)
         local new_cursor = isnull(out.cursor) and cursor or out.cursor
         local done = out.scanned < size
         if c:exec(PROGRESS_UPDATE, tb.task, new_cursor, out.updated, done, prog.pass, cursor) ~= 1 then
-          fail("lock", 1, format("backfill of %s: the progress row %q moved under us: another backfill of this "
+          errors.raise("lock", format("backfill of %s: the progress row %q moved under us: another backfill of this "
             .. "table is running", tb.qname, tb.task), { hint = "let the other run finish, then run again" })
         end
         out.cursor, out.done = new_cursor, done
@@ -501,7 +498,8 @@ function Tenancy:_backfill_dry_run()
   local progress = self:_progress_exists()
   for i, tb in ipairs(self.tables) do
     if not self.backfill_spec[tb.name] then
-      config_error(format("tenancy.backfill.%s is missing (how to compute %s for it)", tb.name, self.column))
+      config_error(format("spec.backfill has no entry for table %s (how to compute %s for it)", tb.name,
+        self.column), { table = tb.name })
     end
     local nullable = self:_catalog(tb)
     local has = nullable and self:_probe(tb) or false
@@ -534,7 +532,8 @@ function Tenancy:backfill(opts)
   if opts.pause then s.pause = opts.pause end
   for _, tb in ipairs(self.tables) do
     if not self.backfill_spec[tb.name] then
-      config_error(format("tenancy.backfill.%s is missing (how to compute %s for it)", tb.name, self.column))
+      config_error(format("spec.backfill has no entry for table %s (how to compute %s for it)", tb.name,
+        self.column), { table = tb.name })
     end
   end
   self:_ensure_progress_table()
@@ -567,7 +566,7 @@ end
 -- NOT NULL enforcement and rollback
 
 local function nulls_error(tb, column)
-  fail("check", 1, format("%s has rows with NULL %s: run the backfill again", tb.name, column), {
+  errors.raise("check", format("%s has rows with NULL %s: run the backfill again", tb.name, column), {
     hint = "the column stays nullable; run the backfill, then enforce again",
     table = tb.name, column = column,
   })
@@ -596,7 +595,7 @@ function Tenancy:enforce_not_null(opts)
       end
     end
     if #offenders > 0 then
-      fail("check", 1, format("%s %s rows with NULL %s: NOT NULL was not enforced on any table",
+      errors.raise("check", format("%s %s rows with NULL %s: NOT NULL was not enforced on any table",
         concat(offenders, ", "), #offenders == 1 and "has" or "have", self.column), {
         hint = "run the backfill, then enforce again", tables = offenders, column = self.column })
     end

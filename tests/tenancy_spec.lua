@@ -311,6 +311,63 @@ describe("dhrun.tenancy", function()
     assert.is_true(tenancy.new(env.conn, spec { tables = { "Metric" } }):null_check().ok)
   end)
 
+  it("takes batch settings per table, and VACUUMs (ANALYZE) a table after its backfill when asked", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 40)
+    local s = spec { tables = { "Account", "Metric" }, table_settings = {
+      Metric = { batch_size = 40, min_batch_size = 40, max_batch_size = 40, vacuum = true },
+      Other = { pause = 1 }, -- a table of a later rollout: ignored, with a warning
+    } }
+    local t = tenancy.new(conn, s)
+    assert.are.equal("warn: tenancy: spec.table_settings.Other: Other is not one of spec.tables: ignored",
+      s.log.lines[1])
+    local sizes = { Account = {}, Metric = {} }
+    local summary = t:backfill { on_batch = function(info) table.insert(sizes[info.table], info.batch_size) end }
+    assert.are.same({ 10, 10, 10, 10, 10 }, sizes.Account) -- the global settings
+    assert.are.same({ 40, 40, 40, 40, 40 }, sizes.Metric)  -- 160 rows: 4 full batches and the one that finds the end
+    assert.is_true(t:null_check().ok)
+
+    -- Only Metric was vacuumed and analyzed, once, after its backfill.
+    local function stats(name)
+      return conn:query_one([[SELECT vacuum_count, analyze_count FROM pg_stat_user_tables WHERE relid = $1::regclass]],
+        q(name))
+    end
+    assert.are.same({ 1, 1 }, { stats("Metric").vacuum_count, stats("Metric").analyze_count })
+    assert.are.same({ 0, 0 }, { stats("Account").vacuum_count, stats("Account").analyze_count })
+    assert.is_nil(summary.tables[1].vacuum_seconds)
+    assert.are.equal("number", type(summary.tables[2].vacuum_seconds))
+    assert.matches("^info: backfill Metric: VACUUM %(ANALYZE%) in %d+%.%d%d s$", s.log.lines[#s.log.lines])
+
+    -- A run's own batch size is kept for every table, over table_settings.
+    conn:exec([[UPDATE "Metric" SET "workspaceId" = NULL]])
+    sizes = { Account = {}, Metric = {} }
+    t:backfill { batch_size = 100, on_batch = function(info) table.insert(sizes[info.table], info.batch_size) end }
+    assert.are.same({ 100, 100 }, sizes.Metric)
+    assert.are.same({ 2, 2 }, { stats("Metric").vacuum_count, stats("Metric").analyze_count })
+
+    -- Checked like the global settings: exit 2, one line naming the setting.
+    for _, case in ipairs {
+      { { Metric = { batch_size = 0 } },
+        "spec.table_settings.Metric.batch_size must be an integer number >= 1, got 0" },
+      { { Metric = { min_batch_size = 50 } },
+        "spec.table_settings.Metric: min_batch_size (50) is larger than max_batch_size (10)" },
+      { { Metric = { pause = -1 } }, "spec.table_settings.Metric.pause must be a number >= 0, got -1" },
+      { { Metric = { batch_target = "1s" } },
+        "spec.table_settings.Metric.batch_target must be a number >= 0.001, got 1s" },
+      { { Metric = { vacuum = "yes" } }, "spec.table_settings.Metric.vacuum must be true or false, got yes" },
+      { { Metric = { batchsize = 5 } }, "spec.table_settings.Metric.batchsize is not a per-table setting "
+        .. "(batch_size, min_batch_size, max_batch_size, batch_target, pause, vacuum)" },
+      { { ["Metric Daily"] = 5 }, 'spec.table_settings["Metric Daily"] must be a table, got number' },
+      { "fast", "spec.table_settings must be a table of {table name = {batch_size=, ...}}" },
+    } do
+      local err = catch(tenancy.new, conn, spec { tables = { "Account", "Metric" }, table_settings = case[1] })
+      assert.are.same({ "config", 2, "tenancy: " .. case[2] }, { err.kind, err.exit, err.message })
+    end
+    local err = catch(tenancy.new, conn, spec { vacuum = 1 })
+    assert.are.equal("tenancy: spec.vacuum must be true or false, got 1", err.message)
+  end)
+
   it("flushes the backfill session's writes as it goes when flush_after is set, then restores the setting", function()
     local env = setup()
     populate(env.conn, 60)

@@ -30,7 +30,14 @@ local M = {}
 
 M.DEFAULTS = {
   batch_size = 5000, max_batch_size = 50000, min_batch_size = 200, batch_target = 0.25, pause = 0,
-  lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5, flush_after = false,
+  lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5, flush_after = false, vacuum = false,
+}
+
+-- The settings spec.table_settings[table] may override, in the order the
+-- validation reports them: {key, minimum, integer}; vacuum is a boolean.
+local TABLE_KEYS = {
+  { "batch_size", 1, true }, { "min_batch_size", 1, true }, { "max_batch_size", 1, true },
+  { "batch_target", 0.001 }, { "pause", 0 }, { "vacuum" },
 }
 M.MAX_PASSES = 3
 M.PROGRESS_TABLE = "dhrun.backfill_progress"
@@ -79,14 +86,84 @@ end
 local Tenancy = {}
 Tenancy.__index = Tenancy
 
-local function check_number(spec, key, min, integer)
-  local v = spec[key]
-  if v == nil then return M.DEFAULTS[key] end
+-- t[key] validated (nil: `default`); `where` names t in messages ("spec").
+local function check_number(t, key, min, integer, where, default)
+  local v = t[key]
+  if v == nil then
+    if default == nil then return M.DEFAULTS[key] end
+    return default
+  end
   if type(v) ~= "number" or v < min or (integer and math.type(v) ~= "integer") then
-    config_error(format("spec.%s must be a%s number >= %s, got %s", key, integer and "n integer" or "", min,
-      tostring(v)))
+    config_error(format("%s.%s must be a%s number >= %s, got %s", where or "spec", key, integer and "n integer" or "",
+      min, tostring(v)))
   end
   return v
+end
+
+local function check_boolean(t, key, where, default)
+  local v = t[key]
+  if v == nil then return default end
+  if type(v) ~= "boolean" then
+    config_error(format("%s.%s must be true or false, got %s", where, key, tostring(v)))
+  end
+  return v
+end
+
+local function check_sizes(s, where)
+  if s.min_batch_size > s.max_batch_size then
+    config_error(format("%smin_batch_size (%d) is larger than max_batch_size (%d)", where, s.min_batch_size,
+      s.max_batch_size))
+  end
+end
+
+-- How spec.table_settings[name] is named in messages.
+local function table_settings_name(name)
+  if name:match("^[%a_][%w_]*$") then return "spec.table_settings." .. name end
+  return format("spec.table_settings[%q]", name)
+end
+
+-- Each table's batch settings: the global ones, overridden by
+-- spec.table_settings[name].  Returns name -> settings.
+local function table_settings(spec, s, names, log)
+  local given = spec.table_settings
+  if given == nil then given = {} end
+  if type(given) ~= "table" then
+    config_error("spec.table_settings must be a table of {table name = {batch_size=, ...}}")
+  end
+  local known, out = {}, {}
+  for _, name in ipairs(names) do known[name] = true end
+  for name, t in pairs(given) do
+    if type(name) ~= "string" then config_error("spec.table_settings must be keyed by table name") end
+    local where = table_settings_name(name)
+    if type(t) ~= "table" then config_error(format("%s must be a table, got %s", where, type(t))) end
+    for key in pairs(t) do
+      local ok = false
+      for _, k in ipairs(TABLE_KEYS) do ok = ok or k[1] == key end
+      if not ok then
+        local keys = {}
+        for i, k in ipairs(TABLE_KEYS) do keys[i] = k[1] end
+        config_error(format("%s.%s is not a per-table setting (%s)", where, tostring(key), concat(keys, ", ")))
+      end
+    end
+    if not known[name] then
+      -- like spec.backfill: a subset of the tables may be rolled out at a time
+      log.warn(format("tenancy: %s: %s is not one of spec.tables: ignored", where, name))
+    end
+  end
+  for _, name in ipairs(names) do
+    local t, where = given[name] or {}, table_settings_name(name)
+    local e = {}
+    for _, k in ipairs(TABLE_KEYS) do
+      if k[1] == "vacuum" then
+        e.vacuum = check_boolean(t, "vacuum", where, s.vacuum)
+      else
+        e[k[1]] = check_number(t, k[1], k[2], k[3], where, s[k[1]])
+      end
+    end
+    check_sizes(e, where .. ": ")
+    out[name] = e
+  end
+  return out
 end
 
 -- "<table>_<column>_not_null", kept within PostgreSQL's 63-byte identifier
@@ -121,12 +198,10 @@ function M.new(conn, spec)
   s.batch_size = check_number(spec, "batch_size", 1, true)
   s.min_batch_size = check_number(spec, "min_batch_size", 1, true)
   s.max_batch_size = check_number(spec, "max_batch_size", 1, true)
-  if s.min_batch_size > s.max_batch_size then
-    config_error(format("spec.min_batch_size (%d) is larger than spec.max_batch_size (%d)", s.min_batch_size,
-      s.max_batch_size))
-  end
+  check_sizes(s, "spec.")
   s.batch_target = check_number(spec, "batch_target", 0.001)
   s.pause = check_number(spec, "pause", 0)
+  s.vacuum = check_boolean(spec, "vacuum", "spec", M.DEFAULTS.vacuum)
   s.retries = check_number(spec, "retries", 0, true)
   s.retry_base = check_number(spec, "retry_base", 0)
   s.retry_max = check_number(spec, "retry_max", 0)
@@ -144,6 +219,12 @@ function M.new(conn, spec)
   end
   self.log = spec.log or require "dhrun.log"
   self.backfill_spec = backfill
+  for i, name in ipairs(spec.tables) do
+    if type(name) ~= "string" or name == "" then
+      config_error(format("spec.tables[%d] must be a table name (string)", i))
+    end
+  end
+  local settings = table_settings(spec, s, spec.tables, self.log)
 
   local schema = spec.schema
   if schema == nil then
@@ -158,11 +239,9 @@ function M.new(conn, spec)
 
   local known = {}
   for i, name in ipairs(spec.tables) do
-    if type(name) ~= "string" or name == "" then
-      config_error(format("spec.tables[%d] must be a table name (string)", i))
-    end
     known[name] = true
     self.tables[i] = self:_describe(name)
+    self.tables[i].settings = settings[name]
   end
   for key, v in pairs(backfill) do
     if key ~= "prepare" and not known[key] then
@@ -386,9 +465,23 @@ UPDATE dhrun.backfill_progress
        finished_at = CASE WHEN $4::boolean THEN now() END
  WHERE task = $1 AND pass = $5 AND cursor IS NOT DISTINCT FROM $6::text[] AND finished_at IS NULL]]
 
+-- A table's batch settings for this run: spec.table_settings over the
+-- global ones, and the run's own (backfill{batch_size=, pause=}) over both;
+-- an explicit batch size is kept fixed instead of adapting.
+local function run_settings(tb, opts)
+  local s = {}
+  for k, v in pairs(tb.settings) do s[k] = v end
+  if opts.batch_size then
+    s.batch_size, s.min_batch_size, s.max_batch_size = opts.batch_size, opts.batch_size, opts.batch_size
+  end
+  if opts.pause then s.pause = opts.pause end
+  return s
+end
+
 -- One pass from the stored cursor to the end of the table.
 function Tenancy:_pass(tb, prog, res, opts)
-  local conn, s, log = self.conn, self.spec, self.log
+  local conn, log = self.conn, self.log
+  local s = run_settings(tb, opts)
   local size = self.batch_size or s.batch_size
   local first_sql, next_sql = self:_batch_sql(tb, true), self:_batch_sql(tb, false)
   local estimate = conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass", tb.qname)
@@ -449,11 +542,31 @@ function Tenancy:_pass(tb, prog, res, opts)
   return updated
 end
 
+-- VACUUM (ANALYZE) after a table's backfill: the dead row versions the
+-- backfill left are cleaned now, before NOT NULL is enforced, instead of by
+-- an autovacuum worker that may start in the middle of it (and then holds a
+-- lock the enforcement's short lock_timeout cannot wait out), and the
+-- planner learns that the column is filled.  VACUUM runs outside a
+-- transaction and waits for its lock like any VACUUM: it conflicts with
+-- other VACUUMs and DDL, not with the application's reads and writes.
+function Tenancy:_vacuum(tb, res)
+  local conn = self.conn
+  local t0 = sys.now()
+  conn:notices()
+  conn:exec("VACUUM (ANALYZE) " .. tb.qname)
+  res.vacuum_seconds = sys.now() - t0
+  for _, n in ipairs(conn:notices()) do
+    -- e.g. "permission denied to vacuum ..., skipping it" for a role that does not own the table
+    if n.severity == "WARNING" then self.log.warn(format("backfill %s: VACUUM: %s", tb.name, n.message)) end
+  end
+  self.log.info(format("backfill %s: VACUUM (ANALYZE) in %.2f s", tb.name, res.vacuum_seconds))
+end
+
 function Tenancy:_backfill_table(tb, opts)
   local conn = self.conn
   local t0 = sys.now()
   local res = { table = tb.name, updated = 0, scanned = 0, batches = 0, passes = 0, remaining = 0 }
-  self.batch_size = nil -- each table adapts from spec.batch_size: row widths differ
+  self.batch_size = nil -- each table adapts from its own batch_size: row widths differ
   local nullable = self:_catalog(tb)
   if not nullable or not self:_probe(tb) then
     res.skipped, res.seconds = true, sys.now() - t0
@@ -489,6 +602,7 @@ function Tenancy:_backfill_table(tb, opts)
       break
     end
   end
+  if run_settings(tb, opts).vacuum then self:_vacuum(tb, res) end
   res.seconds = sys.now() - t0
   return res
 end
@@ -504,13 +618,14 @@ function Tenancy:_backfill_dry_run()
     local nullable = self:_catalog(tb)
     local has = nullable and self:_probe(tb) or false
     local entry = { table = tb.name, has_nulls = has, nulls = has and self:_count_nulls(tb) or 0,
-                    sql = self:_batch_sql(tb, true) }
+                    sql = self:_batch_sql(tb, true), vacuum = has and tb.settings.vacuum or nil }
     local prog = progress and self:_read_progress(tb)
     if prog and not prog.finished and prog.cursor then entry.resume_cursor, entry.pass = prog.cursor, prog.pass end
     summary.nulls = summary.nulls + entry.nulls
     summary.tables[i] = entry
-    self.log.info(format("dry run: backfill %s: %d row(s) with NULL %s%s", tb.name, entry.nulls, self.column,
-      entry.resume_cursor and format(" (would resume pass %d after key %s)", entry.pass, entry.resume_cursor) or ""))
+    self.log.info(format("dry run: backfill %s: %d row(s) with NULL %s%s%s", tb.name, entry.nulls, self.column,
+      entry.resume_cursor and format(" (would resume pass %d after key %s)", entry.pass, entry.resume_cursor) or "",
+      entry.vacuum and ", then VACUUM (ANALYZE)" or ""))
   end
   return summary
 end
@@ -523,13 +638,9 @@ end
 function Tenancy:backfill(opts)
   opts = opts or {}
   if opts.dry_run then return self:_backfill_dry_run() end
-  -- per-run overrides (dhrun backfill-workspace --batch-size N --pause S):
-  -- an explicit batch size is kept fixed instead of adapting
+  -- opts.batch_size, opts.pause: per-run overrides (dhrun backfill-workspace
+  -- --batch-size N --pause S), see run_settings
   local s = self.spec
-  if opts.batch_size then
-    s.batch_size, s.min_batch_size, s.max_batch_size = opts.batch_size, opts.batch_size, opts.batch_size
-  end
-  if opts.pause then s.pause = opts.pause end
   for _, tb in ipairs(self.tables) do
     if not self.backfill_spec[tb.name] then
       config_error(format("spec.backfill has no entry for table %s (how to compute %s for it)", tb.name,

@@ -3,11 +3,12 @@
 --
 --   local t = tenancy.new(conn, spec)    -- validates spec against the catalog
 --   t:null_check([opts]) / t:has_nulls() -- catalog first, EXISTS probes, counts only offenders
---   t:backfill([opts])                   -- keyset batches, resumable (dhrun.backfill_progress)
+--   t:backfill([opts])                   -- keyset batches, resumable (dhrun.backfill_progress); a later
+--                                        -- pass visits only the rows left NULL (see _plan_pass)
 --   t:enforce_not_null([opts])           -- CHECK NOT VALID -> VALIDATE -> SET NOT NULL -> DROP CHECK
 --   t:drop_not_null([opts])              -- rollback: DROP NOT NULL (optionally all tables in one transaction)
 --   t:state()                            -- nullable / check constraint per table, from the catalog
---   tenancy.ddl_retry(conn, sql_or_fn, opts) -- SET LOCAL lock_timeout + jittered retries
+--   tenancy.ddl_retry(conn, sql_or_fn, opts) -- db.retry under its older name
 --
 -- Why it is shaped like this (see the online-schema-changes reference):
 --   * no table scan ever runs under ACCESS EXCLUSIVE: the scan is VALIDATE's
@@ -291,7 +292,7 @@ function Tenancy:_describe(name)
   local cols = {}
   for i, r in ipairs(pk) do cols[i] = { name = r.name, type = r.type } end
   return {
-    name = name, qname = qname, pk = cols,
+    name = name, qname = qname, pk = cols, attnum = row.attnum,
     constraint = constraint_name(name, self.column),
     task = self.column .. ":" .. self.schema .. "." .. name,
   }
@@ -422,12 +423,42 @@ function Tenancy:_read_progress(tb)
            finished = r.finished }
 end
 
--- The batch statement.  One keyset step over the primary key: pick the next
--- `limit` keys after the cursor (an index range scan), update those rows that
--- are still NULL, and return how many keys were visited, how many rows got a
--- value, and the last key (the new cursor, as text[]).  $1 = limit,
--- $2 = cursor (text[]; absent on the first batch of a pass).
-function Tenancy:_batch_sql(tb, first)
+-- An index that finds the rows where the column IS NULL: a valid btree
+-- index whose first column is the tenant column (not partial, or partial
+-- on exactly "column IS NULL").  Its name, or nil.
+function Tenancy:_null_index(tb)
+  local name = self.conn:query_value([[
+    SELECT i.indexrelid::regclass::text
+      FROM pg_index i
+      JOIN pg_class ic ON ic.oid = i.indexrelid
+      JOIN pg_am am ON am.oid = ic.relam
+     WHERE i.indrelid = $1::regclass AND i.indkey[0] = $2 AND i.indisvalid AND i.indisready
+       AND am.amname = 'btree' AND (i.indpred IS NULL OR pg_get_expr(i.indpred, i.indrelid) = $3)
+     ORDER BY i.indpred IS NULL, i.indnatts
+     LIMIT 1]], tb.qname, tb.attnum, format("(%s IS NULL)", self:_col()))
+  return not isnull(name) and name or nil
+end
+
+-- True when the planner's statistics on the table are older than the
+-- backfill pass that just finished: they still count the column as mostly
+-- NULL, and would send a search for the remaining NULLs along the primary
+-- key instead of through the column's index.
+function Tenancy:_stats_older_than_pass(tb)
+  return self.conn:query_value([[
+    SELECT coalesce(greatest(s.last_analyze, s.last_autoanalyze) < p.finished_at, true)
+      FROM dhrun.backfill_progress p, pg_stat_user_tables s
+     WHERE p.task = $1 AND s.relid = $2::regclass]], tb.task, tb.qname) == true
+end
+
+-- The batch statement: pick the next `limit` keys in primary key order,
+-- update those rows that are still NULL, and return how many keys were
+-- visited, how many rows got a value, and the last key (the new cursor, as
+-- text[]).  $1 = limit, $2 = a key (text[]).
+--   bound: nil (from the first key), ">" (after the cursor $2), ">=" (from
+--   key $2 on: a pass that starts at the first key with a NULL);
+--   sparse: the keys of rows with NULL only, through the column's index (a
+--   pass over what an earlier pass left), instead of every key.
+function Tenancy:_batch_sql(tb, bound, sparse)
   local conn, bf = self.conn, self.backfill_spec[tb.name]
   local cols, texts, desc, join, after = {}, {}, {}, {}, {}
   for i, c in ipairs(tb.pk) do
@@ -437,6 +468,9 @@ function Tenancy:_batch_sql(tb, first)
     after[i] = format("($2::text[])[%d]::%s", i, c.type)
   end
   local pk, col = concat(cols, ", "), self:_col()
+  local where = {}
+  if sparse then where[#where + 1] = col .. " IS NULL" end
+  if bound then where[#where + 1] = format("(%s) %s (%s)", pk, bound, concat(after, ", ")) end
   return format([[
 WITH dhrun_batch AS (
   SELECT %s FROM %s%s ORDER BY %s LIMIT $1
@@ -449,7 +483,7 @@ WITH dhrun_batch AS (
 SELECT (SELECT count(*) FROM dhrun_batch) AS scanned,
        (SELECT count(*) FROM dhrun_updated WHERE dhrun_value IS NOT NULL) AS updated,
        (SELECT ARRAY[%s]::text FROM dhrun_batch ORDER BY %s LIMIT 1) AS cursor]],
-    pk, tb.qname, first and "" or format(" WHERE (%s) > (%s)", pk, concat(after, ", ")), pk,
+    pk, tb.qname, #where > 0 and (" WHERE " .. concat(where, " AND ")) or "", pk,
     tb.qname, col, bf.value,
     bf.from and (", " .. bf.from) or "",
     concat(join, " AND "), col, bf.where and (" AND (" .. bf.where .. ")") or "",
@@ -478,24 +512,74 @@ local function run_settings(tb, opts)
   return s
 end
 
+-- How a pass finds its rows.  The first pass visits every key in order.
+-- A later one (rows written behind the cursor meanwhile, or NULLs found
+-- after a finished run) looks for what is left instead of walking the whole
+-- table again: through an index on the column when there is one ("sparse":
+-- each batch takes the next keys whose column IS NULL), else from the first
+-- key that still has a NULL.  Returns sparse, start key (text[]) or nil, and
+-- whether there is nothing left to visit.
+function Tenancy:_plan_pass(tb, prog)
+  if prog.pass == 1 then return false end
+  local index = self:_null_index(tb)
+  if index then
+    if prog.cursor == nil then
+      if prog.analyze then
+        -- The statistics still describe the table before the last pass (the
+        -- column mostly NULL): the planner would look for the NULLs along the
+        -- primary key, reading the whole table in every batch.
+        local ok, err = pcall(db.retry, self.conn, "ANALYZE " .. tb.qname, self:_retry_opts(tb,
+          "ANALYZE " .. tb.qname, "ShareUpdateExclusiveLock", { retries = math.min(self.spec.retries, 2) }))
+        if not ok and not errors.is(err, "lock") then error(err, 0) end
+        if not ok then self.log.warn(format("backfill %s: %s", tb.name, err.message)) end
+      end
+      self.log.info(format("backfill %s: pass %d visits only the rows with NULL %s (index %s)", tb.name, prog.pass,
+        self.column, index))
+    end
+    return true
+  end
+  if prog.cursor ~= nil then return false end
+  local conn, texts, order = self.conn, {}, {}
+  for i, c in ipairs(tb.pk) do
+    texts[i], order[i] = conn:quote_ident(c.name) .. "::text", conn:quote_ident(c.name)
+  end
+  local start = conn:query_value(format("SELECT ARRAY[%s]::text FROM %s WHERE %s IS NULL ORDER BY %s LIMIT 1",
+    concat(texts, ", "), tb.qname, self:_col(), concat(order, ", ")))
+  if isnull(start) then return false, nil, true end
+  self.log.info(format("backfill %s: pass %d starts at key %s, the first with NULL %s (with an index on %s, it would "
+    .. "visit only the rows with NULL)", tb.name, prog.pass, start, self.column, self.column))
+  return false, start
+end
+
 -- One pass from the stored cursor to the end of the table.
 function Tenancy:_pass(tb, prog, res, opts)
   local conn, log = self.conn, self.log
   local s = run_settings(tb, opts)
   local size = self.batch_size or s.batch_size
-  local first_sql, next_sql = self:_batch_sql(tb, true), self:_batch_sql(tb, false)
-  local estimate = conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass", tb.qname)
+  local sparse, start, nothing = self:_plan_pass(tb, prog)
+  local first_sql = self:_batch_sql(tb, start and ">=" or nil, sparse)
+  local next_sql = self:_batch_sql(tb, ">", sparse)
+  local estimate = not sparse and conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass",
+    tb.qname)
   local p = log.progress and log.progress {
     label = format("backfill %s (pass %d)", tb.name, prog.pass), unit = "rows",
-    total = (not isnull(estimate) and estimate > 0) and estimate or nil,
+    total = (estimate and not isnull(estimate) and estimate > 0) and estimate or nil,
   } or quiet_progress()
   local scanned, updated = 0, 0
   local ok, err = pcall(function()
     while true do
       local t0, out = sys.now(), nil
       local _, attempts = db.retry(conn, function(c)
-        local sql, cursor = prog.cursor and next_sql or first_sql, prog.cursor
-        if cursor then out = c:query_one(sql, size, cursor) else out = c:query_one(sql, size) end
+        local cursor = prog.cursor
+        if nothing then
+          out = { scanned = 0, updated = 0 }
+        elseif cursor then
+          out = c:query_one(next_sql, size, cursor)
+        elseif start then
+          out = c:query_one(first_sql, size, start)
+        else
+          out = c:query_one(first_sql, size)
+        end
         local new_cursor = isnull(out.cursor) and cursor or out.cursor
         local done = out.scanned < size
         if c:exec(PROGRESS_UPDATE, tb.task, new_cursor, out.updated, done, prog.pass, cursor) ~= 1 then
@@ -584,10 +668,13 @@ function Tenancy:_backfill_table(tb, opts)
   while true do
     if prog.finished then
       -- NULLs remain after a finished pass (rows written behind the cursor
-      -- meanwhile): walk the table again from the start.
+      -- meanwhile, or set to NULL since): another pass, which looks only for
+      -- them (_plan_pass).
+      local analyze = self:_stats_older_than_pass(tb)
       conn:exec([[UPDATE dhrun.backfill_progress SET pass = pass + 1, cursor = NULL, finished_at = NULL,
                   started_at = now(), updated_at = now() WHERE task = $1]], tb.task)
       prog = self:_read_progress(tb)
+      prog.analyze = analyze
     end
     local full = prog.cursor == nil
     local n = self:_pass(tb, prog, res, opts)
@@ -618,7 +705,7 @@ function Tenancy:_backfill_dry_run()
     local nullable = self:_catalog(tb)
     local has = nullable and self:_probe(tb) or false
     local entry = { table = tb.name, has_nulls = has, nulls = has and self:_count_nulls(tb) or 0,
-                    sql = self:_batch_sql(tb, true), vacuum = has and tb.settings.vacuum or nil }
+                    sql = self:_batch_sql(tb), vacuum = has and tb.settings.vacuum or nil }
     local prog = progress and self:_read_progress(tb)
     if prog and not prog.finished and prog.cursor then entry.resume_cursor, entry.pass = prog.cursor, prog.pass end
     summary.nulls = summary.nulls + entry.nulls

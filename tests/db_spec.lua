@@ -313,6 +313,37 @@ conn:query("SELECT * FROM nope")
       assert.are.equal("42704", catch(conn.get, conn, "no_such.setting_x").sqlstate)
     end)
 
+    it("with_setting sets a setting for a scope and puts the previous value back, also on error", function()
+      local c <close> = t.connect()
+      c:set("lock_timeout", "7s")
+      do
+        local _ <close> = c:with_setting("lock_timeout", "150ms")
+        assert.are.equal("150ms", c:get("lock_timeout"))
+        do
+          local _ <close> = c:with_setting("lock_timeout", 250) -- milliseconds, PostgreSQL's unit for it
+          assert.are.equal("250ms", c:get("lock_timeout"))
+        end
+        assert.are.equal("150ms", c:get("lock_timeout"))
+      end
+      assert.are.equal("7s", c:get("lock_timeout"))
+
+      local err = catch(function()
+        local _ <close> = c:with_setting("lock_timeout", "1s")
+        c:query("SELECT 1 / 0")
+      end)
+      assert.are.equal("22012", err.sqlstate)
+      assert.are.equal("7s", c:get("lock_timeout"))
+
+      -- false: an opt-in setting that is off; nothing is set
+      assert.is_nil(c:with_setting("lock_timeout", false))
+      assert.are.equal("7s", c:get("lock_timeout"))
+      -- a value the server refuses changes nothing
+      assert.are.equal("22023", catch(c.with_setting, c, "lock_timeout", "banana").sqlstate)
+      assert.are.equal("7s", c:get("lock_timeout"))
+      assert.has_error(function() c:with_setting("lock_timeout", {}) end,
+        "bad argument #2 to 'with_setting' (string, number, boolean or false expected, got table)")
+    end)
+
     it("quotes identifiers and literals", function()
       assert.are.equal('"we""ird"', conn:quote_ident('we"ird'))
       assert.are.equal('"we""ird"', db.quote_ident('we"ird'))
@@ -421,6 +452,197 @@ conn:query("SELECT * FROM nope")
       assert.are.equal("55P03", err.sqlstate)
       holder:exec("ROLLBACK")
       assert.are.equal(0, #c:query("SELECT * FROM locked"))
+    end)
+  end)
+
+  describe("lock waits: db.retry and db.blockers", function()
+    -- A session of our own holding ACCESS SHARE on `tbl` (a SELECT in an open
+    -- transaction), as an application's forgotten transaction does.
+    local function hold(tbl, opts)
+      local c = t.connect(opts)
+      c:exec("BEGIN")
+      c:query("SELECT count(*)\n\tFROM " .. tbl .. " -- \1 a control character in a comment")
+      return c
+    end
+
+    -- A role that may not see other roles' sessions in pg_stat_activity.
+    local function unprivileged(c)
+      local role = "dhrun_t_lowpriv_" .. sys.uuid4():sub(1, 8)
+      c:exec("CREATE ROLE " .. db.quote_ident(role))
+      finally(function()
+        local admin <close> = testdb.admin()
+        admin:exec("DROP ROLE IF EXISTS " .. db.quote_ident(role))
+      end)
+      return role
+    end
+
+    it("gives DDL 55P03 after lock_timeout, retries, then fails (kind lock, exit 1) naming the blocker", function()
+      conn:exec("CREATE TABLE r_locked (n int)")
+      local holder <close> = hold("r_locked", { application_name = "the app" })
+      local c <close> = t.connect()
+      local seen, t0 = {}, sys.now()
+      local err = catch(db.retry, c, "ALTER TABLE r_locked ADD COLUMN x int", {
+        lock_timeout = "300ms", retries = 2, retry_base = 0.05, retry_max = 0.05,
+        relations = { "r_locked" }, lockmode = "AccessExclusiveLock",
+        on_retry = function(attempt, e, delay) seen[#seen + 1] = { attempt, e.sqlstate, sys.now() - t0, delay } end,
+      })
+      -- the first wait ended after lock_timeout, with 55P03, well within a second
+      assert.are.same({ 1, "55P03" }, { seen[1][1], seen[1][2] })
+      assert.is_true(seen[1][3] >= 0.29 and seen[1][3] < 1, "first attempt took " .. seen[1][3] .. " s")
+      assert.are.equal(2, #seen)
+      for _, s in ipairs(seen) do assert.is_true(s[4] >= 0.025 and s[4] <= 0.05, "delay " .. s[4]) end
+
+      local pid = holder:backend_pid()
+      assert.are.same({ "lock", 1, 3, "55P03", "300ms" }, { err.kind, err.exit, err.attempts, err.sqlstate,
+        err.lock_timeout })
+      assert.are.equal("ALTER TABLE r_locked ADD COLUMN x int: gave up after 3 attempts (lock_timeout 300ms, last "
+        .. "error: [55P03] canceling statement due to lock timeout); blocked by pid " .. pid .. " (client backend, "
+        .. 'application "the app", idle in transaction, holds AccessShareLock on r_locked, in a transaction for N s, '
+        .. 'last query "SELECT count(*) FROM r_locked -- \\x01 a control character in a comment")',
+        (err.message:gsub("for %d+ s,", "for N s,")))
+      assert.are.equal(1, #err.blockers)
+      assert.are.same({ pid, "client backend", "idle in transaction" },
+        { err.blockers[1].pid, err.blockers[1].kind, err.blockers[1].state })
+      assert.matches("wait for the sessions named above", err.hint, 1, true)
+      -- nothing of it happened, and the session's own lock_timeout is untouched
+      assert.are.equal(0, c:query_value("SELECT count(*) FROM pg_attribute WHERE attrelid = 'r_locked'::regclass "
+        .. "AND attname = 'x'"))
+      assert.are.equal("0", c:get("lock_timeout"))
+
+      -- What the engineer sees from a script: exit 1, the message and the hint.
+      local r = dhrun_e([[
+        local db = require "dhrun.db"
+        db.retry(db.connect(), "ALTER TABLE r_locked ADD COLUMN x int",
+          { lock_timeout = 300, retries = 0, relations = { "r_locked" } })
+      ]], { DATABASE_URL = t.url })
+      assert.are.equal(1, r.code)
+      local out = lines(r.stderr)
+      assert.are.equal(2, #out, r.stderr)
+      assert.matches("^dhrun: ALTER TABLE r_locked ADD COLUMN x int: gave up after 1 attempt %(lock_timeout 300ms",
+        out[1])
+      assert.matches("; blocked by pid " .. pid .. " (client backend, ", out[1], 1, true)
+      assert.matches("^dhrun: hint: ", out[2])
+
+      holder:exec("ROLLBACK")
+      assert.are.equal(0, db.retry(c, "ALTER TABLE r_locked ADD COLUMN x int", { lock_timeout = "300ms" }))
+    end)
+
+    it("retries deadlocks and serialization failures, runs a function, returns its result and the attempts", function()
+      conn:exec("CREATE SEQUENCE r_attempts")
+      local retried = {}
+      local res, attempts = db.retry(conn, function(c)
+        assert.are.equal("150ms", c:get("lock_timeout")) -- SET LOCAL for this transaction
+        local n = c:query_value("SELECT nextval('r_attempts')")
+        if n == 1 then c:exec("DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$") end
+        if n == 2 then c:exec("DO $$ BEGIN RAISE EXCEPTION 'serialization' USING ERRCODE = '40001'; END $$") end
+        return "done after " .. n
+      end, { lock_timeout = "150ms", retry_base = 0.01,
+             on_retry = function(_, e) retried[#retried + 1] = e.sqlstate end })
+      assert.are.same({ "done after 3", 3 }, { res, attempts })
+      assert.are.same({ "40P01", "40001" }, retried)
+      assert.are.equal("0", conn:get("lock_timeout"))
+
+      -- any other error: no retry, the error as it was
+      local calls = 0
+      local err = catch(db.retry, conn, function(c) calls = calls + 1; c:query("SELECT 1 / 0") end,
+        { on_retry = function() error("not retried") end })
+      assert.are.same({ 1, "db", "22012" }, { calls, err.kind, err.sqlstate })
+      assert.has_error(function() db.retry(conn, 42) end,
+        "bad argument #2 to 'retry' (SQL string or function expected, got number)")
+    end)
+
+    it("blockers names each session holding a conflicting lock, also for a role that sees few details", function()
+      conn:exec("CREATE TABLE r_blk (n int)")
+      conn:exec("CREATE TABLE r_other (n int)")
+      local holder <close> = hold("r_blk", { application_name = "the app" })
+      local other <close> = hold("r_other")
+      local pid = holder:backend_pid()
+
+      local list, text = db.blockers(conn, { "r_blk" }, "AccessExclusiveLock")
+      assert.are.equal(1, #list)
+      local b = list[1]
+      assert.are.same({ pid, "client backend", "client backend", "the app", "idle in transaction", "AccessShareLock",
+        "r_blk" }, { b.pid, b.kind, b.backend_type, b.application_name, b.state, b.modes, b.relations })
+      assert.are.equal("SELECT count(*) FROM r_blk -- \\x01 a control character in a comment", b.query)
+      assert.is_nil(b.guessed)
+      assert.matches('^pid ' .. pid .. ' %(client backend, application "the app", idle in transaction, holds '
+        .. 'AccessShareLock on r_blk, in a transaction for %d+ s, last query "SELECT count%(%*%) FROM r_blk', text)
+      assert.is_nil(text:find("\n"))
+
+      -- ACCESS SHARE does not conflict with SHARE UPDATE EXCLUSIVE (VALIDATE's lock)
+      assert.are.same({}, (db.blockers(conn, { "r_blk" }, "ShareUpdateExclusiveLock")))
+      -- no relations: every table of this database
+      local all = db.blockers(conn)
+      local pids = {}
+      for _, x in ipairs(all) do pids[#pids + 1] = x.pid end
+      table.sort(pids)
+      local want = { pid, other:backend_pid() }
+      table.sort(want)
+      assert.are.same(want, pids)
+
+      -- A role without pg_read_all_stats: pg_stat_activity hides the
+      -- session's details, pg_locks still has its pid.
+      local viewer <close> = t.connect()
+      viewer:exec("SET ROLE " .. db.quote_ident(unprivileged(conn)))
+      list, text = db.blockers(viewer, { "r_blk" })
+      assert.are.same({ pid, 'session of role "postgres"', "not visible to this role", true, "the app" },
+        { list[1].pid, list[1].kind, list[1].note, list[1].guessed, list[1].application_name })
+      assert.is_nil(list[1].query)
+      assert.are.equal('pid ' .. pid .. ' (session of role "postgres" (not visible to this role), application '
+        .. '"the app", holds AccessShareLock on r_blk)', text)
+      assert.has_error(function() db.blockers(conn, { "r_blk" }, "Exclusive") end,
+        'bad argument #3 to \'blockers\' (a table lock mode like "AccessExclusiveLock" expected, got Exclusive)')
+    end)
+
+    it("names an autovacuum worker as one, also to a role that cannot see it, and says why DDL cannot pass it",
+      function()
+      -- A database of its own, and autovacuum looking at it every second
+      -- (the server's setting, put back afterwards).
+      local d = testdb.create()
+      local function naptime(v)
+        local admin <close> = testdb.admin()
+        admin:exec(v and "ALTER SYSTEM SET autovacuum_naptime = '1s'" or "ALTER SYSTEM RESET autovacuum_naptime")
+        admin:query("SELECT pg_reload_conf()")
+      end
+      finally(function()
+        naptime(false)
+        testdb.drop(d.name) -- WITH (FORCE): ends the worker too
+      end)
+      local c <close> = d.connect()
+      -- dead tuples for autovacuum to clean, and a cost limit that makes it slow
+      c:exec_script([[
+        CREATE TABLE av (id int PRIMARY KEY, v text) WITH (autovacuum_vacuum_threshold = 0,
+          autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1);
+        INSERT INTO av SELECT g, 'x' FROM generate_series(1, 20000) g;
+        UPDATE av SET v = 'y';]])
+      naptime(true)
+      local worker = eventually(30, function()
+        return c:query_value([[SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.relation = 'av'::regclass AND a.backend_type = 'autovacuum worker' LIMIT 1]])
+      end)
+      assert.is_truthy(worker, "autovacuum did not start on the table within 30 s")
+
+      local list, text = db.blockers(c, { "av" }, "AccessExclusiveLock")
+      assert.are.same({ worker, "autovacuum worker" }, { list[1].pid, list[1].kind })
+      assert.matches("^autovacuum: VACUUM", list[1].query)
+      assert.matches("pid " .. worker .. " (autovacuum worker, active, holds ShareUpdateExclusiveLock on av, ", text,
+        1, true)
+
+      local viewer <close> = d.connect()
+      viewer:exec("SET ROLE " .. db.quote_ident(unprivileged(c)))
+      list, text = db.blockers(viewer, { "av" }, "AccessExclusiveLock")
+      assert.are.same({ worker, "autovacuum worker", true }, { list[1].pid, list[1].kind, list[1].guessed })
+      assert.are.equal("pid " .. worker .. " (autovacuum worker (probably; not visible to this role), holds "
+        .. "ShareUpdateExclusiveLock on av)", text)
+
+      -- A DDL's 300 ms wait ends before the deadlock check (deadlock_timeout,
+      -- 1 s) would make autovacuum give way: the hint says so.
+      local err = catch(db.retry, c, "ALTER TABLE av ADD COLUMN w int", { lock_timeout = "300ms", retries = 0,
+        relations = { "av" } })
+      assert.are.equal("lock", err.kind)
+      assert.matches("blocked by pid " .. worker .. " (autovacuum worker, ", err.message, 1, true)
+      assert.matches("autovacuum (pid " .. worker .. ") gives way to a waiting lock only after deadlock_timeout (1s), "
+        .. "and lock_timeout 300ms gives up before that", err.hint, 1, true)
     end)
   end)
 

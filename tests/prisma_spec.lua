@@ -334,7 +334,13 @@ describe("prisma deploy / status / resolve", function()
       on_retry = function() retries = retries + 1 end })
     assert.is_false(ok)
     assert.are.equal("lock", err.kind)
+    assert.are.equal(1, err.exit)
     assert.are.equal(2, retries)
+    -- which tables a migration locks is not known beforehand: every session
+    -- holding a table lock is named
+    assert.matches("^migration 2_add: a table it changes stayed locked by other sessions %(3 tries, lock_timeout "
+      .. "100ms each%); nothing was applied; sessions holding table locks in this database: pid "
+      .. blocker:backend_pid() .. " %(client backend, ", err.message)
     assert.are.equal(0, conn:query_value("SELECT count(*) FROM _prisma_migrations WHERE migration_name = '2_add'"))
     blocker:exec("ROLLBACK")
     assert.are.same({ "2_add" }, prisma.deploy(conn, dir, { lock_timeout = "100ms" }).applied)

@@ -126,6 +126,13 @@ local function exists(path)
   return f ~= nil
 end
 
+-- The first line of a quiet_log that contains `text`, or nil.
+local function logged(log, text)
+  for _, line in ipairs(log.lines) do
+    if line:find(text, 1, true) then return line end
+  end
+end
+
 local function wait_for(pred, seconds, what)
   local deadline = sys.now() + seconds
   while not pred() do
@@ -164,15 +171,22 @@ describe("dhrun.tenancy", function()
     local env = setup()
     env.conn:exec_script(SCHEMA .. [[CREATE TABLE "Loose" (x int, "workspaceId" text);]])
 
+    -- Said in terms of the spec and the database; a caller that read the
+    -- spec from a file adds the hint that names it.
     local err = catch(tenancy.new, env.conn, { column = "workspaceId", tables = { "Account", "Acount" } })
     assert.are.equal("config", err.kind)
     assert.are.equal(2, err.exit)
     assert.are.equal('tenancy: table "public"."Acount" does not exist', err.message)
-    assert.are.equal("check tenancy.tables / tenancy.column in dhrun.config.lua", err.hint)
+    assert.are.equal("Acount", err.table)
+    assert.is_nil(err.hint)
 
     err = catch(tenancy.new, env.conn, { column = "tenantId", tables = { "Account" } })
     assert.are.equal(2, err.exit)
-    assert.are.equal('tenancy: column "tenantId" does not exist in table "public"."Account"', err.message)
+    assert.are.equal('tenancy: column "tenantId" is not in table "public"."Account"', err.message)
+    assert.are.same({ "Account", "tenantId" }, { err.table, err.column })
+
+    err = catch(tenancy.new, env.conn, { column = "workspaceId", tables = {} })
+    assert.are.equal("tenancy: spec.tables must be a non-empty list of table names", err.message)
 
     err = catch(tenancy.new, env.conn, { column = "workspaceId", tables = { "Loose" } })
     assert.are.equal(2, err.exit)
@@ -184,8 +198,7 @@ describe("dhrun.tenancy", function()
       require("dhrun.tenancy").new(conn, { column = "workspaceId", tables = { "Account", "Acount" } })
     ]] }, { env = { TEN_DB = env.db.conninfo } })
     assert.are.equal(2, r.code)
-    assert.are.equal('dhrun: tenancy: table "public"."Acount" does not exist\n'
-      .. "dhrun: hint: check tenancy.tables / tenancy.column in dhrun.config.lua\n", r.stderr)
+    assert.are.equal('dhrun: tenancy: table "public"."Acount" does not exist\n', r.stderr)
   end)
 
   it("null_check probes nullable tables and counts only the offenders", function()
@@ -305,6 +318,63 @@ describe("dhrun.tenancy", function()
     assert.is_true(tenancy.new(env.conn, spec { tables = { "Metric" } }):null_check().ok)
   end)
 
+  it("takes batch settings per table, and VACUUMs (ANALYZE) a table after its backfill when asked", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 40)
+    local s = spec { tables = { "Account", "Metric" }, table_settings = {
+      Metric = { batch_size = 40, min_batch_size = 40, max_batch_size = 40, vacuum = true },
+      Other = { pause = 1 }, -- a table of a later rollout: ignored, with a warning
+    } }
+    local t = tenancy.new(conn, s)
+    assert.are.equal("warn: tenancy: spec.table_settings.Other: Other is not one of spec.tables: ignored",
+      s.log.lines[1])
+    local sizes = { Account = {}, Metric = {} }
+    local summary = t:backfill { on_batch = function(info) table.insert(sizes[info.table], info.batch_size) end }
+    assert.are.same({ 10, 10, 10, 10, 10 }, sizes.Account) -- the global settings
+    assert.are.same({ 40, 40, 40, 40, 40 }, sizes.Metric)  -- 160 rows: 4 full batches and the one that finds the end
+    assert.is_true(t:null_check().ok)
+
+    -- Only Metric was vacuumed and analyzed, once, after its backfill.
+    local function stats(name)
+      return conn:query_one([[SELECT vacuum_count, analyze_count FROM pg_stat_user_tables WHERE relid = $1::regclass]],
+        q(name))
+    end
+    assert.are.same({ 1, 1 }, { stats("Metric").vacuum_count, stats("Metric").analyze_count })
+    assert.are.same({ 0, 0 }, { stats("Account").vacuum_count, stats("Account").analyze_count })
+    assert.is_nil(summary.tables[1].vacuum_seconds)
+    assert.are.equal("number", type(summary.tables[2].vacuum_seconds))
+    assert.matches("^info: backfill Metric: VACUUM %(ANALYZE%) in %d+%.%d%d s$", s.log.lines[#s.log.lines])
+
+    -- A run's own batch size is kept for every table, over table_settings.
+    conn:exec([[UPDATE "Metric" SET "workspaceId" = NULL]])
+    sizes = { Account = {}, Metric = {} }
+    t:backfill { batch_size = 100, on_batch = function(info) table.insert(sizes[info.table], info.batch_size) end }
+    assert.are.same({ 100, 100 }, sizes.Metric)
+    assert.are.same({ 2, 2 }, { stats("Metric").vacuum_count, stats("Metric").analyze_count })
+
+    -- Checked like the global settings: exit 2, one line naming the setting.
+    for _, case in ipairs {
+      { { Metric = { batch_size = 0 } },
+        "spec.table_settings.Metric.batch_size must be an integer number >= 1, got 0" },
+      { { Metric = { min_batch_size = 50 } },
+        "spec.table_settings.Metric: min_batch_size (50) is larger than max_batch_size (10)" },
+      { { Metric = { pause = -1 } }, "spec.table_settings.Metric.pause must be a number >= 0, got -1" },
+      { { Metric = { batch_target = "1s" } },
+        "spec.table_settings.Metric.batch_target must be a number >= 0.001, got 1s" },
+      { { Metric = { vacuum = "yes" } }, "spec.table_settings.Metric.vacuum must be true or false, got yes" },
+      { { Metric = { batchsize = 5 } }, "spec.table_settings.Metric.batchsize is not a per-table setting "
+        .. "(batch_size, min_batch_size, max_batch_size, batch_target, pause, vacuum)" },
+      { { ["Metric Daily"] = 5 }, 'spec.table_settings["Metric Daily"] must be a table, got number' },
+      { "fast", "spec.table_settings must be a table of {table name = {batch_size=, ...}}" },
+    } do
+      local err = catch(tenancy.new, conn, spec { tables = { "Account", "Metric" }, table_settings = case[1] })
+      assert.are.same({ "config", 2, "tenancy: " .. case[2] }, { err.kind, err.exit, err.message })
+    end
+    local err = catch(tenancy.new, conn, spec { vacuum = 1 })
+    assert.are.equal("tenancy: spec.vacuum must be true or false, got 1", err.message)
+  end)
+
   it("flushes the backfill session's writes as it goes when flush_after is set, then restores the setting", function()
     local env = setup()
     populate(env.conn, 60)
@@ -375,6 +445,104 @@ describe("dhrun.tenancy", function()
     local row = conn:query_one([[SELECT pass, finished_at IS NOT NULL AS finished, rows_updated
                                   FROM dhrun.backfill_progress WHERE task = 'workspaceId:public.Account']])
     assert.are.same({ 2, true, 42 }, { row.pass, row.finished, row.rows_updated })
+  end)
+
+  -- A table like Data Hub's: an index on the tenant column.
+  local function big(conn, rows)
+    conn:exec_script([[
+      CREATE TABLE "Big" (id int PRIMARY KEY, "workspaceId" text);
+      CREATE INDEX "Big_workspaceId_idx" ON "Big" ("workspaceId");]])
+    conn:exec([[INSERT INTO "Big" (id) SELECT g FROM generate_series(1, $1) g]], rows)
+  end
+
+  local function big_spec(extra)
+    local s = spec { tables = { "Big" }, backfill = { Big = { value = [['ws-' || (t.id % 7)]] } },
+                     batch_size = 5000, min_batch_size = 200, max_batch_size = 50000 }
+    for k, v in pairs(extra or {}) do s[k] = v end
+    return s
+  end
+
+  it("a rerun finds the NULLs left in a big table through the column's index, without walking the table", function()
+    local env = setup()
+    local conn = env.conn
+    big(conn, 200000)
+    local first = tenancy.new(conn, big_spec()):backfill()
+    assert.are.equal(200000, first.tables[1].scanned)
+    -- 50 rows lose their value again, at both ends of the key range
+    conn:exec([[UPDATE "Big" SET "workspaceId" = NULL WHERE id <= 25 OR id > 199975]])
+
+    local s = big_spec()
+    local visited, passes = 0, {}
+    local r = tenancy.new(conn, s):backfill { on_batch = function(info)
+      visited = visited + info.scanned
+      passes[info.pass] = true
+    end }
+    assert.are.same({ [2] = true }, passes)
+    assert.are.same({ 50, 50, 50, 1, 0 }, { r.updated, r.tables[1].scanned, visited, r.tables[1].passes,
+      r.remaining })
+    assert.is_truthy(logged(s.log, 'info: backfill Big: pass 2 visits only the rows with NULL workspaceId (index '
+      .. '"Big_workspaceId_idx")'))
+    assert.are.equal(0, count(conn, [["Big" WHERE "workspaceId" IS DISTINCT FROM 'ws-' || (id % 7)]]))
+    local row = conn:query_one([[SELECT pass, rows_updated, finished_at IS NOT NULL AS finished
+                                  FROM dhrun.backfill_progress]])
+    assert.are.same({ 2, 200050, true }, { row.pass, row.rows_updated, row.finished })
+  end)
+
+  it("a pass over the NULLs left commits with its cursor: it resumes after a crash, and a second run fails",
+    function()
+    local env = setup()
+    local conn = env.conn
+    big(conn, 2000)
+    tenancy.new(conn, big_spec()):backfill()
+    conn:exec([[UPDATE "Big" SET "workspaceId" = NULL WHERE id % 40 = 0]]) -- 50 rows
+    local fixed = function(extra)
+      local s = big_spec { batch_size = 10, min_batch_size = 10, max_batch_size = 10 }
+      for k, v in pairs(extra or {}) do s[k] = v end
+      return s
+    end
+
+    -- The process dies right after its second batch committed.
+    local err = catch(tenancy.new(conn, fixed()).backfill, tenancy.new(conn, fixed()), { on_batch = function(info)
+      if info.batch == 2 then error("killed") end
+    end })
+    assert.matches("killed", tostring(err))
+    local row = conn:query_one([[SELECT pass, cursor[1]::int AS cursor, finished_at IS NULL AS open
+                                  FROM dhrun.backfill_progress]])
+    assert.are.same({ 2, 800, true }, { row.pass, row.cursor, row.open }) -- the 20th NULL row's key
+    assert.are.equal(20, count(conn, [["Big" WHERE id % 40 = 0 AND "workspaceId" IS NOT NULL]]))
+    assert.are.equal(0, count(conn, [["Big" WHERE id % 40 = 0 AND "workspaceId" IS NOT NULL AND id > 800]]))
+
+    -- Another run takes over while this one is between batches: this one's
+    -- next batch fails instead of writing too.
+    local other = env.connect()
+    local s = fixed()
+    local t = tenancy.new(conn, s)
+    err = catch(t.backfill, t, { on_batch = function(info)
+      if info.batch == 1 then
+        local r = tenancy.new(other, fixed()):backfill()
+        assert.are.same({ 20, 20 }, { r.updated, r.tables[1].scanned }) -- the 2 batches after the first one
+      end
+    end })
+    assert.are.equal("lock", err.kind)
+    assert.matches("another backfill of this table is running", err.message, 1, true)
+    assert.is_truthy(logged(s.log, "resuming pass 2 after key {800}"))
+    assert.are.equal(0, count(conn, [["Big" WHERE "workspaceId" IS DISTINCT FROM 'ws-' || (id % 7)]]))
+    row = conn:query_one([[SELECT rows_updated, finished_at IS NOT NULL AS finished FROM dhrun.backfill_progress]])
+    assert.are.same({ 2050, true }, { row.rows_updated, row.finished })
+  end)
+
+  it("without an index on the column, a later pass starts at the first key that has a NULL", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 20000)
+    local s = spec { tables = { "Account" }, batch_size = 5000, min_batch_size = 200, max_batch_size = 50000 }
+    tenancy.new(conn, s):backfill()
+    conn:exec([[UPDATE "Account" SET "workspaceId" = NULL WHERE id > 19970]])
+    s = spec { tables = { "Account" }, batch_size = 5000, min_batch_size = 200, max_batch_size = 50000 }
+    local r = tenancy.new(conn, s):backfill()
+    assert.are.same({ 30, 30, 1 }, { r.updated, r.tables[1].scanned, r.tables[1].passes })
+    assert.is_truthy(logged(s.log, "backfill Account: pass 2 starts at key {19971}, the first with NULL workspaceId"))
+    assert.is_true(tenancy.new(conn, spec { tables = { "Account" } }):null_check().ok)
   end)
 
   it("resumes from the stored cursor after kill -9 and ends with exactly the expected data", function()

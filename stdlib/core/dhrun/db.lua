@@ -17,6 +17,7 @@
 -- Ctrl-C cancels the running statement on the server and raises the interrupt.
 local core = require "dhrun.core.db"
 local sys = require "dhrun.core.sys"
+local errors = require "dhrun.errors"
 
 local db = {}
 
@@ -425,6 +426,34 @@ function methods:get(name)
   return self:query_value("SELECT current_setting($1)", name)
 end
 
+-- conn:with_setting(name, value) -> a to-be-closed value.  Sets a session
+-- setting now; closing the value puts the previous one back:
+--   local _ <close> = conn:with_setting("lock_timeout", "10s")
+-- value false: sets nothing and returns nil (a <close> variable may hold nil).
+-- Restoring is best effort: a lost connection has nothing left to restore,
+-- and a setting made inside a transaction that rolls back is undone anyway.
+function methods:with_setting(name, value)
+  if type(name) ~= "string" then
+    error("bad argument #1 to 'with_setting' (string expected, got " .. type(name) .. ")", 2)
+  end
+  if value == false then return nil end
+  local v, t = setting_value(value)
+  if not v then
+    error("bad argument #2 to 'with_setting' (string, number, boolean or false expected, got " .. t .. ")", 2)
+  end
+  local previous = self:get(name)
+  self:set(name, v)
+  local open = true
+  return setmetatable({ name = name, previous = previous }, {
+    __close = function()
+      if open then
+        open = false
+        pcall(self.set, self, name, previous)
+      end
+    end,
+  })
+end
+
 local function check_key(key, fname)
   if math.type(key) ~= "integer" then
     error("bad argument #1 to '" .. fname .. "' (integer key expected, got " .. (math.type(key) or type(key)) .. ")",
@@ -450,6 +479,276 @@ end
 function methods:advisory_unlock(key)
   check_key(key, "advisory_unlock")
   return self:query_value("SELECT pg_advisory_unlock($1::bigint)", key)
+end
+
+---------------------------------------------------------------------------
+-- Lock waits: who holds a table, and bounded waits with retries
+
+local format = string.format
+
+local function isnull(v) return v == nil or v == core.null end
+
+-- Table lock modes and the modes each one conflicts with (PostgreSQL's
+-- "Conflicting Lock Modes" table).
+local LOCK_CONFLICTS = {
+  AccessShareLock = { "AccessExclusiveLock" },
+  RowShareLock = { "ExclusiveLock", "AccessExclusiveLock" },
+  RowExclusiveLock = { "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock" },
+  ShareUpdateExclusiveLock = { "ShareUpdateExclusiveLock", "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock",
+    "AccessExclusiveLock" },
+  ShareLock = { "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareRowExclusiveLock", "ExclusiveLock",
+    "AccessExclusiveLock" },
+  ShareRowExclusiveLock = { "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock", "ShareRowExclusiveLock",
+    "ExclusiveLock", "AccessExclusiveLock" },
+  ExclusiveLock = { "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
+    "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock" },
+  AccessExclusiveLock = { "AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock",
+    "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock" },
+}
+
+-- Text from the server (a query, an application_name) on one line: runs of
+-- white space become one space, other control characters \xNN; cut to
+-- `max` bytes (not inside a UTF-8 sequence) with "..." appended.
+local function one_line(s, max)
+  s = tostring(s):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
+  s = s:gsub("%c", function(c) return format("\\x%02x", c:byte()) end)
+  if max and #s > max then
+    s = s:sub(1, max):gsub("[\xC0-\xFF][\x80-\xBF]*$", "") .. "..."
+  end
+  return s
+end
+
+local BLOCKERS_SQL = [[
+WITH held AS (
+  SELECT l.pid, l.virtualtransaction AS vxid,
+         string_agg(DISTINCT l.mode, ', ') AS modes,
+         string_agg(DISTINCT l.relation::regclass::text, ', ') AS relations
+    FROM pg_locks l
+   WHERE l.locktype = 'relation' AND l.granted
+     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+     AND l.pid IS DISTINCT FROM pg_backend_pid()
+     AND ($1::text[] IS NULL OR l.relation = ANY (ARRAY(SELECT to_regclass(r)::oid FROM unnest($1::text[]) r)))
+     AND l.mode = ANY ($2::text[])
+   GROUP BY l.pid, l.virtualtransaction
+)
+SELECT h.pid, h.modes, h.relations, a.pid IS NOT NULL AS listed, a.backend_type,
+       a.usesysid IS NOT NULL AS has_user, a.usename::text AS usename,
+       coalesce(a.application_name, '') AS app, a.state, a.query,
+       to_char(a.query_start, 'YYYY-MM-DD HH24:MI:SS TZ') AS query_start,
+       round(extract(epoch FROM now() - a.query_start))::int8 AS query_age,
+       round(extract(epoch FROM now() - a.xact_start))::int8 AS xact_age,
+       p.gid
+  FROM held h
+  LEFT JOIN pg_stat_activity a ON a.pid = h.pid
+  LEFT JOIN LATERAL (SELECT px.gid FROM pg_locks x JOIN pg_prepared_xacts px ON px.transaction = x.transactionid
+                      WHERE h.pid IS NULL AND x.pid IS NULL AND x.locktype = 'transactionid'
+                        AND x.virtualtransaction = h.vxid
+                      LIMIT 1) p ON true
+ ORDER BY h.pid NULLS LAST, h.vxid]]
+
+-- What kind of session holds the lock.  A role without pg_read_all_stats
+-- sees other roles' sessions in pg_stat_activity with only pid, user and
+-- application_name (backend_type NULL, query "<insufficient privilege>"),
+-- and an autovacuum worker with no user and no application at all.
+local function blocker_kind(r)
+  if isnull(r.pid) then return "prepared transaction", nil end
+  if not r.listed then return "session", "no longer in pg_stat_activity" end
+  if not isnull(r.backend_type) then return r.backend_type, nil end
+  if not r.has_user and r.app == "" and r.modes:find("ShareUpdateExclusiveLock", 1, true) then
+    -- autovacuum's VACUUM or ANALYZE holds SHARE UPDATE EXCLUSIVE
+    return "autovacuum worker", "probably; not visible to this role", true
+  end
+  if not isnull(r.usename) then
+    return format("session of role \"%s\"", one_line(r.usename, 63)), "not visible to this role", true
+  end
+  return "session", "not visible to this role", true
+end
+
+local function describe_blocker(b)
+  local parts = { b.kind .. (b.note and (" (" .. b.note .. ")") or "") }
+  if b.gid then parts[#parts + 1] = format("gid \"%s\"", b.gid) end
+  if b.application_name ~= "" then parts[#parts + 1] = format("application \"%s\"", b.application_name) end
+  if b.state then parts[#parts + 1] = b.state end
+  parts[#parts + 1] = format("holds %s on %s", b.modes, b.relations)
+  if b.xact_age then parts[#parts + 1] = format("in a transaction for %d s", b.xact_age) end
+  if b.query then
+    parts[#parts + 1] = format("%s \"%s\"", (b.state or "active") == "active" and "query" or "last query", b.query)
+  end
+  local who = b.pid and ("pid " .. b.pid) or "a prepared transaction"
+  return format("%s (%s)", who, table.concat(parts, ", "))
+end
+
+-- db.blockers(conn, relations, mode) -> list, text
+--   The sessions holding a table lock that conflicts with `mode` (default
+--   "AccessExclusiveLock": any lock) on one of `relations` (SQL names as
+--   to_regclass reads them, e.g. '"public"."Account"'; nil: any table of
+--   this database).  Read from pg_locks, so sessions this role may not see in
+--   pg_stat_activity are still listed, by pid.
+--   list: { {pid=, kind=, note=, guessed=, backend_type=, application_name=,
+--            state=, modes=, relations=, query=, query_start=, query_age=,
+--            xact_age=, user=, gid=} }
+--     kind: pg_stat_activity's backend_type ("client backend", "autovacuum
+--     worker", ...), or what it probably is when that is hidden from this
+--     role ("autovacuum worker" with guessed = true and note "probably; not
+--     visible to this role"), or "prepared transaction" (pid nil, gid set).
+--     query: the first 100 bytes of the query, on one line.
+--   text: one line, "pid 123 (client backend, application "psql", idle in
+--   transaction, holds AccessShareLock on "Account", ...); pid 456 (...)".
+function db.blockers(conn, relations, mode)
+  if relations ~= nil and type(relations) ~= "table" then
+    error("bad argument #2 to 'blockers' (list of relation names or nil expected, got " .. type(relations) .. ")", 2)
+  end
+  mode = mode or "AccessExclusiveLock"
+  local conflicts = LOCK_CONFLICTS[mode]
+  if not conflicts then
+    error("bad argument #3 to 'blockers' (a table lock mode like \"AccessExclusiveLock\" expected, got "
+      .. tostring(mode) .. ")", 2)
+  end
+  local rows = conn:query(BLOCKERS_SQL, relations and db.text_array(relations) or nil, db.text_array(conflicts))
+  local list, texts = {}, {}
+  for _, r in ipairs(rows) do
+    local kind, note, guessed = blocker_kind(r)
+    local visible = not guessed and not isnull(r.query)
+    local b = {
+      pid = not isnull(r.pid) and r.pid or nil, kind = kind, note = note, guessed = guessed or nil,
+      backend_type = not isnull(r.backend_type) and r.backend_type or nil,
+      application_name = one_line(r.app, 63), state = not isnull(r.state) and r.state or nil,
+      modes = r.modes, relations = one_line(r.relations),
+      query = visible and one_line(r.query, 100) or nil,
+      query_start = visible and not isnull(r.query_start) and r.query_start or nil,
+      query_age = visible and not isnull(r.query_age) and r.query_age or nil,
+      xact_age = not isnull(r.xact_age) and r.xact_age or nil,
+      user = not isnull(r.usename) and r.usename or nil,
+      gid = not isnull(r.gid) and one_line(r.gid, 200) or nil,
+    }
+    list[#list + 1] = b
+    texts[#texts + 1] = describe_blocker(b)
+  end
+  return list, table.concat(texts, "; ")
+end
+
+-- SQLSTATEs worth another attempt: lock_not_available (lock_timeout),
+-- deadlock_detected, serialization_failure.  The transaction rolled back
+-- whole, so trying again is safe.
+db.RETRYABLE = { ["55P03"] = true, ["40P01"] = true, ["40001"] = true }
+
+db.RETRY_DEFAULTS = { lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5 }
+
+-- Backoff before attempt n+1: exponential from `base`, capped at `max`, with
+-- "equal jitter" (half fixed, half random) so that several retrying clients
+-- do not hit the lock queue in lockstep.
+local function backoff(n, base, max)
+  local d = math.min(max, base * 2 ^ (n - 1))
+  return d / 2 + math.random() * d / 2
+end
+
+-- A hint for an autovacuum worker among the blockers: it gives way to a
+-- waiting lock request only when the deadlock check runs, deadlock_timeout
+-- after the wait began; a shorter lock_timeout gives up first, every time.
+local function autovacuum_hint(conn, list, timeout)
+  for _, b in ipairs(list) do
+    if b.kind == "autovacuum worker" then
+      local ok, r = pcall(conn.query_one, conn, [[SELECT $1::interval < current_setting('deadlock_timeout')::interval
+        AS shorter, current_setting('deadlock_timeout') AS deadlock_timeout]], timeout)
+      if ok and r and r.shorter then
+        return format("autovacuum (pid %s) gives way to a waiting lock only after deadlock_timeout (%s), and "
+          .. "lock_timeout %s gives up before that: wait for it to finish, or VACUUM the table before this step",
+          b.pid or "?", r.deadlock_timeout, timeout)
+      end
+      return format("autovacuum (pid %s) holds the table: wait for it to finish, or VACUUM the table before this "
+        .. "step", b.pid or "?")
+    end
+  end
+end
+
+-- db.retry(conn, work, opts) -> work's result, attempts
+--   Runs `work` (an SQL string for conn:exec, or function(conn)) in its own
+--   transaction (a savepoint when conn is already in one) with
+--   SET LOCAL lock_timeout.  On 55P03/40P01/40001 the transaction rolls
+--   back, and after a jittered exponential backoff the work runs again, at
+--   most opts.retries more times.  Other errors (SQL, Ctrl-C) propagate
+--   unchanged.
+--   opts (defaults in db.RETRY_DEFAULTS):
+--     lock_timeout  PostgreSQL interval ("300ms", "2s") or milliseconds
+--     retries       attempts after the first (20)
+--     retry_base, retry_max  backoff seconds: the n-th wait is between half
+--                   and all of min(retry_max, retry_base * 2^(n-1)) (0.2, 5)
+--     what          how messages name the work (the SQL, on one line)
+--     log           a dhrun.log-like table: one warn line per retry
+--     on_retry      function(attempt, err, delay) before each wait (e.g. to
+--                   shrink a batch)
+--     relations, lockmode  which tables and lock mode to name the blockers
+--                   for (db.blockers); without relations, every session
+--                   holding a table lock in this database is named
+--     message       function{attempts=, lock_timeout=, err=} -> the first
+--                   part of the final error's message
+--     hint          the final error's hint
+--   After the last attempt raises kind="lock" (exit 1): "<what>: gave up
+--   after N attempts (lock_timeout T, last error: ...); blocked by pid ...",
+--   with fields blockers (db.blockers' list), attempts, sqlstate, lock_timeout
+--   and cause (the last error).
+function db.retry(conn, work, opts)
+  if type(conn) ~= "userdata" and type(conn) ~= "table" then
+    error("bad argument #1 to 'retry' (connection expected, got " .. type(conn) .. ")", 2)
+  end
+  local callable = type(work) == "function" or (getmetatable(work) or {}).__call ~= nil
+  if type(work) ~= "string" and not callable then
+    error("bad argument #2 to 'retry' (SQL string or function expected, got " .. type(work) .. ")", 2)
+  end
+  opts = opts or {}
+  local D = db.RETRY_DEFAULTS
+  local timeout = opts.lock_timeout or D.lock_timeout
+  if math.type(timeout) == "integer" and timeout >= 0 then
+    timeout = timeout .. "ms"
+  elseif type(timeout) ~= "string" then
+    error("bad argument #3 to 'retry' (lock_timeout: interval string or milliseconds expected, got "
+      .. tostring(timeout) .. ")", 2)
+  end
+  local retries = opts.retries or D.retries
+  local base, max = opts.retry_base or D.retry_base, opts.retry_max or D.retry_max
+  local log = opts.log
+  local what = opts.what or (type(work) == "string" and one_line(work, 200)) or "statement"
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local ok, res = pcall(conn.transaction, conn, function(c)
+      -- set_config(..., true) is SET LOCAL: gone at COMMIT/ROLLBACK, and the
+      -- value travels as a parameter, never spliced into SQL.
+      c:query("SELECT set_config('lock_timeout', $1, true)", timeout)
+      if type(work) == "string" then return c:exec(work) end
+      return work(c)
+    end)
+    if ok then return res, attempt end
+    if type(res) ~= "table" or not db.RETRYABLE[res.sqlstate] then error(res, 0) end
+    if attempt > retries then
+      -- best effort: the error to report is the lock wait, not a failed look-up
+      local found, list, text = pcall(db.blockers, conn, opts.relations, opts.lockmode)
+      if not found then list, text = {}, "" end
+      local head = opts.message and opts.message { attempts = attempt, lock_timeout = timeout, err = res }
+        or format("%s: gave up after %d attempt%s (lock_timeout %s, last error: %s)", what, attempt,
+          attempt == 1 and "" or "s", timeout, one_line(res.message or tostring(res)))
+      local tail = ""
+      if #list > 0 then
+        tail = (opts.relations and "; blocked by " or "; sessions holding table locks in this database: ") .. text
+      end
+      local hint = opts.hint or (#list > 0
+        and "wait for the sessions named above to finish, or end them (pg_terminate_backend) if they are stuck; "
+          .. "then run again"
+        or "other sessions held locks that kept this waiting (long transactions?); run again later")
+      local av = autovacuum_hint(conn, list, timeout)
+      errors.raise("lock", head .. tail, {
+        hint = av and (av .. "; " .. hint) or hint,
+        blockers = list, attempts = attempt, sqlstate = res.sqlstate, lock_timeout = timeout, cause = res,
+      })
+    end
+    local delay = backoff(attempt, base, max)
+    if opts.on_retry then opts.on_retry(attempt, res, delay) end
+    if log then
+      log.warn(format("%s: %s; retry %d/%d in %.2f s", what, one_line(res.message or tostring(res)), attempt,
+        retries, delay))
+    end
+    sys.sleep(delay)
+  end
 end
 
 return db

@@ -19,6 +19,7 @@
 local lfs = require "lfs"
 local sys = require "dhrun.core.sys"
 local db = require "dhrun.db"
+local errors = require "dhrun.errors"
 
 local M = {}
 
@@ -71,9 +72,8 @@ local function perror(code, summary, hint, fmt_args, extra)
   if fmt_args then text = string.format(text, table.unpack(fmt_args)) end
   local fields = { code = code, prisma_message = text, detail = text:gsub("\n+", " "), hint = hint }
   for k, v in pairs(extra or {}) do fields[k] = v end
-  local exit = 1
-  if code == "P1002" then exit = 3 end
-  error(sys.error("prisma", exit, summary .. " (Prisma " .. code .. ")", fields), 0)
+  -- P1002: another run holds the migrate lock, which is "busy" (exit 3)
+  errors.raise(code == "P1002" and "busy" or "prisma", summary .. " (Prisma " .. code .. ")", fields)
 end
 M.error = perror
 
@@ -200,8 +200,8 @@ local lazy_checksum = {
 function M.list(dir)
   local mode = lfs.attributes(dir, "mode")
   if mode ~= "directory" then
-    error(sys.error("config", 2, "migrations directory " .. dir .. " does not exist",
-      { hint = "check `migrations` in the project config (dhrun.config.lua)" }), 0)
+    errors.raise("config", "migrations directory " .. dir .. " does not exist",
+      { hint = "check `migrations` in the project config (dhrun.config.lua)" })
   end
   local names = {}
   for entry in lfs.dir(dir) do
@@ -313,10 +313,11 @@ local held = setmetatable({}, { __mode = "k" })
 
 function M.with_lock(conn, fn)
   if held[conn] then return fn() end
-  local old = conn:get("lock_timeout")
-  conn:set("lock_timeout", M.LOCK_TIMEOUT)
-  local ok, err = pcall(conn.advisory_lock, conn, M.LOCK_KEY)
-  conn:set("lock_timeout", old)
+  local ok, err
+  do
+    local _ <close> = conn:with_setting("lock_timeout", M.LOCK_TIMEOUT)
+    ok, err = pcall(conn.advisory_lock, conn, M.LOCK_KEY)
+  end
   if not ok then
     if type(err) == "table" and err.sqlstate == "55P03" then
       local holder = conn:query_one([[
@@ -543,46 +544,44 @@ local function apply_one(conn, m, opts)
     if opts.on_apply then opts.on_apply(m) end
     local ok, err = pcall(conn.exec_script, conn, m.sql)
     if not ok then
-      if type(err) == "table" and err.kind == "interrupted" then error(err, 0) end
+      if errors.is(err, "interrupted") then error(err, 0) end
       script_failed(conn, m, err, id)
     end
     conn:exec("UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1 WHERE id = $1", id)
     conn:exec("UPDATE _prisma_migrations SET finished_at = $1 WHERE id = $2", now_utc(), id)
     return id
   end
-  local retries = opts.lock_retries or 10
   local announced = false
-  for attempt = 1, retries do
-    local id
-    local ok, err = pcall(conn.transaction, conn, function()
-      if opts.lock_timeout then conn:query("SELECT set_config('lock_timeout', $1, true)", opts.lock_timeout) end
-      id = sys.uuid4()
-      conn:exec("INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES ($1, $2, $3, $4)",
-        id, m.checksum, now_utc(), m.name)
-      if opts.on_apply and not announced then announced = true; opts.on_apply(m) end
-      conn:exec_script(m.sql)
-      conn:exec("UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1 WHERE id = $1", id)
-      conn:exec("UPDATE _prisma_migrations SET finished_at = $1 WHERE id = $2", now_utc(), id)
-    end)
-    if ok then return id end
-    if type(err) == "table" and err.kind == "interrupted" then error(err, 0) end
-    -- a lock not granted in time, or a deadlock with the application's
-    -- writes: the transaction rolled back whole, nothing is recorded, retry
-    local retryable = type(err) == "table" and (err.sqlstate == "55P03" or err.sqlstate == "40P01")
-    if retryable and opts.lock_timeout then
-      if attempt == retries then
-        error(sys.error("lock", 1, string.format("migration %s: a table it changes stayed locked by other sessions "
-          .. "(%d tries, lock_timeout %s each); nothing was applied", m.name, retries, opts.lock_timeout), {
-          hint = "find the blocking sessions in pg_stat_activity (long transactions), then run again",
-          sqlstate = "55P03" }), 0)
-      end
-      local wait = math.min(5, 0.2 * 2 ^ (attempt - 1)) * (0.5 + math.random())
-      if opts.on_retry then opts.on_retry(m, attempt, wait) end
-      sys.sleep(wait)
-    else
-      script_failed(conn, m, err, nil)
-    end
+  local function apply(c)
+    local id = sys.uuid4()
+    c:exec("INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES ($1, $2, $3, $4)",
+      id, m.checksum, now_utc(), m.name)
+    if opts.on_apply and not announced then announced = true; opts.on_apply(m) end
+    c:exec_script(m.sql)
+    c:exec("UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1 WHERE id = $1", id)
+    c:exec("UPDATE _prisma_migrations SET finished_at = $1 WHERE id = $2", now_utc(), id)
+    return id
   end
+  local ok, res
+  if opts.lock_timeout then
+    -- A lock not granted in time, or a deadlock with the application's
+    -- writes: the transaction rolled back whole, nothing is recorded; retry.
+    local tries = opts.lock_retries or 10
+    ok, res = pcall(db.retry, conn, apply, {
+      lock_timeout = opts.lock_timeout, retries = tries - 1, what = "migration " .. m.name, log = opts.log,
+      on_retry = opts.on_retry and function(attempt, _, delay) opts.on_retry(m, attempt, delay) end,
+      message = function(i)
+        return string.format("migration %s: a table it changes stayed locked by other sessions (%d tries, "
+          .. "lock_timeout %s each); nothing was applied", m.name, i.attempts, i.lock_timeout)
+      end,
+    })
+    if not ok and errors.is(res, "lock") then error(res, 0) end
+  else
+    ok, res = pcall(conn.transaction, conn, apply)
+  end
+  if ok then return res end
+  if errors.is(res, "interrupted") then error(res, 0) end
+  script_failed(conn, m, res, nil)
 end
 
 local function failed_rows_error(rows)
@@ -596,12 +595,12 @@ local function failed_rows_error(rows)
   end
   if #names == 0 then return end
   local text = TEXT.P3009 .. "\n" .. table.concat(lines, "\n")
-  error(sys.error("prisma", 1, "migration " .. names[1] .. " failed earlier; new migrations will not be applied "
+  errors.raise("prisma", "migration " .. names[1] .. " failed earlier; new migrations will not be applied "
     .. "(Prisma P3009)", {
       code = "P3009", prisma_message = text, detail = table.concat(lines, "; "), failed = names,
       hint = "run `dhrun recover` (it resolves the failed migration and redeploys), "
         .. "or prisma migrate resolve --rolled-back \"" .. names[1] .. "\"",
-    }), 0)
+    })
 end
 
 -- Applies pending migrations like `prisma migrate deploy`.
@@ -668,8 +667,8 @@ function M.resolve_rolled_back(conn, name)
   assert(type(name) == "string" and name ~= "", "resolve_rolled_back: migration name required")
   return M.with_lock(conn, function()
     if not M.table_exists(conn) then
-      error(sys.error("prisma", 1, "Invariant violation: called markMigrationRolledBack on a database without "
-        .. "migrations table.", { hint = "this database was never migrated by Prisma or dhrun" }), 0)
+      errors.raise("prisma", "Invariant violation: called markMigrationRolledBack on a database without "
+        .. "migrations table.", { hint = "this database was never migrated by Prisma or dhrun" })
     end
     local rows = conn:query("SELECT id, finished_at, rolled_back_at FROM _prisma_migrations "
       .. "WHERE migration_name = $1", name)

@@ -3,11 +3,12 @@
 --
 --   local t = tenancy.new(conn, spec)    -- validates spec against the catalog
 --   t:null_check([opts]) / t:has_nulls() -- catalog first, EXISTS probes, counts only offenders
---   t:backfill([opts])                   -- keyset batches, resumable (dhrun.backfill_progress)
+--   t:backfill([opts])                   -- keyset batches, resumable (dhrun.backfill_progress); a later
+--                                        -- pass visits only the rows left NULL (see _plan_pass)
 --   t:enforce_not_null([opts])           -- CHECK NOT VALID -> VALIDATE -> SET NOT NULL -> DROP CHECK
 --   t:drop_not_null([opts])              -- rollback: DROP NOT NULL (optionally all tables in one transaction)
 --   t:state()                            -- nullable / check constraint per table, from the catalog
---   tenancy.ddl_retry(conn, sql_or_fn, opts) -- SET LOCAL lock_timeout + jittered retries
+--   tenancy.ddl_retry(conn, sql_or_fn, opts) -- db.retry under its older name
 --
 -- Why it is shaped like this (see the online-schema-changes reference):
 --   * no table scan ever runs under ACCESS EXCLUSIVE: the scan is VALIDATE's
@@ -22,6 +23,7 @@
 -- milliseconds (PostgreSQL's own unit for that setting).
 local sys = require "dhrun.core.sys"
 local db = require "dhrun.db"
+local errors = require "dhrun.errors"
 
 local format, concat = string.format, table.concat
 
@@ -29,35 +31,25 @@ local M = {}
 
 M.DEFAULTS = {
   batch_size = 5000, max_batch_size = 50000, min_batch_size = 200, batch_target = 0.25, pause = 0,
-  lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5, flush_after = false,
+  lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5, flush_after = false, vacuum = false,
+}
+
+-- The settings spec.table_settings[table] may override, in the order the
+-- validation reports them: {key, minimum, integer}; vacuum is a boolean.
+local TABLE_KEYS = {
+  { "batch_size", 1, true }, { "min_batch_size", 1, true }, { "max_batch_size", 1, true },
+  { "batch_target", 0.001 }, { "pause", 0 }, { "vacuum" },
 }
 M.MAX_PASSES = 3
 M.PROGRESS_TABLE = "dhrun.backfill_progress"
 
-local CONFIG_HINT = "check tenancy.tables / tenancy.column in dhrun.config.lua"
-local SPEC_HINT = "check the tenancy settings in dhrun.config.lua"
 local NAMEDATALEN = 63 -- PostgreSQL truncates longer identifiers (bytes)
 
--- SQLSTATEs worth another attempt: lock_not_available (lock_timeout),
--- deadlock_detected, serialization_failure.
-local RETRYABLE = { ["55P03"] = true, ["40P01"] = true, ["40001"] = true }
-
--- Table lock modes that conflict with the mode a statement needs; used to name
--- the sessions that kept us waiting.
-local CONFLICTS = {
-  AccessExclusiveLock = { "AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock",
-    "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock" },
-  ShareUpdateExclusiveLock = { "ShareUpdateExclusiveLock", "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock",
-    "AccessExclusiveLock" },
-  RowExclusiveLock = { "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock" },
-}
-
-local function fail(kind, exit, message, fields)
-  error(sys.error(kind, exit, message, fields), 0)
-end
-
-local function config_error(message, hint)
-  fail("config", 2, "tenancy: " .. message, { hint = hint or SPEC_HINT })
+-- A spec that does not fit the database or is malformed: kind "config"
+-- (exit 2), said in terms of the spec given to tenancy.new.  Where the spec
+-- came from (a config file) is the caller's to add, as a hint.
+local function config_error(message, fields)
+  errors.raise("config", "tenancy: " .. message, fields)
 end
 
 local function isnull(v)
@@ -76,100 +68,17 @@ end
 local function lock_timeout_text(v)
   if math.type(v) == "integer" and v >= 0 then return v .. "ms" end
   if type(v) == "string" and v:match("^%s*%d+%.?%d*%s*%a*%s*$") then return v end
-  config_error(format("lock_timeout must be an interval like \"300ms\" or a number of milliseconds, got %s",
+  config_error(format("spec.lock_timeout must be an interval like \"300ms\" or a number of milliseconds, got %s",
     tostring(v)))
 end
 
 ---------------------------------------------------------------------------
 -- Lock-timeout + jittered-retry helper
 
--- Backoff before attempt n+1: exponential from `base`, capped at `max`, with
--- "equal jitter" (half fixed, half random) so that several retrying clients
--- do not hit the lock queue in lockstep.
-local function backoff(n, base, max)
-  local d = math.min(max, base * 2 ^ (n - 1))
-  return d / 2 + math.random() * d / 2
-end
-
--- Sessions holding a table lock that conflicts with `mode` on one of
--- `relations` (quoted qualified names), as one readable line each.
-local function blockers(conn, relations, mode)
-  local rows = conn:query([[
-    SELECT DISTINCT a.pid, coalesce(a.application_name, '') AS app, coalesce(a.state, '?') AS state,
-           to_char(a.query_start, 'YYYY-MM-DD HH24:MI:SS TZ') AS query_start,
-           round(extract(epoch FROM now() - a.query_start))::int8 AS query_age
-      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-     WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
-       AND l.relation = ANY (ARRAY(SELECT to_regclass(r) FROM unnest($1::text[]) r))
-       AND l.mode = ANY ($2::text[])
-     ORDER BY a.pid]],
-    db.text_array(relations), db.text_array(CONFLICTS[mode] or CONFLICTS.AccessExclusiveLock))
-  local list, parts = {}, {}
-  for _, r in ipairs(rows) do
-    local b = { pid = r.pid, application_name = r.app, state = r.state,
-                query_start = not isnull(r.query_start) and r.query_start or nil,
-                query_age = not isnull(r.query_age) and r.query_age or nil }
-    list[#list + 1] = b
-    parts[#parts + 1] = format("pid %d (application \"%s\", %s%s)", b.pid, (b.application_name:gsub("%c", "?")),
-      b.state,
-      b.query_start and format(", query started %s, %d s ago", b.query_start, b.query_age) or "")
-  end
-  return list, concat(parts, "; ")
-end
-
--- tenancy.ddl_retry(conn, sql_or_fn, opts) -> result, attempts
---   Runs sql (conn:exec) or fn(conn) in its own transaction with
---   SET LOCAL lock_timeout; on 55P03/40P01/40001 rolls back, waits a jittered
---   exponential backoff and tries again, at most opts.retries more times.
---   opts: lock_timeout, retries, retry_base, retry_max (as in the tenancy spec),
---     log, what = "ALTER TABLE x ..." (for messages), hint, relations =
---     {qualified names} and lockmode = "AccessExclusiveLock" (to name the
---     blockers), on_retry = function(attempt, err) (e.g. to shrink a batch).
---   After the last attempt raises dhrun.Error kind="lock", exit=1, naming the
---   sessions holding conflicting locks (fields blockers, attempts, sqlstate).
---   Other errors (SQL, interrupt) propagate unchanged.
+-- tenancy.ddl_retry(conn, sql_or_fn, opts) -> result, attempts: db.retry
+-- (see dhrun.db), kept under this name for existing scripts.
 function M.ddl_retry(conn, work, opts)
-  opts = opts or {}
-  local D = M.DEFAULTS
-  local timeout = lock_timeout_text(opts.lock_timeout or D.lock_timeout)
-  local retries = opts.retries or D.retries
-  local base, max = opts.retry_base or D.retry_base, opts.retry_max or D.retry_max
-  local log = opts.log
-  local what = opts.what or (type(work) == "string" and work) or "statement"
-  if type(work) ~= "string" and type(work) ~= "function" then
-    error("bad argument #2 to 'ddl_retry' (SQL string or function expected)", 2)
-  end
-  local attempt = 0
-  while true do
-    attempt = attempt + 1
-    local ok, res = pcall(conn.transaction, conn, function(c)
-      -- set_config(..., true) is SET LOCAL: gone at COMMIT/ROLLBACK, and the
-      -- value travels as a parameter, never spliced into SQL.
-      c:query("SELECT set_config('lock_timeout', $1, true)", timeout)
-      if type(work) == "string" then return c:exec(work) end
-      return work(c)
-    end)
-    if ok then return res, attempt end
-    if type(res) ~= "table" or not RETRYABLE[res.sqlstate] then error(res, 0) end
-    if attempt > retries then
-      local list, text = {}, ""
-      if opts.relations then list, text = blockers(conn, opts.relations, opts.lockmode) end
-      local message = format("%s: gave up after %d attempt%s (lock_timeout %s, last error: %s)%s", what, attempt,
-        attempt == 1 and "" or "s", timeout, res.message or tostring(res),
-        #list > 0 and ("; blocked by " .. text) or "")
-      fail("lock", 1, message, {
-        hint = opts.hint or ("other sessions hold locks on the table (pids above); retry later, or end those "
-          .. "sessions (pg_terminate_backend) if they are stuck"),
-        blockers = list, attempts = attempt, sqlstate = res.sqlstate, cause = res,
-      })
-    end
-    if opts.on_retry then opts.on_retry(attempt, res) end
-    local delay = backoff(attempt, base, max)
-    if log then
-      log.warn(format("%s: %s; retry %d/%d in %.2f s", what, res.message or tostring(res), attempt, retries, delay))
-    end
-    sys.sleep(delay)
-  end
+  return db.retry(conn, work, opts)
 end
 
 ---------------------------------------------------------------------------
@@ -178,14 +87,84 @@ end
 local Tenancy = {}
 Tenancy.__index = Tenancy
 
-local function check_number(spec, key, min, integer)
-  local v = spec[key]
-  if v == nil then return M.DEFAULTS[key] end
+-- t[key] validated (nil: `default`); `where` names t in messages ("spec").
+local function check_number(t, key, min, integer, where, default)
+  local v = t[key]
+  if v == nil then
+    if default == nil then return M.DEFAULTS[key] end
+    return default
+  end
   if type(v) ~= "number" or v < min or (integer and math.type(v) ~= "integer") then
-    config_error(format("%s must be a%s number >= %s, got %s", key, integer and "n integer" or "", min,
-      tostring(v)))
+    config_error(format("%s.%s must be a%s number >= %s, got %s", where or "spec", key, integer and "n integer" or "",
+      min, tostring(v)))
   end
   return v
+end
+
+local function check_boolean(t, key, where, default)
+  local v = t[key]
+  if v == nil then return default end
+  if type(v) ~= "boolean" then
+    config_error(format("%s.%s must be true or false, got %s", where, key, tostring(v)))
+  end
+  return v
+end
+
+local function check_sizes(s, where)
+  if s.min_batch_size > s.max_batch_size then
+    config_error(format("%smin_batch_size (%d) is larger than max_batch_size (%d)", where, s.min_batch_size,
+      s.max_batch_size))
+  end
+end
+
+-- How spec.table_settings[name] is named in messages.
+local function table_settings_name(name)
+  if name:match("^[%a_][%w_]*$") then return "spec.table_settings." .. name end
+  return format("spec.table_settings[%q]", name)
+end
+
+-- Each table's batch settings: the global ones, overridden by
+-- spec.table_settings[name].  Returns name -> settings.
+local function table_settings(spec, s, names, log)
+  local given = spec.table_settings
+  if given == nil then given = {} end
+  if type(given) ~= "table" then
+    config_error("spec.table_settings must be a table of {table name = {batch_size=, ...}}")
+  end
+  local known, out = {}, {}
+  for _, name in ipairs(names) do known[name] = true end
+  for name, t in pairs(given) do
+    if type(name) ~= "string" then config_error("spec.table_settings must be keyed by table name") end
+    local where = table_settings_name(name)
+    if type(t) ~= "table" then config_error(format("%s must be a table, got %s", where, type(t))) end
+    for key in pairs(t) do
+      local ok = false
+      for _, k in ipairs(TABLE_KEYS) do ok = ok or k[1] == key end
+      if not ok then
+        local keys = {}
+        for i, k in ipairs(TABLE_KEYS) do keys[i] = k[1] end
+        config_error(format("%s.%s is not a per-table setting (%s)", where, tostring(key), concat(keys, ", ")))
+      end
+    end
+    if not known[name] then
+      -- like spec.backfill: a subset of the tables may be rolled out at a time
+      log.warn(format("tenancy: %s: %s is not one of spec.tables: ignored", where, name))
+    end
+  end
+  for _, name in ipairs(names) do
+    local t, where = given[name] or {}, table_settings_name(name)
+    local e = {}
+    for _, k in ipairs(TABLE_KEYS) do
+      if k[1] == "vacuum" then
+        e.vacuum = check_boolean(t, "vacuum", where, s.vacuum)
+      else
+        e[k[1]] = check_number(t, k[1], k[2], k[3], where, s[k[1]])
+      end
+    end
+    check_sizes(e, where .. ": ")
+    out[name] = e
+  end
+  return out
 end
 
 -- "<table>_<column>_not_null", kept within PostgreSQL's 63-byte identifier
@@ -207,25 +186,23 @@ function M.new(conn, spec)
   end
   if type(spec) ~= "table" then error("bad argument #2 to 'new' (table expected)", 2) end
   if type(spec.column) ~= "string" or spec.column == "" then
-    config_error("tenancy.column must be a column name (string)", CONFIG_HINT)
+    config_error("spec.column must be a column name (string)")
   end
   if type(spec.tables) ~= "table" or #spec.tables == 0 then
-    config_error("tenancy.tables must be a non-empty list of table names", CONFIG_HINT)
+    config_error("spec.tables must be a non-empty list of table names")
   end
   local backfill = spec.backfill or {}
-  if type(backfill) ~= "table" then config_error("tenancy.backfill must be a table") end
+  if type(backfill) ~= "table" then config_error("spec.backfill must be a table") end
 
   local self = setmetatable({ conn = conn, column = spec.column, tables = {}, spec = {} }, Tenancy)
   local s = self.spec -- the validated settings, defaults filled in
   s.batch_size = check_number(spec, "batch_size", 1, true)
   s.min_batch_size = check_number(spec, "min_batch_size", 1, true)
   s.max_batch_size = check_number(spec, "max_batch_size", 1, true)
-  if s.min_batch_size > s.max_batch_size then
-    config_error(format("min_batch_size (%d) is larger than max_batch_size (%d)", s.min_batch_size,
-      s.max_batch_size))
-  end
+  check_sizes(s, "spec.")
   s.batch_target = check_number(spec, "batch_target", 0.001)
   s.pause = check_number(spec, "pause", 0)
+  s.vacuum = check_boolean(spec, "vacuum", "spec", M.DEFAULTS.vacuum)
   s.retries = check_number(spec, "retries", 0, true)
   s.retry_base = check_number(spec, "retry_base", 0)
   s.retry_max = check_number(spec, "retry_max", 0)
@@ -237,43 +214,47 @@ function M.new(conn, spec)
     local n, unit = tostring(s.flush_after):match("^(%d+)%s*([kM]?B)$")
     local kb = n and tonumber(n) * ({ B = 1 / 1024, kB = 1, MB = 1024 })[unit]
     if type(s.flush_after) ~= "string" or not kb or kb > 2048 then
-      config_error(format("flush_after must be a size like \"256kB\" (at most 2MB), or false, got %s",
+      config_error(format("spec.flush_after must be a size like \"256kB\" (at most 2MB), or false, got %s",
         tostring(s.flush_after)))
     end
   end
   self.log = spec.log or require "dhrun.log"
   self.backfill_spec = backfill
+  for i, name in ipairs(spec.tables) do
+    if type(name) ~= "string" or name == "" then
+      config_error(format("spec.tables[%d] must be a table name (string)", i))
+    end
+  end
+  local settings = table_settings(spec, s, spec.tables, self.log)
 
   local schema = spec.schema
   if schema == nil then
     schema = conn:query_value("SELECT current_schema()")
     if isnull(schema) then
-      config_error("no current schema (search_path is empty); set tenancy.schema", CONFIG_HINT)
+      config_error("there is no current schema (search_path is empty): give spec.schema")
     end
   elseif type(schema) ~= "string" then
-    config_error("tenancy.schema must be a schema name (string)", CONFIG_HINT)
+    config_error("spec.schema must be a schema name (string)")
   end
   self.schema = schema
 
   local known = {}
   for i, name in ipairs(spec.tables) do
-    if type(name) ~= "string" or name == "" then
-      config_error(format("tenancy.tables[%d] must be a table name (string)", i), CONFIG_HINT)
-    end
     known[name] = true
     self.tables[i] = self:_describe(name)
+    self.tables[i].settings = settings[name]
   end
   for key, v in pairs(backfill) do
     if key ~= "prepare" and not known[key] then
       -- A subset of the tables may be rolled out at a time; a typo shows here.
-      self.log.warn(format("tenancy.backfill.%s is not one of tenancy.tables: ignored", tostring(key)))
+      self.log.warn(format("tenancy: spec.backfill.%s is not one of spec.tables: ignored", tostring(key)))
     end
     if key ~= "prepare" and (type(v) ~= "table" or type(v.value) ~= "string") then
-      config_error(format("tenancy.backfill.%s must be a table with value = \"SQL expression\"", key))
+      config_error(format("spec.backfill.%s must be a table with value = \"SQL expression\"", key))
     end
   end
   if backfill.prepare ~= nil and type(backfill.prepare) ~= "string" and type(backfill.prepare) ~= "function" then
-    config_error("tenancy.backfill.prepare must be SQL (string) or a function(conn)")
+    config_error("spec.backfill.prepare must be SQL (string) or a function(conn)")
   end
   return self
 end
@@ -289,14 +270,14 @@ function Tenancy:_describe(name)
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = $1 AND c.relname = $2]], self.schema, name, self.column)
   if row == nil then
-    fail("config", 2, format("tenancy: table %s does not exist", qname), { hint = CONFIG_HINT, table = name })
+    config_error(format("table %s does not exist", qname), { table = name })
   end
   if row.relkind ~= "r" and row.relkind ~= "p" then
-    fail("config", 2, format("tenancy: %s is not a table", qname), { hint = CONFIG_HINT, table = name })
+    config_error(format("%s is not a table", qname), { table = name })
   end
   if isnull(row.attnum) then
-    fail("config", 2, format("tenancy: column %s does not exist in table %s", conn:quote_ident(self.column), qname),
-      { hint = CONFIG_HINT, table = name, column = self.column })
+    config_error(format("column %s is not in table %s", conn:quote_ident(self.column), qname),
+      { table = name, column = self.column })
   end
   local pk = conn:query([[
     SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
@@ -306,13 +287,12 @@ function Tenancy:_describe(name)
      WHERE i.indrelid = $1::oid AND i.indisprimary
      ORDER BY k.ord]], row.oid)
   if #pk == 0 then
-    fail("config", 2, format("tenancy: table %s has no primary key (the backfill walks it in batches)", qname),
-      { hint = CONFIG_HINT, table = name })
+    config_error(format("table %s has no primary key (the backfill walks it in batches)", qname), { table = name })
   end
   local cols = {}
   for i, r in ipairs(pk) do cols[i] = { name = r.name, type = r.type } end
   return {
-    name = name, qname = qname, pk = cols,
+    name = name, qname = qname, pk = cols, attnum = row.attnum,
     constraint = constraint_name(name, self.column),
     task = self.column .. ":" .. self.schema .. "." .. name,
   }
@@ -330,8 +310,8 @@ function Tenancy:_catalog(tb)
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped
      WHERE n.nspname = $1 AND c.relname = $2]], self.schema, tb.name, self.column, tb.constraint)
   if row == nil then
-    fail("config", 2, format("tenancy: table %s or its column %s no longer exists", tb.qname,
-      self.conn:quote_ident(self.column)), { hint = CONFIG_HINT, table = tb.name })
+    config_error(format("table %s or its column %s no longer exists", tb.qname, self.conn:quote_ident(self.column)),
+      { table = tb.name, column = self.column })
   end
   return row.nullable, row.check
 end
@@ -443,12 +423,42 @@ function Tenancy:_read_progress(tb)
            finished = r.finished }
 end
 
--- The batch statement.  One keyset step over the primary key: pick the next
--- `limit` keys after the cursor (an index range scan), update those rows that
--- are still NULL, and return how many keys were visited, how many rows got a
--- value, and the last key (the new cursor, as text[]).  $1 = limit,
--- $2 = cursor (text[]; absent on the first batch of a pass).
-function Tenancy:_batch_sql(tb, first)
+-- An index that finds the rows where the column IS NULL: a valid btree
+-- index whose first column is the tenant column (not partial, or partial
+-- on exactly "column IS NULL").  Its name, or nil.
+function Tenancy:_null_index(tb)
+  local name = self.conn:query_value([[
+    SELECT i.indexrelid::regclass::text
+      FROM pg_index i
+      JOIN pg_class ic ON ic.oid = i.indexrelid
+      JOIN pg_am am ON am.oid = ic.relam
+     WHERE i.indrelid = $1::regclass AND i.indkey[0] = $2 AND i.indisvalid AND i.indisready
+       AND am.amname = 'btree' AND (i.indpred IS NULL OR pg_get_expr(i.indpred, i.indrelid) = $3)
+     ORDER BY i.indpred IS NULL, i.indnatts
+     LIMIT 1]], tb.qname, tb.attnum, format("(%s IS NULL)", self:_col()))
+  return not isnull(name) and name or nil
+end
+
+-- True when the planner's statistics on the table are older than the
+-- backfill pass that just finished: they still count the column as mostly
+-- NULL, and would send a search for the remaining NULLs along the primary
+-- key instead of through the column's index.
+function Tenancy:_stats_older_than_pass(tb)
+  return self.conn:query_value([[
+    SELECT coalesce(greatest(s.last_analyze, s.last_autoanalyze) < p.finished_at, true)
+      FROM dhrun.backfill_progress p, pg_stat_user_tables s
+     WHERE p.task = $1 AND s.relid = $2::regclass]], tb.task, tb.qname) == true
+end
+
+-- The batch statement: pick the next `limit` keys in primary key order,
+-- update those rows that are still NULL, and return how many keys were
+-- visited, how many rows got a value, and the last key (the new cursor, as
+-- text[]).  $1 = limit, $2 = a key (text[]).
+--   bound: nil (from the first key), ">" (after the cursor $2), ">=" (from
+--   key $2 on: a pass that starts at the first key with a NULL);
+--   sparse: the keys of rows with NULL only, through the column's index (a
+--   pass over what an earlier pass left), instead of every key.
+function Tenancy:_batch_sql(tb, bound, sparse)
   local conn, bf = self.conn, self.backfill_spec[tb.name]
   local cols, texts, desc, join, after = {}, {}, {}, {}, {}
   for i, c in ipairs(tb.pk) do
@@ -458,6 +468,9 @@ function Tenancy:_batch_sql(tb, first)
     after[i] = format("($2::text[])[%d]::%s", i, c.type)
   end
   local pk, col = concat(cols, ", "), self:_col()
+  local where = {}
+  if sparse then where[#where + 1] = col .. " IS NULL" end
+  if bound then where[#where + 1] = format("(%s) %s (%s)", pk, bound, concat(after, ", ")) end
   return format([[
 WITH dhrun_batch AS (
   SELECT %s FROM %s%s ORDER BY %s LIMIT $1
@@ -470,7 +483,7 @@ WITH dhrun_batch AS (
 SELECT (SELECT count(*) FROM dhrun_batch) AS scanned,
        (SELECT count(*) FROM dhrun_updated WHERE dhrun_value IS NOT NULL) AS updated,
        (SELECT ARRAY[%s]::text FROM dhrun_batch ORDER BY %s LIMIT 1) AS cursor]],
-    pk, tb.qname, first and "" or format(" WHERE (%s) > (%s)", pk, concat(after, ", ")), pk,
+    pk, tb.qname, #where > 0 and (" WHERE " .. concat(where, " AND ")) or "", pk,
     tb.qname, col, bf.value,
     bf.from and (", " .. bf.from) or "",
     concat(join, " AND "), col, bf.where and (" AND (" .. bf.where .. ")") or "",
@@ -486,27 +499,91 @@ UPDATE dhrun.backfill_progress
        finished_at = CASE WHEN $4::boolean THEN now() END
  WHERE task = $1 AND pass = $5 AND cursor IS NOT DISTINCT FROM $6::text[] AND finished_at IS NULL]]
 
+-- A table's batch settings for this run: spec.table_settings over the
+-- global ones, and the run's own (backfill{batch_size=, pause=}) over both;
+-- an explicit batch size is kept fixed instead of adapting.
+local function run_settings(tb, opts)
+  local s = {}
+  for k, v in pairs(tb.settings) do s[k] = v end
+  if opts.batch_size then
+    s.batch_size, s.min_batch_size, s.max_batch_size = opts.batch_size, opts.batch_size, opts.batch_size
+  end
+  if opts.pause then s.pause = opts.pause end
+  return s
+end
+
+-- How a pass finds its rows.  The first pass visits every key in order.
+-- A later one (rows written behind the cursor meanwhile, or NULLs found
+-- after a finished run) looks for what is left instead of walking the whole
+-- table again: through an index on the column when there is one ("sparse":
+-- each batch takes the next keys whose column IS NULL), else from the first
+-- key that still has a NULL.  Returns sparse, start key (text[]) or nil, and
+-- whether there is nothing left to visit.
+function Tenancy:_plan_pass(tb, prog)
+  if prog.pass == 1 then return false end
+  local index = self:_null_index(tb)
+  if index then
+    if prog.cursor == nil then
+      if prog.analyze then
+        -- The statistics still describe the table before the last pass (the
+        -- column mostly NULL): the planner would look for the NULLs along the
+        -- primary key, reading the whole table in every batch.
+        local ok, err = pcall(db.retry, self.conn, "ANALYZE " .. tb.qname, self:_retry_opts(tb,
+          "ANALYZE " .. tb.qname, "ShareUpdateExclusiveLock", { retries = math.min(self.spec.retries, 2) }))
+        if not ok and not errors.is(err, "lock") then error(err, 0) end
+        if not ok then self.log.warn(format("backfill %s: %s", tb.name, err.message)) end
+      end
+      self.log.info(format("backfill %s: pass %d visits only the rows with NULL %s (index %s)", tb.name, prog.pass,
+        self.column, index))
+    end
+    return true
+  end
+  if prog.cursor ~= nil then return false end
+  local conn, texts, order = self.conn, {}, {}
+  for i, c in ipairs(tb.pk) do
+    texts[i], order[i] = conn:quote_ident(c.name) .. "::text", conn:quote_ident(c.name)
+  end
+  local start = conn:query_value(format("SELECT ARRAY[%s]::text FROM %s WHERE %s IS NULL ORDER BY %s LIMIT 1",
+    concat(texts, ", "), tb.qname, self:_col(), concat(order, ", ")))
+  if isnull(start) then return false, nil, true end
+  self.log.info(format("backfill %s: pass %d starts at key %s, the first with NULL %s (with an index on %s, it would "
+    .. "visit only the rows with NULL)", tb.name, prog.pass, start, self.column, self.column))
+  return false, start
+end
+
 -- One pass from the stored cursor to the end of the table.
 function Tenancy:_pass(tb, prog, res, opts)
-  local conn, s, log = self.conn, self.spec, self.log
+  local conn, log = self.conn, self.log
+  local s = run_settings(tb, opts)
   local size = self.batch_size or s.batch_size
-  local first_sql, next_sql = self:_batch_sql(tb, true), self:_batch_sql(tb, false)
-  local estimate = conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass", tb.qname)
+  local sparse, start, nothing = self:_plan_pass(tb, prog)
+  local first_sql = self:_batch_sql(tb, start and ">=" or nil, sparse)
+  local next_sql = self:_batch_sql(tb, ">", sparse)
+  local estimate = not sparse and conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass",
+    tb.qname)
   local p = log.progress and log.progress {
     label = format("backfill %s (pass %d)", tb.name, prog.pass), unit = "rows",
-    total = (not isnull(estimate) and estimate > 0) and estimate or nil,
+    total = (estimate and not isnull(estimate) and estimate > 0) and estimate or nil,
   } or quiet_progress()
   local scanned, updated = 0, 0
   local ok, err = pcall(function()
     while true do
       local t0, out = sys.now(), nil
-      local _, attempts = M.ddl_retry(conn, function(c)
-        local sql, cursor = prog.cursor and next_sql or first_sql, prog.cursor
-        if cursor then out = c:query_one(sql, size, cursor) else out = c:query_one(sql, size) end
+      local _, attempts = db.retry(conn, function(c)
+        local cursor = prog.cursor
+        if nothing then
+          out = { scanned = 0, updated = 0 }
+        elseif cursor then
+          out = c:query_one(next_sql, size, cursor)
+        elseif start then
+          out = c:query_one(first_sql, size, start)
+        else
+          out = c:query_one(first_sql, size)
+        end
         local new_cursor = isnull(out.cursor) and cursor or out.cursor
         local done = out.scanned < size
         if c:exec(PROGRESS_UPDATE, tb.task, new_cursor, out.updated, done, prog.pass, cursor) ~= 1 then
-          fail("lock", 1, format("backfill of %s: the progress row %q moved under us: another backfill of this "
+          errors.raise("lock", format("backfill of %s: the progress row %q moved under us: another backfill of this "
             .. "table is running", tb.qname, tb.task), { hint = "let the other run finish, then run again" })
         end
         out.cursor, out.done = new_cursor, done
@@ -549,11 +626,31 @@ function Tenancy:_pass(tb, prog, res, opts)
   return updated
 end
 
+-- VACUUM (ANALYZE) after a table's backfill: the dead row versions the
+-- backfill left are cleaned now, before NOT NULL is enforced, instead of by
+-- an autovacuum worker that may start in the middle of it (and then holds a
+-- lock the enforcement's short lock_timeout cannot wait out), and the
+-- planner learns that the column is filled.  VACUUM runs outside a
+-- transaction and waits for its lock like any VACUUM: it conflicts with
+-- other VACUUMs and DDL, not with the application's reads and writes.
+function Tenancy:_vacuum(tb, res)
+  local conn = self.conn
+  local t0 = sys.now()
+  conn:notices()
+  conn:exec("VACUUM (ANALYZE) " .. tb.qname)
+  res.vacuum_seconds = sys.now() - t0
+  for _, n in ipairs(conn:notices()) do
+    -- e.g. "permission denied to vacuum ..., skipping it" for a role that does not own the table
+    if n.severity == "WARNING" then self.log.warn(format("backfill %s: VACUUM: %s", tb.name, n.message)) end
+  end
+  self.log.info(format("backfill %s: VACUUM (ANALYZE) in %.2f s", tb.name, res.vacuum_seconds))
+end
+
 function Tenancy:_backfill_table(tb, opts)
   local conn = self.conn
   local t0 = sys.now()
   local res = { table = tb.name, updated = 0, scanned = 0, batches = 0, passes = 0, remaining = 0 }
-  self.batch_size = nil -- each table adapts from spec.batch_size: row widths differ
+  self.batch_size = nil -- each table adapts from its own batch_size: row widths differ
   local nullable = self:_catalog(tb)
   if not nullable or not self:_probe(tb) then
     res.skipped, res.seconds = true, sys.now() - t0
@@ -571,10 +668,13 @@ function Tenancy:_backfill_table(tb, opts)
   while true do
     if prog.finished then
       -- NULLs remain after a finished pass (rows written behind the cursor
-      -- meanwhile): walk the table again from the start.
+      -- meanwhile, or set to NULL since): another pass, which looks only for
+      -- them (_plan_pass).
+      local analyze = self:_stats_older_than_pass(tb)
       conn:exec([[UPDATE dhrun.backfill_progress SET pass = pass + 1, cursor = NULL, finished_at = NULL,
                   started_at = now(), updated_at = now() WHERE task = $1]], tb.task)
       prog = self:_read_progress(tb)
+      prog.analyze = analyze
     end
     local full = prog.cursor == nil
     local n = self:_pass(tb, prog, res, opts)
@@ -589,6 +689,7 @@ function Tenancy:_backfill_table(tb, opts)
       break
     end
   end
+  if run_settings(tb, opts).vacuum then self:_vacuum(tb, res) end
   res.seconds = sys.now() - t0
   return res
 end
@@ -598,18 +699,20 @@ function Tenancy:_backfill_dry_run()
   local progress = self:_progress_exists()
   for i, tb in ipairs(self.tables) do
     if not self.backfill_spec[tb.name] then
-      config_error(format("tenancy.backfill.%s is missing (how to compute %s for it)", tb.name, self.column))
+      config_error(format("spec.backfill has no entry for table %s (how to compute %s for it)", tb.name,
+        self.column), { table = tb.name })
     end
     local nullable = self:_catalog(tb)
     local has = nullable and self:_probe(tb) or false
     local entry = { table = tb.name, has_nulls = has, nulls = has and self:_count_nulls(tb) or 0,
-                    sql = self:_batch_sql(tb, true) }
+                    sql = self:_batch_sql(tb), vacuum = has and tb.settings.vacuum or nil }
     local prog = progress and self:_read_progress(tb)
     if prog and not prog.finished and prog.cursor then entry.resume_cursor, entry.pass = prog.cursor, prog.pass end
     summary.nulls = summary.nulls + entry.nulls
     summary.tables[i] = entry
-    self.log.info(format("dry run: backfill %s: %d row(s) with NULL %s%s", tb.name, entry.nulls, self.column,
-      entry.resume_cursor and format(" (would resume pass %d after key %s)", entry.pass, entry.resume_cursor) or ""))
+    self.log.info(format("dry run: backfill %s: %d row(s) with NULL %s%s%s", tb.name, entry.nulls, self.column,
+      entry.resume_cursor and format(" (would resume pass %d after key %s)", entry.pass, entry.resume_cursor) or "",
+      entry.vacuum and ", then VACUUM (ANALYZE)" or ""))
   end
   return summary
 end
@@ -619,36 +722,22 @@ end
 --   opts.dry_run: only report (counts, the batch SQL); changes nothing.
 --   opts.on_batch = function(info) after each committed batch:
 --     info = {table=, pass=, batch=, scanned=, updated=, cursor=, batch_size=, seconds=}
--- Sets a session setting for the duration of a to-be-closed variable, then
--- puts the previous value back (nothing when value is false).
-function Tenancy:_session_setting(name, value)
-  if value == false then return nil end
-  local conn = self.conn
-  local previous = conn:get(name)
-  conn:set(name, value)
-  -- a lost connection has nothing left to restore
-  return setmetatable({}, { __close = function() pcall(conn.set, conn, name, previous) end })
-end
-
 function Tenancy:backfill(opts)
   opts = opts or {}
   if opts.dry_run then return self:_backfill_dry_run() end
-  -- per-run overrides (dhrun backfill-workspace --batch-size N --pause S):
-  -- an explicit batch size is kept fixed instead of adapting
+  -- opts.batch_size, opts.pause: per-run overrides (dhrun backfill-workspace
+  -- --batch-size N --pause S), see run_settings
   local s = self.spec
-  if opts.batch_size then
-    s.batch_size, s.min_batch_size, s.max_batch_size = opts.batch_size, opts.batch_size, opts.batch_size
-  end
-  if opts.pause then s.pause = opts.pause end
   for _, tb in ipairs(self.tables) do
     if not self.backfill_spec[tb.name] then
-      config_error(format("tenancy.backfill.%s is missing (how to compute %s for it)", tb.name, self.column))
+      config_error(format("spec.backfill has no entry for table %s (how to compute %s for it)", tb.name,
+        self.column), { table = tb.name })
     end
   end
   self:_ensure_progress_table()
   local prepare = self.backfill_spec.prepare
   if prepare then
-    M.ddl_retry(self.conn, function(c)
+    db.retry(self.conn, function(c)
       if type(prepare) == "function" then return prepare(c) end
       c:exec_script(prepare)
     end, self:_retry_opts(nil, "backfill prepare", nil))
@@ -660,7 +749,7 @@ function Tenancy:backfill(opts)
   -- the disk as it goes, as PostgreSQL's checkpointer and bgwriter do.  Off by
   -- default: on the benchmark machine it cost 4 % of the throughput and its
   -- effect on the write probe's tail was within the noise (bench/why.lua).
-  local _ <close> = self:_session_setting("backend_flush_after", s.flush_after)
+  local _ <close> = self.conn:with_setting("backend_flush_after", s.flush_after)
   local summary = { tables = {}, updated = 0, remaining = 0 }
   for i, tb in ipairs(self.tables) do
     local r = self:_backfill_table(tb, opts)
@@ -675,7 +764,7 @@ end
 -- NOT NULL enforcement and rollback
 
 local function nulls_error(tb, column)
-  fail("check", 1, format("%s has rows with NULL %s: run the backfill again", tb.name, column), {
+  errors.raise("check", format("%s has rows with NULL %s: run the backfill again", tb.name, column), {
     hint = "the column stays nullable; run the backfill, then enforce again",
     table = tb.name, column = column,
   })
@@ -699,12 +788,12 @@ function Tenancy:enforce_not_null(opts)
         offenders[#offenders + 1] = tb.name
         if check == "not_valid" then
           local drop = format("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", tb.qname, conn:quote_ident(tb.constraint))
-          M.ddl_retry(conn, drop, self:_retry_opts(tb, drop, "AccessExclusiveLock"))
+          db.retry(conn, drop, self:_retry_opts(tb, drop, "AccessExclusiveLock"))
         end
       end
     end
     if #offenders > 0 then
-      fail("check", 1, format("%s %s rows with NULL %s: NOT NULL was not enforced on any table",
+      errors.raise("check", format("%s %s rows with NULL %s: NOT NULL was not enforced on any table",
         concat(offenders, ", "), #offenders == 1 and "has" or "have", self.column), {
         hint = "run the backfill, then enforce again", tables = offenders, column = self.column })
     end
@@ -740,7 +829,7 @@ function Tenancy:enforce_not_null(opts)
       -- any UPDATE of a row still NULL would fail (until the CHECK is dropped).
       if check ~= "valid" and nullable and self:_probe(tb) then
         if check == "not_valid" then
-          M.ddl_retry(conn, sql.drop_check, self:_retry_opts(tb, sql.drop_check, "AccessExclusiveLock"))
+          db.retry(conn, sql.drop_check, self:_retry_opts(tb, sql.drop_check, "AccessExclusiveLock"))
         end
         nulls_error(tb, self.column)
       end
@@ -748,13 +837,13 @@ function Tenancy:enforce_not_null(opts)
         if opts.on_step then opts.on_step(tb.name, step) end
         local t0 = sys.now()
         local mode = step == "validate" and "ShareUpdateExclusiveLock" or "AccessExclusiveLock"
-        local ok, err, attempts = pcall(M.ddl_retry, conn, sql[step],
+        local ok, err, attempts = pcall(db.retry, conn, sql[step],
           self:_retry_opts(tb, format("enforce NOT NULL on %s (step %s)", tb.qname, step), mode, { sql = sql[step] }))
         if not ok then
           if step == "validate" and type(err) == "table" and err.sqlstate == "23514" then
             -- NULLs arrived after the probe: take the CHECK away again so the
             -- application's writes to those rows keep working.
-            M.ddl_retry(conn, sql.drop_check, self:_retry_opts(tb, sql.drop_check, "AccessExclusiveLock"))
+            db.retry(conn, sql.drop_check, self:_retry_opts(tb, sql.drop_check, "AccessExclusiveLock"))
             nulls_error(tb, self.column)
           elseif step == "add_check" and type(err) == "table" and err.sqlstate == "42710" then
             attempts = 1 -- created meanwhile by another run: fine, it is what we wanted
@@ -800,7 +889,7 @@ function Tenancy:drop_not_null(opts)
   if opts.transaction then
     local names = {}
     for i, tb in ipairs(self.tables) do names[i] = tb.qname end
-    local _, attempts = M.ddl_retry(conn, function(c)
+    local _, attempts = db.retry(conn, function(c)
       for _, t in ipairs(todo) do c:exec(t.entry.sql) end
       if opts.also then opts.also(c) end
     end, self:_retry_opts(nil, "DROP NOT NULL on " .. concat(names, ", "), "AccessExclusiveLock",
@@ -808,7 +897,7 @@ function Tenancy:drop_not_null(opts)
     for _, t in ipairs(todo) do t.entry.attempts = attempts end
   else
     for _, t in ipairs(todo) do
-      local _, attempts = M.ddl_retry(conn, t.entry.sql, self:_retry_opts(t.tb, t.entry.sql, "AccessExclusiveLock"))
+      local _, attempts = db.retry(conn, t.entry.sql, self:_retry_opts(t.tb, t.entry.sql, "AccessExclusiveLock"))
       t.entry.attempts = attempts
     end
     if opts.also then opts.also(conn) end

@@ -141,8 +141,8 @@ log.info("plan:\n  line two\27[31m")
   end)
 
   it("a child's streamed output shows them escaped", function()
-    local r = sh.dhrun({ "-e",
-      [[require("dhrun.process").run({ "printf", "a\27[2Jb\n" }, { stream = true, prefix = "| " })]] }, { cwd = sh.root })
+    local code = [[require("dhrun.process").run({ "printf", "a\27[2Jb\n" }, { stream = true, prefix = "| " })]]
+    local r = sh.dhrun({ "-e", code }, { cwd = sh.root })
     assert.are.equal(0, r.code, r.stderr)
     assert.are.equal("| a\\x1b[2Jb\n", r.stdout)
   end)

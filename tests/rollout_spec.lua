@@ -165,6 +165,19 @@ describe("rollouts in the config", function()
     end
   end)
 
+  it("refuses a migration directory whose name holds a control character (it would forge output lines)", function()
+    local dir = sh.tmpdir()
+    assert.are.equal(0, sh.run({ "cp", "-r", dh.migrations, dir .. "/migrations" }).code)
+    sh.write(dir .. "/migrations/20991231000000_x\n2026-01-01T00:00:00.000Z OK    forged/migration.sql", "SELECT 1;\n")
+    local cfg = dh.config(dir, 'cfg.migrations = "' .. dir .. '/migrations"')
+    local r = sh.dhrun({ "status", "--config", cfg }, { cwd = sh.root,
+      env = { DATABASE_URL = "postgresql://nobody@127.0.0.1:1/none" } })
+    assert.are.equal(2, r.code, r.stdout .. r.stderr)
+    assert.matches('migration directory "20991231000000_x\\n2026-01-01T00:00:00.000Z OK    forged" has a control '
+      .. "character in its name", r.stderr, 1, true)
+    assert.are.equal(2, select(2, r.stderr:gsub("\n", "")), "two lines: the error and its hint")
+  end)
+
   it("--rollout picks a rollout by name; an unknown name lists the ones there are", function()
     local t = dh.create("pre")
     finally(function() dh.drop(t) end)

@@ -289,8 +289,23 @@ local function now_utc()
 end
 M.now_utc = now_utc
 
+-- The schema a Prisma URL's ?schema= names, when it does not exist yet:
+-- the first entry of search_path (as `prisma migrate deploy`, deploy
+-- creates it).
+local function missing_schema(conn)
+  if conn:query_value("SELECT current_schema()") ~= db.null then return nil end
+  local path = conn:query_value("SELECT current_setting('search_path')")
+  for item in (path .. ","):gmatch("%s*(.-)%s*,") do
+    local name = item:match('^"(.*)"$')
+    name = name and name:gsub('""', '"') or item
+    if name ~= "" and name ~= "$user" then return name end
+  end
+end
+
 local function initialize(conn)
   if M.table_exists(conn) then return false end
+  local schema = missing_schema(conn)
+  if schema then conn:exec("CREATE SCHEMA IF NOT EXISTS " .. db.quote_ident(schema)) end
   local others = conn:query([[
     SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = current_schema() AND c.relkind = 'r'
@@ -403,7 +418,10 @@ function M.status(conn, dir)
   else add(string.format("%d migration%s found in prisma/migrations", n, n == 1 and "" or "s")) end
   add("")
   local plural = function(t, one, many) return #t == 1 and one or many end
-  if #st.local_only > 0 and #st.db_only == 0 and st.has_table then
+  -- Without the table every local migration is pending (Prisma 6.19's
+  -- status checks the pending branch first); "not managed" is left for a
+  -- database without the table and a project without migrations.
+  if #st.local_only > 0 and #st.db_only == 0 then
     st.state = "pending"
     st.pending = st.local_only
     add(plural(st.pending, "Following migration have not yet been applied:",

@@ -465,6 +465,10 @@ function M.check_files(cfg)
   end
   local by_name = {}
   for _, m in ipairs(list) do
+    if m.name:find("[%c\127]") then
+      config_error("migration directory " .. string.format("%q", m.name):gsub("\\\n", "\\n")
+        .. " has a control character in its name", "rename it in " .. dir)
+    end
     if not m.sql then
       config_error("migration " .. m.name .. " has no migration.sql (Prisma P3015)",
         "restore " .. m.path .. " or delete the directory")

@@ -1,4 +1,4 @@
--- dhrun.tenancy: roll out a NOT NULL tenant column (e.g. "workspaceId") over
+-- dhrun.tenancy: roll out a NOT NULL tenant column (e.g. "tenantId") over
 -- several tables of a live PostgreSQL without stalling the application.
 --
 --   local t = tenancy.new(conn, spec)    -- validates spec against the catalog
@@ -725,7 +725,7 @@ end
 function Tenancy:backfill(opts)
   opts = opts or {}
   if opts.dry_run then return self:_backfill_dry_run() end
-  -- opts.batch_size, opts.pause: per-run overrides (dhrun backfill-workspace
+  -- opts.batch_size, opts.pause: per-run overrides (dhrun backfill
   -- --batch-size N --pause S), see run_settings
   local s = self.spec
   for _, tb in ipairs(self.tables) do

@@ -844,3 +844,22 @@ c:query("SELECT pg_sleep(30)")
     end)
   end)
 end)
+
+describe("db.connect without DATABASE_URL", function()
+  it("says that DATABASE_URL is not set and that libpq's defaults were tried (exit 4)", function()
+    local sh = require "sh"
+    local r = sh.dhrun({ "-e", "require('dhrun.db').connect()" },
+      { cwd = sh.root, env = { DATABASE_URL = false, PGHOST = "/nonexistent-dhrun-socket-dir", PGPORT = "1" } })
+    assert.are.equal(4, r.code, r.stderr)
+    assert.matches("DATABASE_URL is not set, so this is libpq's default", r.stderr, 1, true)
+    assert.matches("hint: set DATABASE_URL", r.stderr, 1, true)
+  end)
+
+  it("shows a Prisma URL's schema in the connection's display URL", function()
+    local testdb = require "testdb"
+    local t = testdb.create()
+    finally(function() testdb.drop(t.name) end)
+    local c <close> = require("dhrun.db").connect(t.url .. "?schema=tracker")
+    assert.matches("[?&]schema=tracker$", c:info().url)
+  end)
+end)

@@ -242,7 +242,7 @@ local function connect_hint(msg)
     .. " points at it"
 end
 
-local function connect_error(msg, tried, timeout)
+local function connect_error(msg, tried, timeout, defaulted)
   local first = msg:match("^%s*([^\n]*)")
   if first == "timeout expired" then
     first = string.format("timeout expired after %g s", timeout or 10)
@@ -252,8 +252,12 @@ local function connect_error(msg, tried, timeout)
   local bad_option = first:match("^invalid %S+ value") or first:match("^invalid connection option")
   return setmetatable({
     kind = bad_option and "config" or "connect", exit = bad_option and 2 or 4,
-    message = "cannot connect to " .. url_from(tried) .. ": " .. first,
-    hint = bad_option and "fix that option in DATABASE_URL" or connect_hint(msg),
+    message = "cannot connect to " .. url_from(tried) .. ": " .. first
+      .. (defaulted and " (DATABASE_URL is not set, so this is libpq's default: the PG* variables, else the local"
+        .. " socket as this user)" or ""),
+    hint = bad_option and "fix that option in DATABASE_URL" or (defaulted
+      and "set DATABASE_URL (e.g. export DATABASE_URL='postgresql://user:password@host:5432/db'), or database_url in"
+        .. " the project config" or connect_hint(msg)),
   }, error_mt)
 end
 
@@ -290,9 +294,12 @@ function db.connect(target, opts)
   local conn, msg, tried = core.connect(keys, values, opts.connect_timeout)
   if not conn then
     local timeout = opts.connect_timeout or tonumber(tried.connect_timeout)
-    error(connect_error(msg, tried, timeout), 2)
+    error(connect_error(msg, tried, timeout, target == nil), 2)
   end
   conn.info.url = url_from(conn.info)
+  if schema and schema ~= "" then
+    conn.info.url = conn.info.url .. (conn.info.url:find("?", 1, true) and "&" or "?") .. "schema=" .. schema
+  end
 
   -- Session setup; on failure close now rather than at garbage collection.
   local ok, err = pcall(function()

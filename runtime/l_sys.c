@@ -66,6 +66,24 @@ void dhrun_redact_add(lua_State *L, const char *secret, size_t len)
     lua_pop(L, 1);
 }
 
+/* A secret shorter than this is masked only where it stands as a password:
+ * masked everywhere, a one-letter password would turn every such letter of
+ * the output into "***" ("p***rmission"), mangling it and giving the
+ * password away. */
+#define SHORT_SECRET 8
+
+/* Does the short secret at hit (sl bytes) in [start, end) stand as a
+ * password: in a URL's userinfo (":pw@"), as a key=value or query value
+ * ("password=pw ", "password='pw'", "&password=pw&"), or as a whole line? */
+static int stands_as_password(const char *start, const char *end,
+                              const char *hit, size_t sl)
+{
+    const char *after = hit + sl;
+    int before_ok = hit == start || strchr(":='\"\n", hit[-1]) != NULL;
+    int after_ok = after == end || strchr("@& '\"\n", *after) != NULL;
+    return before_ok && after_ok;
+}
+
 const char *dhrun_redact(lua_State *L, const char *s, size_t len,
                          size_t *outlen)
 {
@@ -77,19 +95,26 @@ const char *dhrun_redact(lua_State *L, const char *s, size_t len,
         lua_rawgeti(L, -2, i);
         const char *sec = lua_tolstring(L, -1, &sl);
         const char *cur = lua_tolstring(L, -2, &cl);
+        const char *end = cur + cl;
         const char *hit = memmem(cur, cl, sec, sl);
+        if (sl < SHORT_SECRET)
+            while (hit != NULL && !stands_as_password(cur, end, hit, sl))
+                hit = memmem(hit + 1, (size_t)(end - hit - 1), sec, sl);
         if (hit == NULL) {
             lua_pop(L, 1);
             continue;
         }
         luaL_Buffer b;
         luaL_buffinit(L, &b);                   /* [secrets, cur, sec, ...] */
-        const char *p = cur, *end = cur + cl;
+        const char *p = cur;
         while (hit != NULL) {
             luaL_addlstring(&b, p, (size_t)(hit - p));
             luaL_addstring(&b, "***");
             p = hit + sl;
             hit = memmem(p, (size_t)(end - p), sec, sl);
+            if (sl < SHORT_SECRET)
+                while (hit != NULL && !stands_as_password(cur, end, hit, sl))
+                    hit = memmem(hit + 1, (size_t)(end - hit - 1), sec, sl);
         }
         luaL_addlstring(&b, p, (size_t)(end - p));
         luaL_pushresult(&b);                    /* [secrets, cur, sec, new] */

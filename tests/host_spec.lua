@@ -208,8 +208,8 @@ describe("redaction in print and io.write", function()
   it("masks the longer of two overlapping secrets whole", function()
     local r = sh.dhrun({ "-e", [[
       local sys = require "dhrun.core.sys"
-      sys.add_secret("abcd"); sys.add_secret("xxabcdyy")
-      print("xxabcdyy abcd")]] })
+      sys.add_secret("abcd1234"); sys.add_secret("xxabcd1234yy")
+      print("xxabcd1234yy abcd1234")]] })
     assert.are.equal("*** ***\n", r.stdout)
   end)
 end)

@@ -76,19 +76,8 @@ local function item_key(item)
   return pct_decode(item:match("^[^=]*"))
 end
 
--- Registers every form of a password that could end up in a message.
-local function add_secret(s)
-  if s and s ~= "" then
-    sys.add_secret(s)
-    local decoded = pct_decode(s)
-    if decoded ~= s then sys.add_secret(decoded) end
-    -- as written inside a quoted key=value conninfo value
-    for _, form in ipairs({ s, decoded }) do
-      local quoted = form:gsub("[\\']", "\\%0")
-      if quoted ~= form then sys.add_secret(quoted) end
-    end
-  end
-end
+local secret = require "dhrun.secret"
+local add_secret = secret.add
 
 -- A password with an unencoded '/' or '@' (a base64 one has '/') makes libpq
 -- read the URL as something else (host "user", port "pass..."), and pieces
@@ -100,13 +89,7 @@ local function misread_userinfo(url)
   if before and before:find("[/@]") then return before, before:match("^[^:/@]*:(.*)$") end
 end
 
-local function register_url_secrets(url)
-  local _, userinfo, _, items = split_url(url)
-  if userinfo then add_secret(userinfo:match("^[^:]*:(.*)$")) end
-  for _, item in ipairs(items) do
-    if item_key(item) == "password" then add_secret(item:match("^[^=]*=(.*)$")) end
-  end
-end
+local register_url_secrets = secret.register_url
 
 local function config_error(reason)
   local first = tostring(reason):match("^%s*([^\n]*)")

@@ -386,6 +386,9 @@ end
 function Flow:run(...)
   if including > 0 then return self end
   local argv = table.pack(...)
+  -- a password inside an argument (--url https://user:pw@host) is masked in
+  -- everything printed or journaled from here on
+  for i = 1, argv.n do require("dhrun.secret").register_text(argv[i]) end
   local args = self:parse({ table.unpack(argv, 1, argv.n) })
   if args.help then
     print(self:help())
@@ -465,7 +468,11 @@ function Flow:run(...)
     journal.ensure(ctx.conn)
     journal.close_abandoned(ctx.conn)
     ctx.run_id = journal.begin_run(ctx.conn, {
-      flow = self.name, project = ctx.cfg and ctx.cfg.project, args = { table.unpack(argv, 1, argv.n) },
+      flow = self.name, project = ctx.cfg and ctx.cfg.project, args = (function()
+        local out = {}
+        for i = 1, argv.n do out[i] = sys.redact(tostring(argv[i])) end
+        return out
+      end)(),
       git_revision = ctx.cfg and git_revision(ctx.cfg.app_dir), resumed_from = resume_from,
     })
     log.info("run #%s by %s@%s", ctx.run_id, sys.user(), sys.hostname())

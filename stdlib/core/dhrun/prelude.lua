@@ -29,13 +29,17 @@ function io.write(...) -- luacheck: ignore 122
   return io.output():write(redact(joined("", ...)))
 end
 
+-- The environment's database password is masked from the start, before a
+-- script prints os.getenv("DATABASE_URL") or anything else that holds it.
+require("dhrun.secret").register_environment()
+
 local exit = os.exit
 function os.exit(code, close) -- luacheck: ignore 122
   if close == nil then close = true end
   -- output that could not be written is a failure (dhrun ... > /dev/full)
   local ok, err = io.stdout:flush()
   if not ok then
-    io.stderr:write("dhrun: cannot write to standard output: ", tostring(err):gsub("^%(?[^:]*%)?: ", ""), "\n")
+    io.stderr:write("dhrun: cannot write to standard output: ", (tostring(err):gsub("^%(?[^:]*%)?: ", "")), "\n")
     if code == nil or code == true or code == 0 then code = 1 end
   end
   return exit(code, close)

@@ -685,39 +685,41 @@ static void resolve_script(lua_State *L, const char *name)
         }
         lua_pop(L, 1);
     }
+    /* "did you mean": the closest flow name on the search path */
+    const char *near = NULL;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "dhrun.searchpath");
+    if (!has_ext && lua_pcall(L, 1, 1, 0) == LUA_OK) {
+        lua_getfield(L, -1, "suggest");
+        lua_pushstring(L, name);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_isstring(L, -1))
+            near = lua_tostring(L, -1);     /* stays on the stack */
+    }
     dhrun_error_new(L, "usage", DHRUN_EXIT_USAGE, "", 0);
-    lua_pushfstring(L,
-                    "no script '%s': not a file, and no %s%s on the search path "
-                    "(./scripts, $DHRUN_PATH, the installed flows; dhrun --list "
-                    "shows what there is)",
-                    name, name, has_ext ? "" : ".lua");
+    if (near != NULL)
+        lua_pushfstring(L, "no flow '%s' (did you mean '%s'?)", name, near);
+    else
+        lua_pushfstring(L,
+                        "no script '%s': not a file, and no %s%s on the search path "
+                        "(./scripts, $DHRUN_PATH, the installed flows)",
+                        name, name, has_ext ? "" : ".lua");
     lua_setfield(L, -2, "message");
+    lua_pushstring(L, "dhrun --list shows the flows there are");
+    lua_setfield(L, -2, "hint");
     lua_error(L);
 }
 
+/* dhrun --list: the flows on the search path (dhrun.searchpath).  Pushes
+ * whether any was found. */
 static int list_scripts(lua_State *L)
 {
-    /* Done in Lua: lfs is available and the output is plain. */
-    static const char code[] =
-        "local dirs = ...\n"
-        "local lfs = require 'lfs'\n"
-        "local seen = {}\n"
-        "for _, d in ipairs(dirs) do\n"
-        "  if lfs.attributes(d, 'mode') == 'directory' then\n"
-        "    local names = {}\n"
-        "    for f in lfs.dir(d) do\n"
-        "      local n = f:match('^(.+)%.lua$')\n"
-        "      if n and not seen[n] then seen[n] = true; names[#names+1] = n end\n"
-        "    end\n"
-        "    table.sort(names)\n"
-        "    if #names > 0 then print(d .. ':'); for _, n in ipairs(names) do print('  ' .. n) end end\n"
-        "  end\n"
-        "end\n";
-    if (luaL_loadbuffer(L, code, sizeof code - 1, "=list") != LUA_OK)
-        return lua_error(L);
-    push_search_path(L);
-    lua_call(L, 1, 0);
-    return 0;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "dhrun.searchpath");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "print_list");
+    lua_call(L, 0, 1);
+    lua_remove(L, -2);
+    return 1;
 }
 
 /* Message handler: adds a traceback when verbose. */
@@ -815,8 +817,12 @@ static int pmain(lua_State *L)
 
     if (o->list) {
         list_scripts(L);
-        if (script == 0 && o->nexec == 0)
-            return 0;
+        int found = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (script == 0 && o->nexec == 0) {
+            lua_pushinteger(L, found ? DHRUN_EXIT_OK : DHRUN_EXIT_FAILED);
+            return 1;
+        }
     }
 
     for (int i = 0; i < o->nexec; i++) {

@@ -112,9 +112,7 @@ end
 -- The directories flow scripts are looked up in: the host's search path
 -- (./scripts, $DHRUN_PATH, the installed scripts), as `dhrun --list` shows.
 function M.search_path()
-  local list = {}
-  for i, d in ipairs(sys.options().search_path or { "./scripts" }) do list[i] = d end
-  return list
+  return require("dhrun.searchpath").dirs()
 end
 
 -- Where flow `name` is: the including script's directory first, then the

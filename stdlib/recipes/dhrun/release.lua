@@ -29,6 +29,7 @@ local T = config.types
 local format, concat = string.format, table.concat
 
 local M = {}
+local creates_table
 
 -- The keys this recipe reads.  The migrations directory is checked against
 -- the rollouts when the config is loaded, before anything connects.
@@ -408,6 +409,23 @@ local function before_applied(ctx, r)
   return true, st
 end
 
+-- Whether migration SQL creates table `name` (Prisma quotes identifiers; a
+-- hand-written migration may not, and then PostgreSQL folds to lower case).
+function creates_table(sql, name)
+  local text = sql:gsub("%-%-[^\n]*", ""):gsub("/%*.-%*/", ""):lower()
+  local quoted = '"' .. name:gsub('"', '""'):lower() .. '"'
+  for rest in text:gmatch("create%s+table%s+([^(]+)") do
+    local target = rest:gsub("^if%s+not%s+exists%s+", ""):match("^(%S+)")
+    local last = target and (target:match('("[^"]*")$') or target:match("([^%.]+)$"))
+    -- quoted: compared as written (lower-cased on both sides, as text is)
+    if last and ((last == quoted and sql:find('"' .. name .. '"', 1, true)) or (last == name:lower()
+        and name == name:lower())) then
+      return true
+    end
+  end
+  return false
+end
+
 -- Tables of the rollout that do not have the column yet (the migrations
 -- before the backfill are still to come), as a list.  A table that does not
 -- exist counts as missing while those migrations are pending (a fresh
@@ -421,10 +439,24 @@ function M.missing_column(ctx, r)
     if not row.is_table then absent[#absent + 1] = row.name end
     if not row.has then missing[#missing + 1] = row.name end
   end
-  if #absent > 0 and before_applied(ctx, r) then
-    config_error(format("rollout %s names %s, which %s not a table in schema %s", r.name, concat(absent, ", "),
-      #absent == 1 and "is" or "are", r.schema or schema),
-      "check rollouts." .. r.name .. ".tables in " .. ctx.cfg.file)
+  if #absent > 0 then
+    -- A fresh database: fine when a migration still to come before the
+    -- backfill creates the table; otherwise it is a typo in the config.
+    local pending = M.pending_between(ctx, nil, r.not_null_migration)
+    local uncreated = {}
+    for _, name in ipairs(absent) do
+      local created = false
+      for _, m in ipairs(pending) do
+        if m.sql and creates_table(m.sql, name) then created = true end
+      end
+      if not created then uncreated[#uncreated + 1] = name end
+    end
+    if #uncreated > 0 then
+      config_error(format("rollout %s names %s, which %s not a table in schema %s%s", r.name,
+        concat(uncreated, ", "), #uncreated == 1 and "is" or "are", r.schema or schema,
+        #pending > 0 and ", and no migration still to come creates it" or ""),
+        "check rollouts." .. r.name .. ".tables in " .. ctx.cfg.file)
+    end
   end
   return missing, #absent > 0
 end

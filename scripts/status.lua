@@ -15,6 +15,11 @@ local flow = require("dhrun.flow").new {
   journal = false,
   keep_going = true,
   options = { release.ROLLOUT_OPTION, { name = "no-build", help = "skip the build check" } },
+  -- one verdict first, and true; the steps below give the details
+  setup = function(ctx)
+    local ok, line = release.status_verdict(ctx)
+    ctx.log[ok and "ok" or "info"]("verdict: %s", line)
+  end,
 }
 
 flow:step(release.steps.status_migrations())

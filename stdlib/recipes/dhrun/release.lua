@@ -1010,35 +1010,77 @@ end
 ---------------------------------------------------------------------------
 -- Status and checks
 
+-- What is wrong with the migration history, or nil: {message=, hint=}.
+function M.migration_problem(ctx, st)
+  st = st or M.migrations(ctx):status()
+  if st.exit ~= 0 then
+    local hint = "run dhrun deploy"
+    if st.state == "failed" then
+      local r, role = owner_of(ctx, st.failed[1])
+      if role == "not_null" then
+        hint = "run dhrun recover" .. (#ctx.cfg.rollouts > 1 and (" --rollout " .. r.name) or "")
+      else
+        hint = "fix the database by hand, then dhrun resolve --rolled-back " .. st.failed[1] .. " (or --applied)"
+      end
+    elseif st.state == "diverged" then
+      hint = "the database has migrations this project does not: check you are on the right branch and database"
+    end
+    local what = st.state:gsub("_", " ")
+    if st.state == "pending" then what = #st.pending .. " migration(s) not applied yet (" .. st.pending[1] .. "…)" end
+    if st.state == "failed" then what = "migration " .. st.failed[1] .. " failed" end
+    return { message = "migrations: " .. what, hint = hint }
+  end
+  if #st.rerun > 0 then
+    -- Prisma calls this "up to date"; the release is not complete
+    return { message = "migration " .. st.rerun[1] .. " is recorded as rolled back: deploy will apply it again",
+      hint = "after fixing the cause (" .. M.cmd(ctx, "backfill") .. "), run " .. M.cmd(ctx, "deploy") }
+  end
+end
+
+-- What is wrong with the rollout's column, or nil.
+function M.column_problem(ctx)
+  if not M.rollout(ctx) then return nil end
+  local missing = M.missing_column(ctx)
+  if #missing > 0 then
+    return { message = "the " .. M.column(ctx) .. " column is missing on " .. concat(missing, ", ")
+      .. " (the rollout's migrations are not applied)", hint = "run " .. M.cmd(ctx, "deploy") }
+  end
+  local ok, line = M.null_check(ctx)
+  if not ok then
+    return { message = line, hint = "run " .. M.cmd(ctx, "backfill") .. " (or " .. M.cmd(ctx, "deploy")
+      .. ", which backfills first)" }
+  end
+end
+
+-- One line that is true, for the top of `status`: the database is up to
+-- date, or the first thing that is not.  Returns ok, line.
+function M.status_verdict(ctx)
+  local st = M.migrations(ctx):status()
+  local p = M.migration_problem(ctx, st) or M.column_problem(ctx)
+  if p then return false, "NOT up to date: " .. p.message .. "; " .. p.hint end
+  local r = M.rollout(ctx)
+  return true, format("up to date: %d migration(s) applied%s", #st.applied,
+    r and ("; " .. r.label .. " backfilled, no NULLs") or "")
+end
+
 function M.steps.status_migrations()
   return {
     title = "Migration status",
     readonly = true,
     run = function(ctx)
       local st = M.migrations(ctx):status()
-      for line in (st.text .. "\n"):gmatch("(.-)\n") do log.info("      %s", line) end
+      local p = M.migration_problem(ctx, st)
+      if p and st.exit == 0 then
+        -- Prisma's own text would say "up to date": shown as what Prisma
+        -- says, not as dhrun's verdict
+        log.info("      prisma migrate status would say:")
+        for line in (st.text .. "\n"):gmatch("(.-)\n") do log.info("        %s", line) end
+      else
+        for line in (st.text .. "\n"):gmatch("(.-)\n") do log.info("      %s", line) end
+      end
       for _, note in ipairs(st.notes) do log.warn("      note: %s", note) end
-      if st.exit ~= 0 then
-        local hint = "run dhrun deploy"
-        if st.state == "failed" then
-          local r, role = owner_of(ctx, st.failed[1])
-          if role == "not_null" then
-            hint = "run dhrun recover" .. (#ctx.cfg.rollouts > 1 and (" --rollout " .. r.name) or "")
-          else
-            hint = "fix the database by hand, then dhrun resolve --rolled-back " .. st.failed[1] .. " (or --applied)"
-          end
-        elseif st.state == "diverged" then
-          hint = "the database has migrations this project does not: check you are on the right branch and database"
-        end
-        errors.raise("check", "migrations: " .. st.state:gsub("_", " "), { hint = hint })
-      end
-      if #st.rerun > 0 then
-        -- Prisma calls this "up to date"; the release is not complete
-        errors.raise("check", "migration " .. st.rerun[1] .. " is recorded as rolled back: deploy will apply "
-          .. "it again", { hint = "after fixing the cause (" .. M.cmd(ctx, "backfill") .. "), run "
-          .. M.cmd(ctx, "deploy") })
-      end
-      return { summary = "Database schema is up to date!", notes = st.notes }
+      if p then errors.raise("check", p.message, { hint = p.hint }) end
+      return { summary = format("all %d migration(s) applied", #st.applied), notes = st.notes }
     end,
   }
 end

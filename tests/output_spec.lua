@@ -147,3 +147,29 @@ log.info("plan:\n  line two\27[31m")
     assert.are.equal("| a\\x1b[2Jb\n", r.stdout)
   end)
 end)
+
+describe("wording", function()
+  it("an interrupted step says so once: 'interrupted (Ctrl-C)', not 'interrupted (interrupted (Ctrl-C))'", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/stop.lua", [[
+local flow = require("dhrun.flow").new { name = "stop", config = false, db = false }
+flow:step { title = "Wait", run = function()
+  error(require("dhrun.errors").new("interrupted", "interrupted (Ctrl-C)"), 0) end }
+return flow:run(...)
+]])
+    local r = sh.dhrun({ script }, { cwd = dir })
+    assert.are.equal(130, r.code, r.stdout .. r.stderr)
+    assert.matches("ERROR       interrupted (Ctrl-C)\n", r.stderr, 1, true)
+    assert.is_nil(r.stderr:find("interrupted (interrupted", 1, true))
+  end)
+
+  it("a finished progress line gives the count, never 'count/estimate'", function()
+    local r = sh.dhrun({ "-e", [[
+local p = require("dhrun.log").progress { label = "backfill T (pass 2)", total = 88, unit = "rows" }
+p:update(99)
+p:finish("all updated")]] }, { cwd = sh.root })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("OK    backfill T %(pass 2%): all updated, 99 rows in [%d.]+s %(", r.stdout)
+    assert.is_nil(r.stdout:find("99/88", 1, true))
+  end)
+end)

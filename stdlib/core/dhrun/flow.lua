@@ -609,7 +609,7 @@ function Flow:fail_step(ctx, rec, i, n, err, finish, started)
   end
   local total = fmt_duration(sys.now() - started)
   if interrupted then
-    log.error("      interrupted (%s)", msg)
+    log.error("      %s", msg:find("^interrupted") and msg or ("interrupted (" .. msg .. ")"))
     log.error("%s: stopped at step %d/%d (%s) after %s; the steps before it are complete", self.name, i, n,
       rec.title, total)
     log.info("next: dhrun %s --resume  (continues from step %d)", self.name, i)

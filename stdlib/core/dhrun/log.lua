@@ -386,8 +386,9 @@ function Progress:finish(msg)
   if self.state ~= "running" then return end
   self.state = "finished"
   local elapsed = sys.now() - self.started
+  -- at the end the count is the truth; the total was the estimate to show
+  -- progress against ("99/88 rows" helps nobody)
   local amount = count(self.done)
-  if self.total and self.done ~= self.total then amount = amount .. "/" .. count(self.total) end
   local rate = elapsed > 0 and self.done / elapsed or 0
   if self == shown_by then erase() end
   emit(STYLES.ok, format("%s: %s, %s %s in %s (%s %s/s)", self.label, msg or "done", amount, self.unit,

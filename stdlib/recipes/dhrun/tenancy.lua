@@ -621,7 +621,9 @@ function Tenancy:_pass(tb, prog, res, opts)
     error(err, 0)
   end
   prog.finished = true
-  p:finish(format("%d updated", updated))
+  -- "all updated, 2,000,000 rows in 45.1s", or how many of the rows seen got a value
+  p:finish(updated == scanned and "all updated" or (tostring(updated):reverse():gsub("(%d%d%d)", "%1,")
+    :reverse():gsub("^,", "") .. " updated"))
   res.scanned, res.updated = res.scanned + scanned, res.updated + updated
   return updated
 end

@@ -432,6 +432,13 @@ function Flow:run(...)
   if ctx.dry_run then header = header .. "  [dry run: nothing will be changed]" end
   log.info(header)
 
+  -- Confirmation comes before the lock and the journal: a run that is not
+  -- confirmed leaves no trace (and creates no journal schema).
+  if self.confirm and not ctx.dry_run then
+    local prompt = self.confirm(ctx)
+    if prompt then confirm(ctx, prompt) end
+  end
+
   local locked = false
   if ctx.conn and self.lock and not ctx.dry_run then
     take_release_lock(ctx, args.wait)
@@ -494,16 +501,6 @@ function Flow:run(...)
 
   if self.setup then self.setup(ctx) end
 
-  local ok_setup, err_setup = pcall(function()
-    if self.confirm and not ctx.dry_run then
-      local prompt = self.confirm(ctx)
-      if prompt then confirm(ctx, prompt) end
-    end
-  end)
-  if not ok_setup then
-    finish("refused", type(err_setup) == "table" and err_setup.exit or 2, describe(err_setup))
-    error(err_setup, 0)
-  end
 
   local n = #self.steps
   local counts = { ok = 0, skipped = 0, failed = 0, planned = 0 }

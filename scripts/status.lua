@@ -30,6 +30,7 @@ flow:step {
   skip = function(ctx)
     if ctx.args["no-build"] then return "--no-build" end
     if not release.has_command(ctx, "build") then return "no commands.build in the config" end
+    return release.build_skip_reason(ctx)
   end,
   run = release.build,
 }

@@ -84,3 +84,51 @@ describe("dhrun rollback without confirmation", function()
     assert.is_false(t.conn:query_value("SELECT to_regnamespace('dhrun') IS NOT NULL"), "no journal schema")
   end)
 end)
+
+describe("the build", function()
+  it("runs only when its inputs changed since the last successful build, and says so when it skips", function()
+    local t = dh.create("done")
+    finally(function() dh.drop(t) end)
+    local cfg, dir = dh.config(nil, [[
+cfg.build_inputs = { "src" }
+cfg.commands.build = { "sh", "-c", "echo built >> build.log; echo 'Compiled successfully'" }]])
+    local sh = require "sh"
+    sh.write(dir .. "/src/app.ts", "export const a = 1;\n")
+    -- the first deploy here generates the client, so it builds
+    local r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("build ok: Compiled successfully", r.stdout, 1, true)
+    r = dh.flow(t, "status", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("skipped: build inputs unchanged since the last successful build (1 file(s), sha256 ", r.stdout,
+      1, true)
+    r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("skipped: schema unchanged since the last generate", r.stdout, 1, true)
+    assert.matches("skipped: build inputs unchanged", r.stdout, 1, true)
+    assert.are.equal("built\n", sh.read(dir .. "/build.log"), "built once")
+    sh.write(dir .. "/src/app.ts", "export const a = 2;\n")
+    r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.are.equal("built\nbuilt\n", sh.read(dir .. "/build.log"), "an input changed: built again")
+  end)
+end)
+
+describe("deploy --dry-run", function()
+  it("plans generate when the real run would apply migrations, even with the schema unchanged", function()
+    local t = dh.create("pre")
+    finally(function() dh.drop(t) end)
+    local sh = require "sh"
+    local sys = require "dhrun.core.sys"
+    local cfg, dir = dh.config()
+    sh.write(dir .. "/.dhrun/generate.sha256", sys.sha256(sh.read(dir .. "/schema.prisma")) .. "\n")
+    local r = dh.flow(t, "deploy", { "--dry-run" }, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    local gen = r.stdout:match("%[7/8%] Regenerate the client\n([^\n]*)")
+    assert.matches("would run", gen, 1, true)
+    -- and the real run does run it
+    r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.are.equal("generated\n", sh.read(dir .. "/generate.log"))
+  end)
+end)

@@ -63,11 +63,15 @@ return {
     },
   },
 
-  -- Commands run in the app directory (argv lists, no shell).
+  -- Commands run in the app directory (argv lists, no shell).  The build does
+  -- not run generate again: dhrun runs it when the schema changed.
   commands = {
     generate = { "npx", "prisma", "generate" },
     build = { "npm", "run", "build" },
   },
+  -- What the build reads: it runs (and status checks it) only when these
+  -- changed since the last successful build, or the client was regenerated.
+  build_inputs = { "src", "public", "generated", "package.json", "package-lock.json", "tsconfig.json" },
   env = {
     -- lets `prisma generate` run offline
     PRISMA_SCHEMA_ENGINE_BINARY = "/bin/true",

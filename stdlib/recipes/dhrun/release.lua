@@ -40,6 +40,7 @@ config.define("schema", T.path { default = "prisma/schema.prisma" })
 config.define("generated", T.path())
 config.define("migrate_with", T.enum({ "dhrun", "prisma" }, { default = "dhrun" }))
 config.define("lock_timeout", T.duration { default = "2s" })
+config.define("build_inputs", T.list(T.path()))
 config.define("app", T.record {
   start = T.argv(), restart = T.argv(), url = T.string(), health = T.string(),
   ready_timeout = T.number { min = 0 }, log = T.string(), output = T.string(), env = T.map(T.string()),
@@ -291,6 +292,13 @@ function M.schema_hash(cfg)
   return s and sys.sha256(s) or nil
 end
 
+-- In a dry run: whether the generate step would run.
+function M.steps_will_generate(ctx)
+  if not M.has_command(ctx, "generate") or ctx.args["no-build"] then return false end
+  local migrated = #M.migrations(ctx):status().to_apply > 0
+  return M.generate_skip_reason(ctx, migrated) == nil
+end
+
 -- Returns nil when generate is needed, else the reason to skip it.
 function M.generate_skip_reason(ctx, migrated_this_run)
   if migrated_this_run then return nil end
@@ -307,6 +315,7 @@ end
 
 function M.generate(ctx)
   local r = M.command(ctx, "generate")
+  ctx.generated = true
   local hash = M.schema_hash(ctx.cfg)
   if hash then
     lfs.mkdir(ctx.cfg.app_dir .. "/.dhrun")
@@ -316,8 +325,60 @@ function M.generate(ctx)
   return { summary = "prisma client generated", seconds = r.duration }
 end
 
+---------------------------------------------------------------------------
+-- Build guard: with `build_inputs` in the config, the build runs only when
+-- the digest of those files changed since the last successful build here
+-- (or the client was generated in this run); the digest is recorded after
+-- each successful build.
+
+local function build_marker(cfg)
+  return cfg.app_dir .. "/.dhrun/build.sha256"
+end
+
+-- sha256 over the names and contents of every file under the inputs, in a
+-- fixed order; nil when there is no build_inputs.
+function M.build_digest(cfg)
+  if not cfg.build_inputs then return nil end
+  local files = {}
+  local function walk(path)
+    local mode = lfs.attributes(path, "mode")
+    if mode == "file" then
+      files[#files + 1] = path
+    elseif mode == "directory" then
+      for name in lfs.dir(path) do
+        if name ~= "." and name ~= ".." then walk(path .. "/" .. name) end
+      end
+    end
+  end
+  for _, p in ipairs(cfg.build_inputs) do walk(p) end
+  table.sort(files)
+  local parts = {}
+  for _, f in ipairs(files) do
+    parts[#parts + 1] = f:sub(#cfg.app_dir + 2) .. "\0" .. sys.sha256(read(f) or "")
+  end
+  return sys.sha256(table.concat(parts, "\n")), #files
+end
+
+-- Returns nil when the build must run, else the reason to skip it.
+function M.build_skip_reason(ctx)
+  if ctx.generated then return nil end
+  local digest, n = M.build_digest(ctx.cfg)
+  if not digest then return nil end
+  local last = read(build_marker(ctx.cfg))
+  if last and last:gsub("%s+$", "") == digest then
+    return string.format("build inputs unchanged since the last successful build (%d file(s), sha256 %s)", n,
+      digest:sub(1, 12))
+  end
+end
+
 function M.build(ctx)
+  local digest = M.build_digest(ctx.cfg)
   local r = M.command(ctx, "build")
+  if digest then
+    lfs.mkdir(ctx.cfg.app_dir .. "/.dhrun")
+    local f = io.open(build_marker(ctx.cfg), "w")
+    if f then f:write(digest, "\n"); f:close() end
+  end
   -- the build's own last word ("Compiled successfully"), from stdout first
   local last
   for _, stream in ipairs({ r.stderr, r.stdout }) do
@@ -873,7 +934,9 @@ function M.steps.generate(title)
     skip = function(ctx)
       if ctx.args["no-build"] then return "--no-build" end
       if not M.has_command(ctx, "generate") then return "no commands.generate in the config" end
-      return M.generate_skip_reason(ctx, ctx.migrated)
+      -- a dry run applied nothing, but the real run would: judge as it would
+      local migrated = ctx.migrated or (ctx.dry_run and #M.migrations(ctx):status().to_apply > 0)
+      return M.generate_skip_reason(ctx, migrated)
     end,
     plan = function(ctx) return concat(ctx.cfg.commands.generate, " ") end,
     run = M.generate,
@@ -886,6 +949,8 @@ function M.steps.build(title)
     skip = function(ctx)
       if ctx.args["no-build"] then return "--no-build" end
       if not M.has_command(ctx, "build") then return "no commands.build in the config" end
+      if ctx.dry_run and M.steps_will_generate(ctx) then return nil end
+      return M.build_skip_reason(ctx)
     end,
     plan = function(ctx) return concat(ctx.cfg.commands.build, " ") end,
     run = M.build,

@@ -173,3 +173,45 @@ p:finish("all updated")]] }, { cwd = sh.root })
     assert.is_nil(r.stdout:find("99/88", 1, true))
   end)
 end)
+
+describe("the progress ETA", function()
+  it("is within 30% of the real remaining time at 25%, after a slow start (deterministic clock)", function()
+    local log = require "dhrun.log"
+    local now = 0
+    local p = log.progress { label = "eta test", total = 2000000, unit = "rows", interval = 1e9,
+      clock = function() return now end }
+    -- a slow start: 20 s at 5,000 rows/s in 0.5 s batches (a busy machine, small first batches)
+    local done = 0
+    while now < 20 do
+      now, done = now + 0.5, done + 2500
+      p:update(done)
+    end
+    -- then the steady rate: 40,000 rows/s in batches of 10,000 that take 0.2 or 0.3 s
+    local i, eta_at_25, t_at_25 = 0, nil, nil
+    while done < 2000000 do
+      i = i + 1
+      local dt = i % 2 == 0 and 0.2 or 0.3
+      now, done = now + dt, math.min(2000000, done + 10000)
+      p:update(done)
+      if not eta_at_25 and done >= 500000 then eta_at_25, t_at_25 = p:eta(), now end
+    end
+    local real = now - t_at_25
+    assert.is_true(math.abs(eta_at_25 - real) / real <= 0.3,
+      string.format("ETA %.1f s at 25%% against %.1f s to go", eta_at_25, real))
+    -- the old average over the whole run would have said
+    local cumulative = (2000000 - 500000) / (500000 / t_at_25)
+    assert.is_true(cumulative > 2 * real, "the case is one where a plain average is far off")
+    p:finish()
+  end)
+
+  it("says 'ETA unknown' only until the first update", function()
+    local log = require "dhrun.log"
+    local now = 0
+    local p = log.progress { label = "x", total = 100, unit = "rows", clock = function() return now end }
+    assert.is_nil(p:eta())
+    now = 4.6
+    p:update(10)
+    assert.are.equal(41.4, math.floor(p:eta() * 10 + 0.5) / 10)
+    p:finish()
+  end)
+end)

@@ -301,16 +301,44 @@ function Progress:amount()
   return s
 end
 
+-- The rate shown and the ETA come from a moving average weighted toward
+-- recent updates (each sample weighs 1 - 2^(-dt/RATE_HALF_LIFE)), so a slow
+-- start (a backfill's first small batches, a busy machine) does not keep
+-- the ETA several times too high; before the first update after the start
+-- there is no rate yet.
+local RATE_HALF_LIFE = 3
+
+function Progress:sample(now)
+  local dt = now - self.last_t
+  if dt <= 0 then return end
+  local inst = (self.done - self.last_done) / dt
+  if self.rate == nil then
+    self.rate = inst
+  else
+    local w = 1 - 2 ^ (-dt / RATE_HALF_LIFE)
+    self.rate = w * inst + (1 - w) * self.rate
+  end
+  self.last_t, self.last_done = now, self.done
+end
+
+-- Seconds left, or nil while unknown.
+function Progress:eta()
+  if not self.total then return nil end
+  if self.done >= self.total then return 0 end
+  if self.rate and self.rate > 0 then return (self.total - self.done) / self.rate end
+  return nil
+end
+
 -- "label: 1,234/10,000 rows (12.3%), 456 rows/s, ETA 19s"
 function Progress:text(now)
   local elapsed = now - self.started
-  local rate = elapsed > 0 and self.done / elapsed or 0
+  local rate = self.rate or (elapsed > 0 and self.done / elapsed or 0)
   local s = self.label .. ": " .. self:amount() .. ", " .. rate_text(rate) .. " " .. self.unit .. "/s"
   if self.total then
     if self.done >= self.total then
       s = s .. ", ETA 0s"
-    elseif rate > 0 then
-      s = s .. ", ETA " .. duration((self.total - self.done) / rate)
+    elseif self:eta() then
+      s = s .. ", ETA " .. duration(self:eta())
     else
       s = s .. ", ETA unknown"
     end
@@ -337,7 +365,7 @@ end
 -- interval.
 function Progress:tick()
   if not enabled("info") then return end
-  local now = sys.now()
+  local now = self.clock()
   if streams.stdout.tty then
     if now - self.last_draw >= REDRAW_EVERY then
       self.last_draw = now
@@ -369,6 +397,7 @@ function Progress:update(done)
   check_running(self, "update")
   check_number(done, "update")
   self.done = done
+  self:sample(self.clock())
   self:tick()
 end
 
@@ -377,6 +406,7 @@ function Progress:add(n)
   if n == nil then n = 1 end
   check_number(n, "add")
   self.done = self.done + n
+  self:sample(self.clock())
   self:tick()
 end
 
@@ -385,7 +415,7 @@ end
 function Progress:finish(msg)
   if self.state ~= "running" then return end
   self.state = "finished"
-  local elapsed = sys.now() - self.started
+  local elapsed = self.clock() - self.started
   -- at the end the count is the truth; the total was the estimate to show
   -- progress against ("99/88 rows" helps nobody)
   local amount = count(self.done)
@@ -398,7 +428,7 @@ end
 function Progress:fail(msg)
   if self.state ~= "running" then return end
   self.state = "failed"
-  local elapsed = sys.now() - self.started
+  local elapsed = self.clock() - self.started
   if self == shown_by then erase() end
   local s = format("%s: failed after %s in %s", self.label, self:amount(), duration(elapsed))
   if msg ~= nil then s = s .. ": " .. tostring(msg) end
@@ -422,10 +452,13 @@ function log.progress(opts)
   if type(interval) ~= "number" or interval <= 0 then
     error("bad argument #1 to 'progress' (interval must be a number of seconds > 0)", 2)
   end
-  local now = sys.now()
+  -- opts.clock: a function returning seconds, for tests (sys.now)
+  local clock = opts.clock or sys.now
+  local now = clock()
   local p = setmetatable({
     label = opts.label, total = opts.total, unit = opts.unit or "items", interval = interval,
     done = 0, started = now, last_draw = -math.huge, last_line = now, state = "running",
+    clock = clock, last_t = now, last_done = 0,
   }, Progress)
   p:tick() -- on a terminal, show it at once
   return p

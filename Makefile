@@ -30,11 +30,12 @@ HOST_LDFLAGS := -Wl,--dynamic-list=runtime/dhrun.dynlist
 # The database and HTTP modules are shared objects in $(BUILD)/lib/dhrun
 # (installed to PREFIX/lib/dhrun), opened on first require: libpq and
 # libcurl pull in ~30 libraries, which only scripts that use them load.
-DL_MODS  := db http
+DL_MODS  := db http sql
 DL_SRCS  := $(DL_MODS:%=runtime/l_%.c)
 DL_LIBS  := $(DL_MODS:%=$(BUILD)/lib/dhrun/%.so)
 LIBS_db   := $(shell pkg-config --libs libpq 2>/dev/null)
 LIBS_http := $(shell pkg-config --libs libcurl 2>/dev/null)
+LIBS_sql  := -lpg_query
 
 SRCS    := $(filter-out $(DL_SRCS),$(wildcard runtime/*.c))
 OBJS    := $(SRCS:runtime/%.c=$(BUILD)/%.o) $(BUILD)/stdlib_blob.o
@@ -47,11 +48,11 @@ STDLIB  := $(shell find stdlib -name '*.lua' | LC_ALL=C sort)
 # Debian packages the build, the tests, the demo and the benchmarks need.
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libpq-dev \
             libssl-dev lua-filesystem-dev lua-cjson-dev \
-            libcurl4-openssl-dev postgresql lua-busted lua-check clang \
+            libcurl4-openssl-dev libpg-query-dev postgresql lua-busted lua-check clang \
             libclang-rt-14-dev valgrind chromium curl
 # What compiling needs (the rest is for the tests, the demo and the benchmarks).
 BUILD_PKGS := build-essential pkg-config liblua5.4-dev libpq-dev libssl-dev lua-filesystem-dev lua-cjson-dev \
-              libcurl4-openssl-dev
+              libcurl4-openssl-dev libpg-query-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Another apt or dpkg (unattended-upgrades on a fresh machine) may hold the
 # lock: wait for it rather than fail.

@@ -88,10 +88,11 @@ int dhrun_check_trusted(lua_State *L, const char *path);
 int luaopen_dhrun_core_db(lua_State *L);
 int luaopen_dhrun_core_process(lua_State *L);
 int luaopen_dhrun_core_http(lua_State *L);
+int luaopen_dhrun_core_sql(lua_State *L);
 
 /*
- * dhrun.core.db and dhrun.core.http are built as shared objects
- * (lib/dhrun/db.so, http.so) and opened on first require.  Each stamps the
+ * dhrun.core.db, dhrun.core.http and dhrun.core.sql are built as shared
+ * objects (lib/dhrun/db.so, http.so, sql.so) and opened on first require.  Each stamps the
  * version and header hash it was built for; the host refuses any other.
  */
 #ifndef DHRUN_ABI          /* the Makefile passes a hash of this header */
@@ -102,6 +103,7 @@ int luaopen_dhrun_core_http(lua_State *L);
     const char dhrun_module_##name[] = DHRUN_MODULE_ID
 extern const char dhrun_module_db[];
 extern const char dhrun_module_http[];
+extern const char dhrun_module_sql[];
 
 /* Host entry point used by main.c; returns the process exit code. */
 int dhrun_main(int argc, char **argv);

@@ -273,6 +273,7 @@ static const struct dl_module {
     {"dhrun.core.db", "db.so", "luaopen_dhrun_core_db", "dhrun_module_db"},
     {"dhrun.core.http", "http.so", "luaopen_dhrun_core_http",
      "dhrun_module_http"},
+    {"dhrun.core.sql", "sql.so", "luaopen_dhrun_core_sql", "dhrun_module_sql"},
 };
 
 #define DL_HANDLES "dhrun.dlhandles"
@@ -873,12 +874,15 @@ static int pmain(lua_State *L)
 /* Prints an error value, redacted; returns the exit code it stands for. */
 /* Writes s with control bytes as visible escapes (\x1b), as dhrun.log
  * does: an error message may carry text from a database or a file name.
- * Newlines stay only in a traceback. */
-static void put_escaped(FILE *f, const char *s, size_t len, int keep_newlines)
+ * A newline stays a newline, but the next line is indented, so that no line
+ * of an error can pass for one of dhrun's own ("dhrun: ..."). */
+static void put_escaped(FILE *f, const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && c != '\t' && !(keep_newlines && c == '\n')) || c == 0x7f)
+        if (c == '\n')
+            fputs("\n  ", f);
+        else if ((c < 0x20 && c != '\t') || c == 0x7f)
             fprintf(f, "\\x%02x", c);
         else if (c == 0xc2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 &&
                  (unsigned char)s[i + 1] <= 0x9f)
@@ -909,7 +913,7 @@ static int report_error(lua_State *L, int verbose)
     msg = lua_tolstring(L, -1, &len);
     msg = dhrun_redact(L, msg, len, &len);
     fputs("dhrun: ", stderr);
-    put_escaped(stderr, msg, len, 0);
+    put_escaped(stderr, msg, len);
     fputc('\n', stderr);
     lua_pop(L, 2);
 
@@ -922,7 +926,7 @@ static int report_error(lua_State *L, int verbose)
                 msg = lua_tolstring(L, -1, &len);
                 msg = dhrun_redact(L, msg, len, &len);
                 fprintf(stderr, "dhrun: %s: ", extra[i]);
-                put_escaped(stderr, msg, len, i == 2);
+                put_escaped(stderr, msg, len);
                 fputc('\n', stderr);
                 lua_pop(L, 1);          /* redacted copy */
             }

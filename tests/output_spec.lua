@@ -137,7 +137,7 @@ log.info("plan:\n  line two\27[31m")
     local r = sh.dhrun({ "-e", [[require("dhrun.errors").config("bad name \27[2Jx\nforged", "fix \27]0;t\7")]] },
       { cwd = sh.root })
     assert.are.equal(2, r.code)
-    assert.are.equal("dhrun: bad name \\x1b[2Jx\\x0aforged\ndhrun: hint: fix \\x1b]0;t\\x07\n", r.stderr)
+    assert.are.equal("dhrun: bad name \\x1b[2Jx\n  forged\ndhrun: hint: fix \\x1b]0;t\\x07\n", r.stderr)
   end)
 
   it("a child's streamed output shows them escaped", function()

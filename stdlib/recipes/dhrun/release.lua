@@ -216,15 +216,20 @@ function Migrations.plan_of(_, pending)
       parts[#parts + 1] = "apply " .. m.name .. ":"
       parts[#parts + 1] = "  " .. m.sql:gsub("%s+$", ""):gsub("\n", "\n  ")
     else
-      -- statements without their comments (Prisma's files are mostly comments)
-      local stmts = {}
-      for stmt in (m.sql:gsub("%-%-[^\n]*", "") .. ";"):gmatch("([^;]*);") do
-        stmt = stmt:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
-        if stmt ~= "" then stmts[#stmts + 1] = stmt end
-      end
-      parts[#parts + 1] = "apply " .. m.name .. " (" .. #stmts .. " statement(s); --verbose shows the file):"
-      for _, stmt in ipairs(stmts) do
-        parts[#parts + 1] = "  " .. (#stmt > 110 and (stmt:sub(1, 107) .. "...") or stmt) .. ";"
+      -- statements as PostgreSQL's own scanner splits them (DO blocks,
+      -- strings and nested comments included), without their leading
+      -- comments (Prisma's files are mostly comments)
+      local stmts, err, pos = require("dhrun.sql").statements(m.sql)
+      if not stmts then
+        parts[#parts + 1] = "apply " .. m.name .. ": PostgreSQL's scanner rejects it at byte " .. tostring(pos)
+          .. ": " .. err .. " (the migration would fail there; --verbose shows the file)"
+      else
+        parts[#parts + 1] = "apply " .. m.name .. " (" .. #stmts .. " statement(s); --verbose shows the file):"
+        for _, st in ipairs(stmts) do
+          local d = st.display
+          parts[#parts + 1] = "  " .. (utf8.len(d) and #d > 110 and (d:sub(1, utf8.offset(d, 108) - 1) .. "...")
+            or d) .. ";"
+        end
       end
     end
   end
@@ -470,19 +475,13 @@ local function before_applied(ctx, r)
   return true, st
 end
 
--- Whether migration SQL creates table `name` (Prisma quotes identifiers; a
--- hand-written migration may not, and then PostgreSQL folds to lower case).
+-- Whether migration SQL creates table `name`, as PostgreSQL's parser reads
+-- it (quoted names as written, unquoted ones folded to lower case).
 function creates_table(sql, name)
-  local text = sql:gsub("%-%-[^\n]*", ""):gsub("/%*.-%*/", ""):lower()
-  local quoted = '"' .. name:gsub('"', '""'):lower() .. '"'
-  for rest in text:gmatch("create%s+table%s+([^(]+)") do
-    local target = rest:gsub("^if%s+not%s+exists%s+", ""):match("^(%S+)")
-    local last = target and (target:match('("[^"]*")$') or target:match("([^%.]+)$"))
-    -- quoted: compared as written (lower-cased on both sides, as text is)
-    if last and ((last == quoted and sql:find('"' .. name .. '"', 1, true)) or (last == name:lower()
-        and name == name:lower())) then
-      return true
-    end
+  local ok, names = pcall(require("dhrun.sql").created_tables, sql)
+  if not ok then return false end
+  for _, n in ipairs(names) do
+    if n == name then return true end
   end
   return false
 end
@@ -841,9 +840,14 @@ function M.steps.verify_no_nulls()
     readonly = true,
     skip = function(ctx)
       if not M.rollout(ctx) then return "no rollout in the config" end
-      return M.check_skip_in_dry_run(ctx)
     end,
-    run = function(ctx) return M.require_no_nulls(ctx) end,
+    run = function(ctx)
+      -- in a dry run the backfill before it was only planned: the check
+      -- would run after it, and it is not failed on NULLs it would fill
+      local after = M.check_skip_in_dry_run(ctx)
+      if after then return { summary = "would run " .. after } end
+      return M.require_no_nulls(ctx)
+    end,
   }
 end
 
@@ -871,8 +875,16 @@ end
 local function not_null_pending(ctx)
   local r = M.rollout(ctx)
   if not r then return false end
-  for _, m in ipairs(M.migrations(ctx):status().to_apply) do
+  local st = M.migrations(ctx):status()
+  for _, m in ipairs(st.to_apply) do
     if m.name == r.not_null_migration then return true end
+  end
+  -- a dry run of recover: the failed row would have been resolved as
+  -- rolled back by the step before, so the migration would be pending
+  if ctx.dry_run and ctx.flow.name ~= "deploy" then
+    for _, f in ipairs(st.failed) do
+      if f == r.not_null_migration then return true end
+    end
   end
   return false
 end

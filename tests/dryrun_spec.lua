@@ -50,7 +50,7 @@ describe("--dry-run", function()
 end)
 
 describe("the dry run's SQL preview", function()
-  it("splits migrations as PostgreSQL does: a DO block is one statement, comments of every kind are left out", function()
+  it("splits migrations as PostgreSQL does: a DO block is one statement, comments are left out", function()
     local t = dh.create("nullable")
     finally(function() dh.drop(t) end)
     local r = dh.flow(t, "deploy", { "--dry-run", "--no-build" })

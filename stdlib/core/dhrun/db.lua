@@ -18,6 +18,7 @@
 local core = require "dhrun.core.db"
 local sys = require "dhrun.core.sys"
 local errors = require "dhrun.errors"
+local events = require "dhrun.events"
 
 local db = {}
 
@@ -726,12 +727,20 @@ function db.retry(conn, work, opts)
           .. "then run again"
         or "other sessions held locks that kept this waiting (long transactions?); run again later")
       local av = autovacuum_hint(conn, list, timeout)
+      events.emit("lock_wait", { what = what, attempt = attempt, retries = retries, gave_up = true,
+        lock_timeout = timeout, error = one_line(res.message or tostring(res)), blockers = text })
       errors.raise("lock", head .. tail, {
         hint = av and (av .. "; " .. hint) or hint,
         blockers = list, attempts = attempt, sqlstate = res.sqlstate, lock_timeout = timeout, cause = res,
       })
     end
     local delay = backoff(attempt, base, max)
+    if events.recording() then
+      -- for the release report: every lock wait, and who kept us waiting
+      local found, _, text = pcall(db.blockers, conn, opts.relations, opts.lockmode)
+      events.emit("lock_wait", { what = what, attempt = attempt, retries = retries, delay = delay,
+        lock_timeout = timeout, error = one_line(res.message or tostring(res)), blockers = found and text or nil })
+    end
     if opts.on_retry then opts.on_retry(attempt, res, delay) end
     if log then
       log.warn(format("%s: %s; retry %d/%d in %.2f s", what, one_line(res.message or tostring(res)), attempt,

@@ -38,6 +38,7 @@ local COMMON_OPTIONS = {
   { name = "wait", arg = "SECONDS", help = "wait up to SECONDS for the release lock instead of exiting with code 3" },
   { name = "report-json", arg = "PATH", help = "write a JSON report of the run" },
   { name = "report-junit", arg = "PATH", help = "write a JUnit XML report of the run" },
+  { name = "report-html", arg = "PATH", help = "write the release report: one self-contained HTML page" },
   { name = "verbose", short = "v", help = "debug output" },
   { name = "help", short = "h", help = "show this help" },
 }
@@ -395,7 +396,7 @@ function Flow:run(...)
   if args.verbose then log.set_level("debug") end
   -- argument problems are reported before anything connects or locks
   if self.check_args then self.check_args(args) end
-  for _, opt in ipairs({ "report-json", "report-junit" }) do
+  for _, opt in ipairs({ "report-json", "report-junit", "report-html" }) do
     local path = args[opt]
     if path then
       local dir = path:match("^(.*)/[^/]*$") or "."
@@ -424,7 +425,12 @@ function Flow:run(...)
     titles[i] = type(s.title) == "function" and s.title(ctx) or s.title
   end
   local result = { flow = self.name, title = self.title, project = ctx.cfg and ctx.cfg.project,
-    dry_run = ctx.dry_run, steps = require("dhrun.report").array() }
+    dry_run = ctx.dry_run, steps = require("dhrun.report").array(), events = require("dhrun.report").array(),
+    database = ctx.conn and ctx.conn:info().url, started_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    user = sys.user(), host = sys.hostname(), version = sys.options().version }
+  -- what happens inside the steps (batches, lock waits, DDL), for the reports
+  local events = require "dhrun.events"
+  events.record(function(e) result.events[#result.events + 1] = e end)
 
   local header = "dhrun " .. self.name .. " — " .. self.title
   if ctx.cfg then header = header .. " · " .. ctx.cfg.project end
@@ -485,6 +491,7 @@ function Flow:run(...)
   result.run_id = ctx.run_id
 
   local function finish(status, code, message)
+    events.record(nil)
     result.status, result.exit_code, result.message = status, code, message
     result.duration = sys.now() - started
     if ctx.run_id then pcall(journal.end_run, ctx.conn, ctx.run_id, status, code, message) end
@@ -507,7 +514,7 @@ function Flow:run(...)
   for i, step in ipairs(self.steps) do
     fault_kill_at(self.name, i)
     local title = titles[i]
-    local rec = { seq = i, title = title }
+    local rec = { seq = i, title = title, start = sys.now() - started }
     result.steps[i] = rec
     log.info("[%d/%d] %s", i, n, title)
     local t0 = sys.now()
@@ -630,10 +637,11 @@ function Flow:fail_step(ctx, rec, i, n, err, finish, started)
 end
 
 function Flow.write_reports(_, args, result)
-  local path_json, path_junit = args["report-json"], args["report-junit"]
-  if not path_json and not path_junit then return end
+  local path_json, path_junit, path_html = args["report-json"], args["report-junit"], args["report-html"]
+  if not path_json and not path_junit and not path_html then return end
   local report = require "dhrun.report"
   if path_json then report.write_json(path_json, result) end
+  if path_html then report.write_html(path_html, result) end
   if path_junit then
     local cases = {}
     for _, s in ipairs(result.steps) do

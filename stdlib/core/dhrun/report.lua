@@ -4,6 +4,7 @@
 --   report.write_json(path, value)     -> true
 --   report.junit(suites)               -> XML string
 --   report.write_junit(path, suites)   -> true
+--   report.write_html(path, result)    -> true   the release report (a flow's result)
 --   report.array([t])                  -> t, marked to encode as a JSON array
 --                                         even when empty
 --
@@ -236,6 +237,205 @@ function report.write_junit(path, suites)
     error(format("bad argument #1 to 'write_junit' (string expected, got %s)", type(path)), 2)
   end
   return write_atomic(path, report.junit(suites))
+end
+
+-- ------------------------------------------------------------------
+-- HTML: the release report a team attaches to its change ticket.  One
+-- self-contained page (inline CSS and SVG, no script, no network): the
+-- steps on a timeline, the backfill's rate and batch size over time per
+-- table, every lock wait with its blocker, the ACCESS EXCLUSIVE holds, and
+-- the summary.  Built from the run's result (report.write_json's value).
+
+local function h(v)
+  return (redact(tostring(v == nil and "" or v)):gsub("[&<>\"']", {
+    ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }))
+end
+
+local function num(x, digits)
+  return format("%." .. (digits or 1) .. "f", x)
+end
+
+local function dur(sec)
+  if not sec then return "" end
+  if sec < 1 then return format("%d ms", math.floor(sec * 1000 + 0.5)) end
+  if sec < 120 then return format("%.1f s", sec) end
+  return format("%dm%02ds", math.floor(sec / 60), math.floor(sec % 60))
+end
+
+local STATUS_COLOR = { ok = "#2e7d32", skipped = "#9e9e9e", planned = "#1565c0", failed = "#c62828",
+  interrupted = "#ef6c00" }
+
+-- A gantt of the steps: one row each, a bar from its start for its duration.
+local function timeline_svg(steps, total)
+  total = math.max(total or 0, 0.001)
+  local W, row, left = 760, 22, 250
+  local parts = { format('<svg class="chart" role="img" aria-label="steps timeline" width="%d" height="%d" '
+    .. 'viewBox="0 0 %d %d">', W, row * #steps + 30, W, row * #steps + 30) }
+  for i, st in ipairs(steps) do
+    local y = (i - 1) * row + 4
+    local x0 = left + (st.start or 0) / total * (W - left - 10)
+    local w = math.max(2, (st.duration or 0) / total * (W - left - 10))
+    parts[#parts + 1] = format('<text x="4" y="%d" class="label">%d. %s</text>', y + 13, st.seq,
+      h(#st.title > 34 and st.title:sub(1, 33) .. "…" or st.title))
+    parts[#parts + 1] = format('<rect class="bar point" data-series="steps" x="%.1f" y="%d" width="%.1f" '
+      .. 'height="14" fill="%s"><title>%s: %s %s</title></rect>', x0, y, w,
+      STATUS_COLOR[st.status] or "#555", h(st.title), h(st.status), h(dur(st.duration)))
+  end
+  parts[#parts + 1] = format('<text x="%d" y="%d" class="axis">0</text><text x="%d" y="%d" class="axis" '
+    .. 'text-anchor="end">%s</text>', left, row * #steps + 24, W - 10, row * #steps + 24, h(dur(total)))
+  parts[#parts + 1] = "</svg>"
+  return table.concat(parts)
+end
+
+-- A line chart of points {x, y} with its axes' ranges.
+local function line_svg(label, series, points, unit)
+  local W, H, pad = 360, 160, 40
+  if #points == 0 then return "" end
+  -- x: seconds into the run, from this series' first point to its last
+  local minx, maxx, maxy = math.huge, -math.huge, 0.001
+  for _, p in ipairs(points) do
+    minx, maxx, maxy = math.min(minx, p[1]), math.max(maxx, p[1]), math.max(maxy, p[2])
+  end
+  local span = math.max(maxx - minx, 0.001)
+  local function X(x) return pad + (x - minx) / span * (W - pad - 10) end
+  local function Y(y) return H - 20 - y / maxy * (H - 40) end
+  local path, dots = {}, {}
+  for i, p in ipairs(points) do
+    path[#path + 1] = format("%s%.1f,%.1f", i == 1 and "M" or "L", X(p[1]), Y(p[2]))
+    dots[#dots + 1] = format('<circle class="point" data-series="%s" cx="%.1f" cy="%.1f" r="2"><title>%s s: %s %s'
+      .. '</title></circle>', h(series), X(p[1]), Y(p[2]), num(p[1]), num(p[2], 0), h(unit))
+  end
+  return format('<figure><figcaption>%s</figcaption><svg class="chart" role="img" aria-label="%s" width="%d" '
+    .. 'height="%d" viewBox="0 0 %d %d"><line x1="%d" y1="%d" x2="%d" y2="%d" class="axisline"/>'
+    .. '<line x1="%d" y1="10" x2="%d" y2="%d" class="axisline"/><text x="2" y="16" class="axis">%s</text>'
+    .. '<text x="%d" y="%d" class="axis">%s s</text>'
+    .. '<text x="%d" y="%d" class="axis" text-anchor="end">%s s</text><path d="%s" class="line"/>%s</svg></figure>',
+    h(label), h(label), W, H, W, H, pad, H - 20, W - 10, H - 20, pad, pad, H - 20, h(num(maxy, 0)),
+    pad, H - 6, h(num(minx)), W - 10, H - 6, h(num(maxx)), table.concat(path, " "), table.concat(dots))
+end
+
+local CSS = [[
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#212121;max-width:1100px}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #eee;padding:4px 8px;text-align:left;
+vertical-align:top}td:first-child{white-space:nowrap}th{background:#fafafa}.ok{color:#2e7d32}
+.failed,.interrupted{color:#c62828;font-weight:600}
+.skipped{color:#757575}.planned{color:#1565c0}.muted{color:#757575}code{font-size:12px;word-break:break-all}
+.chart{background:#fcfcfc;border:1px solid #eee}.label,.axis{font-size:11px;fill:#424242}
+.axisline{stroke:#bbb}.line{fill:none;stroke:#1565c0;stroke-width:1.5}.point{fill:#1565c0}
+figure{display:inline-block;margin:0 16px 16px 0}figcaption{font-size:12px;color:#424242}
+.verdict{font-size:16px;padding:8px 12px;border-radius:4px;display:inline-block;margin:8px 0}
+.verdict.ok{background:#e8f5e9}.verdict.bad{background:#ffebee;color:#b71c1c}
+]]
+
+function report.html(result)
+  local out = {}
+  local function add(...) for _, x in ipairs({ ... }) do out[#out + 1] = x end end
+  local ok = result.status == "ok"
+  add("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+    "<title>dhrun ", h(result.flow), " — ", h(result.project or ""), "</title><style>", CSS, "</style></head><body>")
+  add("<h1>dhrun ", h(result.flow), " — ", h(result.title), result.dry_run and " (dry run)" or "", "</h1>")
+  add("<div class=\"verdict ", ok and "ok" or "bad", "\">", ok and "✓ " or "✗ ", h(result.status or "?"),
+    ", exit code ", h(result.exit_code), result.message and (": " .. h(result.message)) or "", "</div>")
+  add("<table class=\"meta\"><tr><th>project</th><td>", h(result.project or "—"), "</td></tr>",
+    "<tr><th>database</th><td><code>", h(result.database or "—"), "</code></td></tr>",
+    "<tr><th>started</th><td>", h(result.started_at), " by ", h(result.user), "@", h(result.host), "</td></tr>",
+    "<tr><th>duration</th><td>", h(dur(result.duration)), "</td></tr>",
+    "<tr><th>run</th><td>", result.run_id and ("#" .. h(result.run_id) .. " in the journal (dhrun.runs)")
+      or "<span class=\"muted\">not journaled</span>", "</td></tr>",
+    "<tr><th>dhrun</th><td>", h(result.version), "</td></tr></table>")
+
+  -- steps
+  local steps = result.steps or {}
+  add("<h2>Steps</h2>", timeline_svg(steps, result.duration))
+  add("<table><tr><th>#</th><th>step</th><th>result</th><th>duration</th><th>detail</th></tr>")
+  for _, st in ipairs(steps) do
+    local detail = st.reason or (type(st.detail) == "table" and st.detail.summary) or st.plan or ""
+    add("<tr><td>", h(st.seq), "</td><td>", h(st.title), "</td><td class=\"", h(st.status), "\">", h(st.status),
+      "</td><td>", h(dur(st.duration)), "</td><td>", h(detail), "</td></tr>")
+  end
+  add("</table>")
+
+  -- backfill
+  local by_table, order = {}, {}
+  local waits, ddl = {}, {}
+  for _, e in ipairs(result.events or {}) do
+    if e.kind == "batch" then
+      local name = tostring(e.table)
+      if not by_table[name] then
+        by_table[name] = { rate = {}, size = {}, rows = 0, n = 0 }
+        order[#order + 1] = name
+      end
+      local tb = by_table[name]
+      tb.n, tb.rows = tb.n + 1, tb.rows + (e.scanned or 0)
+      -- the last batch of a pass finds the end of the table: not a rate
+      if (e.seconds or 0) > 0 and (e.scanned or 0) > 0 then
+        tb.rate[#tb.rate + 1] = { e.t or 0, e.scanned / e.seconds }
+        tb.size[#tb.size + 1] = { e.t or 0, e.batch_size or 0 }
+      end
+    elseif e.kind == "lock_wait" then
+      waits[#waits + 1] = e
+    elseif e.kind == "ddl" then
+      ddl[#ddl + 1] = e
+    end
+  end
+  add("<h2>Backfill</h2>")
+  if #order == 0 then add("<p class=\"muted\">no backfill batch ran in this run</p>") end
+  for _, name in ipairs(order) do
+    local tb = by_table[name]
+    add("<h3>", h(name), " <span class=\"muted\">", h(tb.n), " batch(es), ", h(tb.rows), " row(s) visited</span></h3>",
+      line_svg(name .. ": rows/s per batch", "rate:" .. name, tb.rate, "rows/s"),
+      line_svg(name .. ": batch size", "batch:" .. name, tb.size, "rows"))
+  end
+
+  -- lock waits
+  add("<h2>Lock waits and retries</h2>")
+  if #waits == 0 then
+    add("<p class=\"muted\">none: no statement waited out its lock_timeout</p>")
+  else
+    add("<table><tr><th>at</th><th>statement</th><th>attempt</th><th>lock_timeout</th><th>error</th>",
+      "<th>blocked by</th></tr>")
+    for _, w in ipairs(waits) do
+      add("<tr><td>", h(num(w.t or 0)), " s</td><td><code>", h(w.what), "</code></td><td", w.gave_up and
+        " class=\"failed\"" or "", ">", h(w.attempt), "/", h((w.retries or 0) + 1), w.gave_up and " (gave up)" or "",
+        "</td><td>", h(w.lock_timeout), "</td><td>", h(w.error), "</td><td>", h(w.blockers or "—"), "</td></tr>")
+    end
+    add("</table>")
+  end
+
+  -- ACCESS EXCLUSIVE holds
+  add("<h2>ACCESS EXCLUSIVE holds</h2>")
+  local longest = 0
+  local held = {}
+  for _, d in ipairs(ddl) do
+    if d.lockmode == "AccessExclusiveLock" then
+      held[#held + 1] = d
+      longest = math.max(longest, d.seconds or 0)
+    end
+  end
+  if #held == 0 then
+    add("<p class=\"muted\">none: no statement of this run took an ACCESS EXCLUSIVE lock through dhrun's online "
+      .. "DDL</p>")
+  else
+    add("<p>", h(#held), " statement(s). The longest took ", h(dur(longest)), " including its lock waits and "
+      .. "retries; it held the lock only in its last attempt, and no query queued behind one of its waits for "
+      .. "longer than that wait's lock_timeout.</p>")
+    add("<table><tr><th>at</th><th>table</th><th>step</th><th>took</th><th>attempts</th><th>statement</th></tr>")
+    for _, d in ipairs(ddl) do
+      add("<tr><td>", h(num(d.t or 0)), " s</td><td>", h(d.table), "</td><td>", h(d.step), "</td><td>",
+        h(dur(d.seconds)), d.lockmode ~= "AccessExclusiveLock" and " <span class=\"muted\">(" .. h(d.lockmode)
+        .. ", reads and writes go on)</span>" or "", "</td><td>", h(d.attempts), "</td><td><code>", h(d.sql),
+        "</code></td></tr>")
+    end
+    add("</table>")
+  end
+  add("<p class=\"muted\">written by dhrun ", h(result.version), "</p></body></html>\n")
+  return table.concat(out)
+end
+
+function report.write_html(path, result)
+  return write_atomic(path, report.html(result))
 end
 
 return report

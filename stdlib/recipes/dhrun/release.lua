@@ -20,6 +20,7 @@ local sys = require "dhrun.core.sys"
 local log = require "dhrun.log"
 local db = require "dhrun.db"
 local errors = require "dhrun.errors"
+local events = require "dhrun.events"
 local config = require "dhrun.config"
 local prisma = require "dhrun.prisma"
 local rollout = require "dhrun.rollout"
@@ -29,7 +30,7 @@ local T = config.types
 local format, concat = string.format, table.concat
 
 local M = {}
-local creates_table
+local creates_table, enforce_recorded
 
 -- The keys this recipe reads.  The migrations directory is checked against
 -- the rollouts when the config is loaded, before anything connects.
@@ -698,6 +699,21 @@ local function owner_of(ctx, name)
   end
 end
 
+-- Enforces NOT NULL, recording each DDL statement (when it started, how
+-- long it took, the lock it needed) for the release report.
+function enforce_recorded(t)
+  local starts = {}
+  local res = t:enforce_not_null { on_step = function(tbl, step) starts[tbl .. "\0" .. step] = events.now() end }
+  for _, entry in ipairs(res.tables or {}) do
+    for _, st in ipairs(entry.steps or {}) do
+      events.emit("ddl", { t = starts[entry.table .. "\0" .. st.step], table = entry.table, step = st.step,
+        sql = st.sql, seconds = st.seconds, attempts = st.attempts,
+        lockmode = st.step == "validate" and "ShareUpdateExclusiveLock" or "AccessExclusiveLock" })
+    end
+  end
+  return res
+end
+
 -- Applies `list` (pending migrations, in order) one by one.  A migration
 -- that is another rollout's NOT NULL migration is applied online through
 -- that rollout (CHECK NOT VALID -> VALIDATE -> SET NOT NULL) when its tables
@@ -714,7 +730,7 @@ function M.apply_list(ctx, list)
           r.column), "finish that rollout first: dhrun deploy --rollout " .. r.name)
       end
       prisma.with_lock(ctx.conn, function()
-        t:enforce_not_null()
+        enforce_recorded(t)
         M.migrations(ctx):deploy(m.name, { lock_timeout = t.spec.lock_timeout })
       end)
     else
@@ -826,7 +842,10 @@ function M.steps.backfill()
       return "backfill in batches: " .. M.offenders_text(M.tenancy(ctx):null_check())
     end,
     run = function(ctx)
-      local opts = ctx.backfill_opts or {}
+      local opts = {}
+      for k, v in pairs(ctx.backfill_opts or {}) do opts[k] = v end
+      -- each committed batch, for the release report (rate and batch size over time)
+      opts.on_batch = function(info) events.emit("batch", info) end
       local s = M.tenancy(ctx):backfill(opts)
       return { summary = format("%d row(s) updated", s.updated or 0), tables = s.tables }
     end,
@@ -865,7 +884,7 @@ function M.deploy_not_null(ctx)
       state_error("migration " .. before[1].name .. " is still pending before " .. r.not_null_migration,
         "run " .. M.cmd(ctx, "deploy") .. ", which applies it first")
     end
-    local enforced = t:enforce_not_null()
+    local enforced = enforce_recorded(t)
     local d = M.migrations(ctx):deploy(r.not_null_migration, { lock_timeout = t.spec.lock_timeout })
     d.not_null = enforced.tables
     return d
@@ -1067,6 +1086,7 @@ function M.steps.rollback()
     run = function(ctx)
       local r = need_rollout(ctx)
       local marked = 0
+      local t0 = events.now()
       local res = prisma.with_lock(ctx.conn, function()
         return M.tenancy(ctx):drop_not_null {
           transaction = true,
@@ -1078,6 +1098,9 @@ function M.steps.rollback()
           end,
         }
       end)
+      events.emit("ddl", { t = t0, table = concat(rollout.table_names(r), ", "), step = "drop_not_null",
+        seconds = events.now() - t0, lockmode = "AccessExclusiveLock",
+        sql = "one transaction: ALTER TABLE ... ALTER COLUMN " .. r.column .. " DROP NOT NULL on each table" })
       return { summary = format("%s nullable on %d table(s); %d migration row(s) marked rolled back", r.column,
         #(res.tables or {}), marked), tables = res.tables, marked = marked, at = sys.time() }
     end,

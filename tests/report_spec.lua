@@ -1,0 +1,93 @@
+-- --report-html: the release report a team attaches to its change ticket.
+-- One self-contained page, checked in a real headless Chromium.
+local sh = require "sh"
+local dh = require "datahub"
+local sys = require "dhrun.core.sys"
+local process = require "dhrun.process"
+local testdb = require "testdb"
+local lfs = require "lfs"
+
+local function find_chromium()
+  for _, name in ipairs({ "chromium", "chromium-browser", "google-chrome" }) do
+    for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
+      if lfs.attributes(dir .. "/" .. name, "mode") == "file" then return dir .. "/" .. name end
+    end
+  end
+end
+
+local function eventually(seconds, fn)
+  local deadline = sys.now() + seconds
+  repeat
+    local v = fn()
+    if v then return v end
+    sys.sleep(0.02)
+  until sys.now() > deadline
+end
+
+-- {dom = the DOM after loading, console = {message, ...}} (no network:
+-- everything the page needs must be in it)
+local function browse(path)
+  local chromium = assert(find_chromium(), "chromium is not installed (make deps installs it)")
+  local r = process.run({ chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--user-data-dir=" .. sh.tmpdir(), "--enable-logging=stderr", "--v=0", "--dump-dom",
+    "file://" .. path }, { timeout = 60 })
+  assert(r.ok, "chromium failed: " .. (r.error or r.stderr:sub(-2000)))
+  local console = {}
+  for line in r.stderr:gmatch("[^\n]+") do
+    local msg = line:match(":CONSOLE[:%(]%d+%)?%]%s*(.*)$")
+    if msg then console[#console + 1] = msg end
+  end
+  return { dom = r.stdout, console = console }
+end
+
+local function count(s, needle)
+  local n, pos = 0, 1
+  while true do
+    local i = s:find(needle, pos, true)
+    if not i then return n end
+    n, pos = n + 1, i + 1
+  end
+end
+
+describe("--report-html", function()
+  it("writes one page: steps, backfill charts, lock waits with their blocker, ACCESS EXCLUSIVE holds", function()
+    -- after migration #1: the backfill runs, then the NOT NULL step meets the lock
+    local t = dh.create("nullable")
+    finally(function() dh.drop(t) end)
+    local cfg, dir = dh.config(nil, "cfg.rollouts[1].batch = { size = 500, max = 500 }")
+    local out = dir .. "/report.html"
+    -- another session holds Insight: the NOT NULL step's first attempts time out and retry
+    local blocker = t.connect()
+    blocker:exec("BEGIN")
+    blocker:exec('LOCK TABLE "Insight" IN ACCESS SHARE MODE')
+    local log = dir .. "/out"
+    local proc = process.spawn({ sh.bin, "deploy", "--no-build", "--config", cfg, "--report-html", out },
+      { cwd = sh.root, env = { DATABASE_URL = t.url }, stdout = log, stderr = dir .. "/err" })
+    assert.is_truthy(eventually(60, function() return (sh.read(dir .. "/err") or ""):find("retry 2/", 1, true) end),
+      "deploy did not retry against the lock:\n" .. tostring(sh.read(log)) .. tostring(sh.read(dir .. "/err")))
+    blocker:exec("COMMIT")
+    blocker:close()
+    local r = proc:wait(120)
+    assert.are.equal(0, r.code, tostring(sh.read(log)) .. tostring(sh.read(dir .. "/err")))
+
+    local html = assert(sh.read(out))
+    assert.is_nil(html:find(testdb.password(), 1, true), "no password in the report")
+    assert.is_nil(html:find("<script", 1, true), "no script")
+    for _, ref in ipairs({ 'src="http', 'href="http', "url(http", "@import" }) do
+      assert.is_nil(html:find(ref, 1, true), "nothing loaded from the network: " .. ref)
+    end
+    local page = browse(out)
+    assert.are.same({}, page.console, "no console messages")
+    assert.matches("dhrun deploy — Normal Deployment", page.dom, 1, true)
+    assert.matches("ok, exit code 0", page.dom, 1, true)
+    assert.are.equal(8, count(page.dom, 'data-series="steps"'), "one bar per step")
+    assert.is_true(count(page.dom, 'data-series="rate:MetricDaily"') >= 10, "the rate chart has its points")
+    assert.is_true(count(page.dom, 'data-series="batch:MetricDaily"') >= 10, "the batch-size chart has its points")
+    assert.matches('enforce NOT NULL on "public"."Insight" (step add_check)', page.dom, 1, true)
+    assert.matches('(client backend, application "dhrun", idle in transaction, holds AccessShareLock on "Insight"',
+      page.dom, 1, true)
+    assert.matches("ACCESS EXCLUSIVE holds", page.dom, 1, true)
+    assert.matches("set_not_null", page.dom, 1, true)
+  end)
+end)

@@ -190,6 +190,12 @@ describe("example Data Hub app", function()
     assert.are.equal("Compiled successfully", lines[#lines])
     assert.truthy(lfs.attributes(APP .. "/dist/src/server.js"), "the build wrote dist/src/server.js")
 
+    -- A build needs no database: generate and build without DATABASE_URL.
+    for _, script in ipairs({ "generate", "build" }) do
+      local r = sh.run({ "npm", "run", script }, { cwd = APP, env = { DATABASE_URL = false } })
+      assert.are.equal(0, r.code, script .. " without DATABASE_URL:\n" .. r.stdout .. r.stderr)
+    end
+
     -- The same project with one type error: no success line, non-zero exit.
     local copy = sh.tmpdir()
     for _, f in ipairs({ "package.json", "tsconfig.json", "prisma.config.ts", "prisma/schema.prisma" }) do
@@ -200,6 +206,7 @@ describe("example Data Hub app", function()
     end
     sh.write(copy .. "/src/broken.ts", 'export const port: number = "3000";\n')
     assert(lfs.link(APP .. "/node_modules", copy .. "/node_modules", true))
+    assert.are.equal(0, sh.run({ "npm", "run", "generate" }, { cwd = copy }).code)
     local r = sh.run({ "npm", "run", "build" }, { cwd = copy, env = { DATABASE_URL = t.url } })
     assert.are_not.equal(0, r.code)
     assert.matches("src/broken.ts", r.stdout .. r.stderr, 1, true)
@@ -509,21 +516,42 @@ describe("example Data Hub app", function()
       if client then client:stop(1) end
       stop_app(f)
     end)
-    -- A chat request whose body arrives 1.5 s after its headers (curl, which
-    -- streams stdin as the body; dhrun.http sends a body all at once).
-    local argv = { "curl", "-sS", "-i", "--max-time", "30", "-X", "POST", "-T", "-", "-H", "Expect:",
+    -- A chat request whose body arrives only when this test writes it: curl
+    -- streams its stdin, a FIFO, as the body (dhrun.http sends a body at once).
+    local argv = { "curl", "-sS", "-i", "--max-time", "60", "-X", "POST", "-T", "-", "-H", "Expect:",
                    "-H", "Content-Type: application/json", "-H", "Cookie: dh_session=" .. A.id, f.base .. "/api/chat" }
     local quoted = {}
     for i, a in ipairs(argv) do quoted[i] = sh.quote(a) end
-    local out = sh.tmpdir() .. "/response"
-    client = process.spawn({ "sh", "-c", "(sleep 1.5; printf '%s' '{\"message\":\"in flight\"}') | "
-      .. table.concat(quoted, " ") }, { stdout = out })
-    sys.sleep(0.5)
+    local dir = sh.tmpdir()
+    local out, fifo = dir .. "/response", dir .. "/body"
+    assert.are.equal(0, sh.run({ "mkfifo", fifo }).code)
+    client = process.spawn({ "sh", "-c", "exec " .. table.concat(quoted, " ") .. " < " .. sh.quote(fifo) },
+      { stdout = out })
+    local body = assert(io.open(fifo, "w")) -- returns once curl's shell has opened the other end
+    -- wait until the server has accepted curl's connection (ESTABLISHED, local port = the app's)
+    local port_hex = string.format(":%04X ", tonumber(f.port))
+    local function accepted()
+      for line in (sh.read("/proc/net/tcp") or ""):gmatch("[^\n]+") do
+        local loc, st = line:match("^%s*%d+: (%x+:%x+) %x+:%x+ (%x%x)")
+        if loc and (loc .. " "):find(port_hex, 1, true) and st == "01" then return true end
+      end
+    end
+    local deadline = sys.now() + 20
+    while not accepted() and sys.now() < deadline do sys.sleep(0.02) end
+    assert.is_true(accepted(), "curl's connection was not accepted")
     assert.is_true(f.proc:kill("TERM"))
-    sys.sleep(0.3)
-    local late, err = http.get(f.base .. "/health", { timeout = 5 })
+    -- the server stops accepting: new connections are refused (waited for, with a deadline)
+    local late, err
+    deadline = sys.now() + 20
+    repeat
+      late, err = http.get(f.base .. "/health", { timeout = 5 })
+      if late then sys.sleep(0.05) end
+    until not late or sys.now() > deadline
     assert.is_nil(late, "a new connection is refused")
     assert.are.equal("refused", err.code)
+    -- now the request in flight gets its body
+    body:write('{"message":"in flight"}')
+    body:close()
 
     local c = assert(client:wait(20))
     assert.are.equal(0, c.code)

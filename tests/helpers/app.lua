@@ -1,6 +1,7 @@
 -- Test helper: the example Data Hub app as a real Node process.
 --
---   app.build(url)            npm ci (when node_modules is missing) and npm run build; returns the build's result
+--   app.build(url)            npm ci (when node_modules is missing), npm run generate and npm run build; returns
+--                             the build's result
 --   app.ensure_built(url)     build once per test run (dist/src/server.js newer than the sources)
 --   app.start(url, faults)    node dist/src/server.js on a free port -> {proc, base, port, log_path, dir}
 --   app.stop(a)               SIGTERM, then SIGKILL after 5 s; returns the process result
@@ -19,6 +20,10 @@ function M.build(url)
     local ci = sh.run({ "npm", "ci", "--no-audit", "--no-fund" }, { cwd = M.dir })
     assert(ci.code == 0, "npm ci failed:\n" .. ci.stdout .. ci.stderr)
   end
+  -- as the release does it: generate the client, then build (the build
+  -- does not generate it again)
+  local gen = sh.run({ "npm", "run", "generate" }, { cwd = M.dir, env = { DATABASE_URL = url } })
+  assert(gen.code == 0, "npm run generate failed:\n" .. gen.stdout .. gen.stderr)
   local build = sh.run({ "npm", "run", "build" }, { cwd = M.dir, env = { DATABASE_URL = url } })
   assert(build.code == 0, "npm run build failed:\n" .. build.stdout .. build.stderr)
   return build

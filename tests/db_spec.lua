@@ -679,8 +679,9 @@ conn:query("SELECT * FROM nope")
 
     it("turns a terminated backend into a db error, not a crash", function()
       local c <close> = t.connect()
-      assert.is_true(conn:query_value("SELECT pg_terminate_backend($1)", c:backend_pid()))
-      sys.sleep(0.1)
+      local pid = c:backend_pid()
+      assert.is_true(conn:query_value("SELECT pg_terminate_backend($1)", pid))
+      assert.is_truthy(eventually(10, function() return not backend_alive(pid) end), "the backend ended")
       local err = catch(c.query, c, "SELECT 1")
       assert.are.equal("db", err.kind)
       assert.are.equal(1, err.exit)
@@ -847,7 +848,6 @@ end)
 
 describe("db.connect without DATABASE_URL", function()
   it("says that DATABASE_URL is not set and that libpq's defaults were tried (exit 4)", function()
-    local sh = require "sh"
     local r = sh.dhrun({ "-e", "require('dhrun.db').connect()" },
       { cwd = sh.root, env = { DATABASE_URL = false, PGHOST = "/nonexistent-dhrun-socket-dir", PGPORT = "1" } })
     assert.are.equal(4, r.code, r.stderr)
@@ -856,7 +856,6 @@ describe("db.connect without DATABASE_URL", function()
   end)
 
   it("shows a Prisma URL's schema in the connection's display URL", function()
-    local testdb = require "testdb"
     local t = testdb.create()
     finally(function() testdb.drop(t.name) end)
     local c <close> = require("dhrun.db").connect(t.url .. "?schema=tracker")

@@ -17,3 +17,21 @@ describe("make", function()
     assert.is_nil(r.stdout:find("CC ", 1, true), "nothing was compiled")
   end)
 end)
+
+describe("tests/run.sh", function()
+  it("fails a run that exceeds its deadline with a clear message, instead of hanging until killed", function()
+    local dir = sh.tmpdir()
+    local spec = sh.write(dir .. "/hang_spec.lua", [[
+describe("a hanging test", function()
+  it("waits forever", function() require("dhrun.core.sys").sleep(600) end)
+end)
+]])
+    local r = sh.run({ sh.root .. "/tests/run.sh", spec }, { cwd = sh.root,
+      env = { DHRUN = sh.bin, DHRUN_TEST_DEADLINE = "5", DHRUN_TEST_TMP = false } })
+    assert.are_not.equal(0, r.code)
+    assert.matches("tests: the suite did not finish within its deadline of 5 s (DHRUN_TEST_DEADLINE)", r.stdout, 1,
+      true)
+    assert.matches("FAIL  a hanging test waits forever", r.stdout, 1, true)
+    assert.matches("\n%d+ passed, [1-9]%d* failed\n$", r.stdout)
+  end)
+end)

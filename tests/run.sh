@@ -6,7 +6,8 @@
 #   tests/run.sh [busted args, e.g. tests/db_spec.lua or --filter=NAME]
 #
 # DHRUN selects the binary (default build/dhrun); DHRUN_VALGRIND=1 runs it
-# under valgrind memcheck.
+# under valgrind memcheck; DHRUN_TEST_DEADLINE (seconds, default 1800) bounds
+# the whole run.
 #
 # The server wants a password on every connection (PGTEMP_REQUIRE_PASSWORD=1;
 # tests/helpers/testdb.lua puts it in every URL and conninfo).  After busted,
@@ -129,8 +130,17 @@ if [ "${DHRUN_VALGRIND:-0}" = 1 ]; then
           --suppressions="$root/tests/valgrind.supp" "$dhrun")
   export DHRUN_BIN_WRAPPER="valgrind -q --error-exitcode=97 --leak-check=full --errors-for-leak-kinds=definite --suppressions=$root/tests/valgrind.supp"
 fi
-"${runner[@]}" "$busted" --ignore-lua "$@" 2>&1 | secret_tee "$tmp/suite-output.log"
+# The run has a deadline: a test that hangs (a lock wait without
+# lock_timeout, a child that never exits) fails the run with a clear message
+# instead of holding CI until its own limit.
+deadline=${DHRUN_TEST_DEADLINE:-1800}
+timeout --kill-after=30 "$deadline" "${runner[@]}" "$busted" --ignore-lua "$@" 2>&1 | secret_tee "$tmp/suite-output.log"
 busted_rc=${PIPESTATUS[0]}
+if [ "$busted_rc" = 124 ] || [ "$busted_rc" = 137 ]; then
+  echo "tests: the suite did not finish within its deadline of ${deadline} s (DHRUN_TEST_DEADLINE): a test hangs"
+  echo "tests: (the last test named above, or the one after it); the run is counted as failed"
+  failed_deadline=1
+fi
 secret_scan
 scan_rc=$?
 if [ -z "$summary" ]; then
@@ -140,5 +150,6 @@ fi
 [[ $summary =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(.*)$ ]]
 passed=${BASH_REMATCH[1]} failed=${BASH_REMATCH[2]} rest=${BASH_REMATCH[3]}
 if [ "$scan_rc" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+[ "${failed_deadline:-0}" = 1 ] && [ "$failed" = 0 ] && failed=1
 echo "$passed passed, $failed failed$rest"
 [ "$busted_rc" = 0 ] && [ "$scan_rc" = 0 ]

@@ -66,21 +66,27 @@ void dhrun_redact_add(lua_State *L, const char *secret, size_t len)
     lua_pop(L, 1);
 }
 
-/* A secret shorter than this is masked only where it stands as a password:
- * masked everywhere, a one-letter password would turn every such letter of
- * the output into "***" ("p***rmission"), mangling it and giving the
- * password away. */
+/* A secret shorter than this is masked only where it stands as a word of
+ * its own (a URL's ":pw@", "password=pw", "echo pw"), never inside other
+ * text: masked everywhere, a one-letter password would turn every such
+ * letter of the output into "***" ("p***rmission"), mangling it and giving
+ * the password away. */
 #define SHORT_SECRET 8
 
-/* Does the short secret at hit (sl bytes) in [start, end) stand as a
- * password: in a URL's userinfo (":pw@"), as a key=value or query value
- * ("password=pw ", "password='pw'", "&password=pw&"), or as a whole line? */
+static int word_char(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
+           (c >= 'a' && c <= 'z') || c == '_' || c >= 0x80;
+}
+
+/* Does the short secret at hit (sl bytes) in [start, end) stand alone: no
+ * letter, digit or '_' right before or after it? */
 static int stands_as_password(const char *start, const char *end,
                               const char *hit, size_t sl)
 {
     const char *after = hit + sl;
-    int before_ok = hit == start || strchr(":='\"\n", hit[-1]) != NULL;
-    int after_ok = after == end || strchr("@& '\"\n", *after) != NULL;
+    int before_ok = hit == start || !word_char((unsigned char)hit[-1]);
+    int after_ok = after == end || !word_char((unsigned char)*after);
     return before_ok && after_ok;
 }
 

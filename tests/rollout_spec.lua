@@ -156,6 +156,7 @@ describe("rollouts in the config", function()
       { "cfg.rollouts[1].batch = { min = 10, max = 5 }", "rollouts[1].batch.min (10) is larger than" },
       { "cfg.commands.build = 'npm run build'", "commands.build must be an argv list" },
       { "cfg.migrate_with = 'flyway'", 'migrate_with must be one of "dhrun", "prisma"' },
+      { "cfg.build_inputs = { 'srcc' }", "build_inputs names " },
     }) do
       for _, flow in ipairs({ "deploy", "status", "check", "rollback" }) do
         local r = sh.dhrun({ flow, "--config", (dh.config(nil, case[1])) }, { cwd = sh.root, env = env })

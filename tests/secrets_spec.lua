@@ -22,16 +22,17 @@ describe("secrets", function()
     assert.are.equal("pw is ***\n", r.stdout)
   end)
 
-  it("a short password is masked where it stands as a password, not inside other words", function()
+  it("a short password is masked where it stands as a word of its own, never inside other words", function()
     local r = sh.dhrun({ "-e", [[
 print("permission denied for postgresql://u:p@db/x")
 print(os.getenv("DATABASE_URL"))
 print("password=p host=db, password='p'")
 print("p")
+print("stop at step p (up)")
 ]] }, { env = { DATABASE_URL = "postgresql://u:p@db/x" } })
     assert.are.equal(0, r.code, r.stderr)
     assert.are.equal("permission denied for postgresql://u:***@db/x\npostgresql://u:***@db/x\n"
-      .. "password=*** host=db, password='***'\n***\n", r.stdout)
+      .. "password=*** host=db, password='***'\n***\nstop at step *** (up)\n", r.stdout)
   end)
 
   it("a password inside a flow's argument is masked in its output and in the journal", function()

@@ -41,7 +41,17 @@ config.define("schema", T.path { default = "prisma/schema.prisma" })
 config.define("generated", T.path())
 config.define("migrate_with", T.enum({ "dhrun", "prisma" }, { default = "dhrun" }))
 config.define("lock_timeout", T.duration { default = "2s" })
-config.define("build_inputs", T.list(T.path()))
+config.define("build_inputs", T.list(T.path()), {
+  -- a mistyped input would make the digest cover nothing and skip every build
+  after = function(cfg)
+    for _, p in ipairs(cfg.build_inputs or {}) do
+      if not lfs.attributes(p, "mode") then
+        errors.config(cfg.file .. ": build_inputs names " .. p .. ", which does not exist",
+          "list the files and directories the build reads, relative to the config")
+      end
+    end
+  end,
+})
 config.define("app", T.record {
   start = T.argv(), restart = T.argv(), url = T.string(), health = T.string(),
   ready_timeout = T.number { min = 0 }, log = T.string(), output = T.string(), env = T.map(T.string()),

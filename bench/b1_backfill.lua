@@ -1,7 +1,7 @@
 -- B1: the workspaceId backfill at full scale (10M MetricDaily rows plus the
 -- other three tables at the seed's sizes), three ways, each on a fresh clone
 -- of the same seeded template, each with the write probe running:
---   (a) dhrun backfill-workspace --config bench/dhrun.config.lua (as a user runs it)
+--   (a) dhrun backfill --config bench/dhrun.config.lua (as a user runs it)
 --   (b) one UPDATE ... FROM per table after the same prepare SQL (psql): the speed limit
 --   (c) the Prisma Client script a team would write (bench/prisma-baseline), capped in time
 -- plus dhrun alone at 1/10 and 3/10 of the scale, to show its memory is flat.
@@ -68,7 +68,7 @@ local function measure(template, dbname, label, fn, with_probe)
 end
 
 local function dhrun_backfill(dbname)
-  local r, wall, rss = lib.timed(lib.dhrun_argv("backfill-workspace", "--config", lib.config),
+  local r, wall, rss = lib.timed(lib.dhrun_argv("backfill", "--config", lib.config),
     { env = lib.dhrun_env(dbname) })
   lib.write(format("%s/b1-%s.log", lib.out, dbname), r.stdout .. r.stderr)
   return { seconds = wall, rss_kb = rss }
@@ -100,7 +100,7 @@ function M.run(ctx)
   local tag = lib.tag(scale)
   lib.say("B1: backfill of %s rows (%s MetricDaily) three ways", lib.fmt_int(total_rows), tag)
 
-  lib.say("B1 (a) dhrun backfill-workspace")
+  lib.say("B1 (a) dhrun backfill")
   local a = measure(template, "b1_dhrun", "dhrun", dhrun_backfill, true)
   a.rows = total_rows - a.nulls_left
   a.rate = a.rows / a.seconds
@@ -197,7 +197,7 @@ function M.run(ctx)
   local function add(fmt, ...) d[#d + 1] = format(fmt, ...) end
   add("Data: %s rows to fill (%s MetricDaily rows; Connection, Insight, ChatMessage at the seed's sizes for %s "
     .. "users), cloned from one template for each strategy; every strategy fills the same rule (the example "
-    .. "config's `tenancy.backfill`, including its `prepare` SQL).", lib.fmt_int(total_rows), tag,
+    .. "config's rollout: its tables' rules and its `prepare` SQL).", lib.fmt_int(total_rows), tag,
     lib.fmt_int(lib.users(scale)))
   add("")
   add("| strategy | rows filled | wall time | rows/s | peak RSS | table size before → after | WAL written "
@@ -209,7 +209,7 @@ function M.run(ctx)
       lib.fmt_mb(r.after.total), growth(r), lib.fmt_mb(r.wal), r.checkpoints.n, r.checkpoints.max_sync,
       r.autovacuums)
   end
-  line("(a) `dhrun backfill-workspace`", a, a.seconds)
+  line("(a) `dhrun backfill`", a, a.seconds)
   line("(b) one `UPDATE … FROM …` per table (psql)", b, b.seconds)
   line(format("(c) Prisma Client 7 script, per-user `updateMany`%s", c.capped and " — capped" or ""), c,
     c.loop_seconds)

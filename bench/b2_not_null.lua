@@ -1,8 +1,9 @@
 -- B2: NOT NULL on the backfilled full-scale database, with the write probe
 -- and the 20 Hz lock sampler running:
---   dhrun   `dhrun deploy --no-build`: the tenancy module's enforce_not_null
---           (CHECK NOT VALID -> VALIDATE -> SET NOT NULL -> DROP CHECK, each
---           with lock_timeout and retries), then migration #2's file
+--   dhrun   `dhrun deploy --no-build`: the rollout's NOT NULL step, i.e.
+--           dhrun.tenancy's enforce_not_null (CHECK NOT VALID -> VALIDATE ->
+--           SET NOT NULL -> DROP CHECK, each with lock_timeout and retries),
+--           then migration #2's file
 --   plain   migration #2's file as Prisma applies it (one transaction): a
 --           direct SET NOT NULL that scans each table under ACCESS EXCLUSIVE
 -- each without and with a blocker (a session holding ACCESS SHARE on
@@ -24,7 +25,7 @@ local MIGRATION = "examples/datahub/prisma/migrations/20251219171000_datahub_wor
 local LOG_ALL = "-c log_min_duration_statement=0"
 
 local function lock_timeout_ms()
-  local v = lib.example.tenancy.lock_timeout or "300ms"
+  local v = lib.rollout.lock_timeout or "300ms"
   local n, unit = tostring(v):match("^%s*([%d.]+)%s*(%a*)")
   n = tonumber(n)
   if unit == "s" then return n * 1000 end
@@ -138,7 +139,7 @@ function M.run()
   local out = {}
   local function add(fmt, ...) out[#out + 1] = format(fmt, ...) end
   add("Database: %s MetricDaily rows after dhrun's backfill, `VACUUM ANALYZE`d, migration #2 pending; reset to "
-    .. "that state before each run. tenancy.lock_timeout = %s.", lib.fmt_int(scale), lib.fmt_ms(timeout))
+    .. "that state before each run. rollouts[1].lock_timeout = %s.", lib.fmt_int(scale), lib.fmt_ms(timeout))
   add("")
   add("| run | wall time | longest ACCESS EXCLUSIVE hold | AE statements | AE samples (in a row) | lock waiters "
     .. "(max) | deadlocks | probe p99 | probe max | probe > 100 ms |")

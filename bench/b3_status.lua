@@ -1,18 +1,18 @@
 -- B3: the read-only checks a person runs at 3 a.m., timed with hyperfine:
---   `dhrun status --no-build` and `dhrun check-workspace`
+--   `dhrun status --no-build` and `dhrun check`
 --   vs psql running the very same queries (captured from dhrun's own session
 --   through the server log, parameters written in): the limit
 --   vs bare `node -e 0`: the least any `npx prisma migrate status` pays
 -- before NOT NULL is enforced (backfilled, migration #2 pending: `status`
 -- then reports the pending migration and exits 1, as it should) and after
--- (`dhrun deploy` applied it).  After enforcement check-workspace answers
+-- (`dhrun deploy` applied it).  After enforcement check answers
 -- from the catalog alone: the same time at 1/10 of the rows, and no scan of
 -- the four tables at all (pg_stat_user_tables counters unchanged).
 local lib = require "benchlib"
 
 local format = string.format
 
-local M = { name = "b3", title = "B3 status and check-workspace" }
+local M = { name = "b3", title = "B3 status and check" }
 
 local RUNS = 30
 
@@ -36,7 +36,7 @@ local function scans(dbname)
 end
 
 local STATUS = { "status", "--config", lib.config, "--no-build" }
-local CHECK = { "check-workspace", "--config", lib.config }
+local CHECK = { "check", "--config", lib.config }
 
 local function cmdline(args)
   return lib.dhrun .. " " .. table.concat(args, " ")
@@ -51,14 +51,13 @@ local function measure(dbname, label)
   local r = lib.hyperfine("b3-" .. label, {
     { name = "dhrun status", cmd = cmdline(STATUS) },
     { name = "psql status", cmd = psql .. status_sql },
-    { name = "dhrun check-workspace", cmd = cmdline(CHECK) },
-    { name = "psql check-workspace", cmd = psql .. check_sql },
+    { name = "dhrun check", cmd = cmdline(CHECK) },
+    { name = "psql check", cmd = psql .. check_sql },
     { name = "node -e 0", cmd = "node -e 0" },
   }, { runs = RUNS, ignore_failure = true, env = lib.dhrun_env(dbname) })
   r.queries = { status = n_status, check = n_check }
   r.table_scans = scans(dbname) - scans_before
-  for _, k in ipairs({ "dhrun status", "psql status", "dhrun check-workspace", "psql check-workspace",
-                       "node -e 0" }) do
+  for _, k in ipairs({ "dhrun status", "psql status", "dhrun check", "psql check", "node -e 0" }) do
     lib.ok("B3 %s %s: %s", label, k, lib.hf_text(r[k]))
   end
   return r
@@ -91,7 +90,7 @@ function M.run()
   local rows = {}
   for _, st in ipairs({ { "before NOT NULL", before, "before" }, { "after NOT NULL", after, "after" } }) do
     local r = st[2]
-    for _, what in ipairs({ "status", "check-workspace" }) do
+    for _, what in ipairs({ "status", "check" }) do
       local d, p = r["dhrun " .. what], r["psql " .. what]
       rows[#rows + 1] = {
         bench = format("B3 dhrun %s vs psql, same queries (%s, %s)", what, st[1], tag),
@@ -103,9 +102,9 @@ function M.run()
       measured = lib.fmt_ms(r["dhrun status"].mean), baseline = lib.fmt_ms(r["node -e 0"].mean),
       ratio = r["dhrun status"].mean / r["node -e 0"].mean, target = "info", key = "b3_node_" .. st[3] }
   end
-  local big, sm = after["dhrun check-workspace"], after_small["dhrun check-workspace"]
+  local big, sm = after["dhrun check"], after_small["dhrun check"]
   rows[#rows + 1] = {
-    bench = format("B3 check-workspace after NOT NULL, %s vs %s rows", tag, small_tag),
+    bench = format("B3 check after NOT NULL, %s vs %s rows", tag, small_tag),
     measured = lib.fmt_ms(big.mean), baseline = lib.fmt_ms(sm.mean), ratio = big.mean / sm.mean,
     target = "O(1): ≤ 1.25×, 0 table scans",
     pass = big.mean / sm.mean <= 1.25 and after.table_scans == 0 and after_small.table_scans == 0,
@@ -121,9 +120,8 @@ function M.run()
   for _, st in ipairs({ { "before NOT NULL, " .. tag, before }, { "after NOT NULL, " .. tag, after },
                         { "after NOT NULL, " .. small_tag, after_small } }) do
     local r = st[2]
-    for _, k in ipairs({ "dhrun status", "psql status", "dhrun check-workspace", "psql check-workspace",
-                         "node -e 0" }) do
-      local n = k:match("status$") and r.queries.status or k:match("workspace$") and r.queries.check or nil
+    for _, k in ipairs({ "dhrun status", "psql status", "dhrun check", "psql check", "node -e 0" }) do
+      local n = k:match("status$") and r.queries.status or k:match("check$") and r.queries.check or nil
       add("| %s | `%s` | %s | %s |", st[1], k, lib.hf_text(r[k]), n and tostring(n) or "")
     end
   end

@@ -8,6 +8,8 @@
 -- BENCH_OUT, and runs from the repository root (all paths here are relative
 -- to it).
 local db = require "dhrun.db"
+local config = require "dhrun.config"
+local rollout = require "dhrun.rollout"
 local process = require "dhrun.process"
 local sys = require "dhrun.core.sys"
 local log = require "dhrun.log"
@@ -29,10 +31,17 @@ M.out = need_env("BENCH_OUT")
 M.pgdir = need_env("PGTEMP_DIR")
 M.pgbin = need_env("PGTEMP_BIN")
 M.config = "bench/dhrun.config.lua"
--- The example project's own config: its tenancy section (tables, column,
--- backfill rule, lock_timeout) is what every strategy works from.
-M.example = dofile("examples/datahub/dhrun.config.lua")
-M.tables = M.example.tenancy.tables
+-- The example project's own config, loaded and checked as dhrun loads it
+-- (dhrun.release registers the keys its flows read): its rollout (tables,
+-- column, backfill rules, lock_timeout) is what every strategy works from.
+require "dhrun.release"
+M.example = config.load("examples/datahub/dhrun.config.lua")
+M.rollout = rollout.find(M.example)
+-- The rollout as dhrun.tenancy runs it: column, tables in backfill order,
+-- and per table the value/from/where of its backfill (parent chains
+-- written out as SQL), plus the prepare SQL in backfill.prepare.
+M.spec = rollout.tenancy_spec(M.rollout)
+M.tables = M.spec.tables
 
 -- BENCH_SCALE: MetricDaily rows at full scale; the other tables follow the
 -- seed's proportions (one user per 1000 metric rows: 10,000 users at 10M).
@@ -159,7 +168,7 @@ end
 
 function M.checkpoint() M.sql("postgres", "CHECKPOINT") end
 
--- pg_table_size of each tenancy table, and their sum (bytes).
+-- pg_table_size of each of the rollout's tables, and their sum (bytes).
 function M.table_sizes(dbname)
   local conn <close> = M.connect(dbname)
   local out, total = {}, 0
@@ -275,10 +284,10 @@ function M.template(scale)
   return name
 end
 
--- The backfill as one UPDATE per table (same prepare SQL, same rule as the
--- example config's tenancy.backfill), as a psql script: the speed limit.
+-- The backfill as one UPDATE per table (same prepare SQL, same rules as the
+-- example config's rollout), as a psql script: the speed limit.
 function M.single_update_sql()
-  local t = M.example.tenancy
+  local t = M.spec
   local col = db.quote_ident(t.column)
   local parts = { "\\set ON_ERROR_STOP on", t.backfill.prepare }
   for _, name in ipairs(t.tables) do
@@ -326,7 +335,7 @@ end
 -- each run.  A harness reset, not dhrun's rollback flow.
 function M.reset_nullable(name)
   local conn <close> = M.connect(name)
-  local t = M.example.tenancy
+  local t = M.rollout
   local col = db.quote_ident(t.column)
   for _, tbl in ipairs(M.tables) do
     conn:exec(format("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", db.quote_ident(tbl), col))

@@ -7,7 +7,7 @@
 #   b2  NOT NULL on the big table: dhrun's online path vs a direct SET NOT
 #       NULL, ACCESS EXCLUSIVE hold times and probe latency, with and
 #       without a blocking session
-#   b3  `dhrun status` / `check-workspace` vs psql (same queries) and node
+#   b3  `dhrun status` / `check` vs psql (same queries) and node
 #   b4  start-up vs lua5.4, and the smoke flow against the example app
 #
 # Environment: DHRUN (binary, default build/dhrun), BENCH_SCALE (MetricDaily

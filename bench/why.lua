@@ -53,7 +53,7 @@ local why = {
     .. "libcrypto (sha256, uuid) and libc. Next step if needed: open libcrypto on first use too.",
 }
 -- B3's four "vs psql" rows share one cause.
-for _, what in ipairs({ "status", "check-workspace" }) do
+for _, what in ipairs({ "status", "check" }) do
   for _, state in ipairs({ "before", "after" }) do why["b3_psql_" .. what .. "_" .. state] = why.b3_psql end
 end
 return why

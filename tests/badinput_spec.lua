@@ -118,7 +118,8 @@ describe("bad input", function()
     it("empty: exit 2", function()
       local dir = sh.tmpdir()
       assert_one_line(deploy(nil, {}, config_with_migrations(dir)), 2,
-        "tenancy.nullable_migration names " .. dh.NULLABLE .. ", which is not in " .. dir .. " (0 migration(s))")
+        "rollout workspace names migration " .. dh.NOT_NULL .. ", which is not in " .. dir .. " (0 migration(s))",
+        "hint: check rollouts.workspace and `migrations` in ")
     end)
 
     it("a migration directory without migration.sql: exit 2 before anything is applied", function()
@@ -158,7 +159,7 @@ describe("bad input", function()
     end)
 
     it("a Lua syntax error in the config: exit 2", function()
-      local cfg = sh.tmpfile("dhrun.config.lua", 'return {\n  project = "Data Hub",\n  tenancy = {\n')
+      local cfg = sh.tmpfile("dhrun.config.lua", 'return {\n  project = "Data Hub",\n  rollouts = {\n')
       -- (Lua shortens a long chunk name from the left; the hint has the whole path)
       assert_one_line(deploy(nil, {}, cfg), 2, "dhrun.config.lua:4: unexpected symbol near <eof>",
         "hint: fix the syntax error in " .. cfg)
@@ -170,35 +171,44 @@ describe("bad input", function()
     end)
 
     it("a config naming a column that does not exist: exit 2 before migration #1 is applied", function()
-      local cfg = dh.config(nil, 'cfg.tenancy.column = "workspaceID"')
-      assert_one_line(deploy(nil, {}, cfg), 2, 'tenancy.column "workspaceID" is not a column of Connection, '
-        .. "MetricDaily, Insight, ChatMessage, and migration #1 (" .. dh.NULLABLE .. ") does not add it",
-        "hint: check tenancy.column in ")
-    end)
-
-    it("a config naming a table that does not exist: exit 2 before migration #1 is applied", function()
-      local cfg = dh.config(nil, 'cfg.tenancy.tables = { "Connection", "MetricDaily", "Insights", "ChatMessage" }')
-      assert_one_line(deploy(nil, {}, cfg), 2, "tenancy.tables names Insights, which is not a table in schema public",
-        "hint: check tenancy.tables in ")
+      local cfg = dh.config(nil, 'cfg.rollouts[1].column = "workspaceID"')
+      assert_one_line(deploy(nil, {}, cfg), 2, 'rollout workspace: column "workspaceID" is not a column of '
+        .. "Connection, MetricDaily, Insight, ChatMessage, and no migration of the rollout (" .. dh.NULLABLE
+        .. ") adds it", "hint: check rollouts.workspace.column in ")
     end)
 
     it("--resume with no journal, on another flow: exit 2", function()
-      local r = sh.dhrun({ "backfill-workspace", "--resume", "--config", (dh.config()) },
+      local r = sh.dhrun({ "backfill", "--resume", "--config", (dh.config()) },
         { cwd = sh.root, env = { DATABASE_URL = t.url } })
-      assert_one_line(r, 2, "nothing to resume: the journal has no earlier run of backfill-workspace", nil,
-        "backfill-workspace")
+      assert_one_line(r, 2, "nothing to resume: the journal has no earlier run of backfill", nil, "backfill")
     end)
   end)
 end)
 
+-- On a database of its own (a run that changes it must not spoil the shared
+-- one of the cases above), with the same "nothing changed" check.
+describe("bad input before migration #1", function()
+  it("a config naming a table that does not exist: exit 2 before migration #1 is applied", function()
+    local t = dh.create("pre")
+    finally(function() dh.drop(t) end)
+    local before = dh.fingerprint(t.conn)
+    local cfg = dh.config(nil, 'cfg.rollouts[1].tables[3] = { "Insights", parent = "connectionId -> Connection" }')
+    local r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert_one_line(r, 2, "rollout workspace names Insights, which is not a table in schema public",
+      "hint: check rollouts.workspace.tables in ")
+    assert.are.equal(before, dh.fingerprint(t.conn), "the database changed")
+  end)
+end)
+
 describe("bad input after migration #1", function()
-  it("a config naming a column that does not exist: exit 2 from check-workspace, not 'run deploy'", function()
+  it("a config naming a column that does not exist: exit 2 from check, not 'run deploy'", function()
     local t = dh.create("nullable")
     finally(function() dh.drop(t) end)
     local before = dh.fingerprint(t.conn)
-    local r = dh.flow(t, "check-workspace", {}, { config = dh.config(nil, 'cfg.tenancy.column = "workspace_id"') })
-    assert_one_line(r, 2, 'tenancy.column "workspace_id" is not a column of Connection, MetricDaily, Insight, '
-      .. "ChatMessage, although migration #1 (" .. dh.NULLABLE .. ") is applied", "hint: check tenancy.column")
+    local r = dh.flow(t, "check", {}, { config = dh.config(nil, 'cfg.rollouts[1].column = "workspace_id"') })
+    assert_one_line(r, 2, 'rollout workspace: column "workspace_id" is not a column of Connection, MetricDaily, '
+      .. "Insight, ChatMessage, although the migrations before the backfill are applied",
+      "hint: check rollouts.workspace.column in ")
     assert.are.equal(before, dh.fingerprint(t.conn))
   end)
 

@@ -69,7 +69,7 @@ local function journal_steps(t, id)
 end
 
 -- Small batches with a pause: a backfill that takes a few seconds.
-local SLOW = "cfg.tenancy.batch_size = 200; cfg.tenancy.max_batch_size = 200; cfg.tenancy.pause = 0.05"
+local SLOW = "cfg.rollouts[1].batch = { size = 200, max = 200, pause = 0.05 }"
 
 ---------------------------------------------------------------------------
 -- kill -9 at every step boundary (DHRUN_FAULT_KILL_AT, a test hook in
@@ -86,15 +86,16 @@ local KILL_CASES = {
 
 for _, case in ipairs(KILL_CASES) do
   describe("kill -9 at every step boundary of " .. case.flow, function()
-    for k = 1, 7 do
-      it("before step " .. k .. "/7: the rerun reaches the final state, generate ran once", function()
+    for k = 1, 8 do
+      it("before step " .. k .. "/8: the rerun reaches the final state, generate ran once", function()
         local t = dh.create(case.state)
         finally(function() dh.drop(t) end)
         local counts = dh.counts(t.conn)
         local cfg, dir = dh.config()
         local r = dh.flow(t, case.flow, {}, { config = cfg, env = { DHRUN_FAULT_KILL_AT = case.flow .. ":" .. k } })
         assert.are.equal(128 + 9, r.code, "killed by SIGKILL\n" .. r.stdout .. r.stderr)
-        assert.not_matches(string.format("[%d/7]", k), r.stdout, 1, true)
+        assert.not_matches(string.format("[%d/8]", k), r.stdout, 1, true)
+        if k > 1 then assert.matches(string.format("[%d/8]", k - 1), r.stdout, 1, true) end
         wait_sessions_gone(t)
         -- The journal is exact up to the kill: steps 1..k-1 done, k not begun.
         assert.are.equal("running", journal_run(t, 1).status)
@@ -156,7 +157,7 @@ describe("PostgreSQL restarted in the middle of a backfill", function()
       or out.stderr:find("FAILED: [08006] ", 1, true), out.stderr)
     assert.matches("hint: the database connection was lost (server restart, or the session was terminated); "
       .. "once the server is back, run dhrun deploy again", out.stderr, 1, true)
-    assert.matches("deploy: FAILED at step 3/7 (Backfill workspaceIds)", out.stderr, 1, true)
+    assert.matches("deploy: FAILED at step 3/8 (Backfill workspaceId)", out.stderr, 1, true)
     assert.not_matches("traceback", out.stderr, 1, true)
 
     -- the server accepts connections again (pg_ctl -w waited for that)
@@ -189,7 +190,7 @@ describe("the connection killed while migration #2 runs", function()
     local b <close> = t.connect()
     a:exec("BEGIN")
     a:exec("LOCK TABLE _prisma_migrations IN SHARE MODE")
-    local cfg = dh.config(nil, 'cfg.lock_timeout = "60s"; cfg.tenancy.lock_timeout = "60s"')
+    local cfg = dh.config(nil, 'cfg.lock_timeout = "60s"; cfg.rollouts[1].lock_timeout = "60s"')
     local proc, output = start(t, { "deploy", "--no-build" }, cfg)
     finally(function() proc:stop(0) end)
     local function waiting(query_like)
@@ -209,7 +210,8 @@ describe("the connection killed while migration #2 runs", function()
     local out = output()
     assert.are.equal(1, done.code, out.stdout .. out.stderr)
     assert.matches("FAILED: [57P01] terminating connection due to administrator command", out.stderr, 1, true)
-    assert.matches("deploy: FAILED at step 5/7 (Deploy migration #2 (NOT NULL))", out.stderr, 1, true)
+    assert.matches("deploy: FAILED at step 5/8 (Apply the NOT NULL migration (workspaceId, online))", out.stderr, 1,
+      true)
 
     -- What the README says: the migration and its row commit together, so a
     -- killed run leaves no half-written row; Prisma sees #2 as pending.
@@ -248,7 +250,7 @@ describe("a second dhrun during a flow", function()
     local r = dh.flow(t, "deploy", { "--no-build" }, { config = cfg })
     assert.are.equal(3, r.code, r.stdout .. r.stderr)
     assert.matches("another dhrun run holds the release lock: deploy (run #1)", r.stderr, 1, true)
-    assert.not_matches("[1/7]", r.stdout, 1, true)
+    assert.not_matches("[1/8]", r.stdout, 1, true)
     local waiting, waiting_out = start(t, { "deploy", "--no-build", "--wait", "60" }, cfg)
     finally(function() waiting:stop(0) end)
     assert.is_truthy(eventually(30, function()
@@ -261,7 +263,7 @@ describe("a second dhrun during a flow", function()
     assert.are.equal(0, a.code, first_out().stdout .. first_out().stderr)
     local b = assert(waiting:wait(60), "the waiting run did not finish")
     assert.are.equal(0, b.code, waiting_out().stdout .. waiting_out().stderr)
-    assert.matches("deploy: ok — 2 done, 5 skipped", waiting_out().stdout, 1, true)
+    assert.matches("deploy: ok — 2 done, 6 skipped", waiting_out().stdout, 1, true)
 
     -- The journal: the refused run left no trace, run 1 finished ok before
     -- run 2 began, and every step belongs to one of them.
@@ -271,7 +273,7 @@ describe("a second dhrun during a flow", function()
     assert.is_true(t.conn:query_value([[SELECT r1.finished_at <= (SELECT min(started_at) FROM dhrun.steps
       WHERE run_id = 2) AND r1.finished_at <= r2.started_at FROM dhrun.runs r1, dhrun.runs r2
       WHERE r1.id = 1 AND r2.id = 2]]))
-    assert.are.equal(7, #journal_steps(t, 1))
+    assert.are.equal(8, #journal_steps(t, 1))
     dh.assert_final(t.conn, counts)
   end)
 end)
@@ -294,7 +296,7 @@ describe("Ctrl-C", function()
     local out = output()
     assert.are.equal(130, r.code, out.stdout .. out.stderr)
     assert.matches("interrupted (Ctrl-C)", out.stderr, 1, true)
-    assert.matches("deploy: stopped at step 3/7 (Backfill workspaceIds)", out.stderr, 1, true)
+    assert.matches("deploy: stopped at step 3/8 (Backfill workspaceId)", out.stderr, 1, true)
     assert.matches("next: dhrun deploy --resume", out.stdout, 1, true)
     wait_sessions_gone(t)
     assert.are.equal("interrupted", journal_run(t, 1).status)
@@ -310,7 +312,7 @@ describe("Ctrl-C", function()
     dh.assert_final(t.conn, counts)
   end)
 
-  it("during a slow build: its child and grandchild are gone, journal 'interrupted' at step 7", function()
+  it("during a slow build: its child and grandchild are gone, journal 'interrupted' at step 8", function()
     local t = dh.create("nullable")
     finally(function() dh.drop(t) end)
     local counts = dh.counts(t.conn)
@@ -331,11 +333,11 @@ describe("Ctrl-C", function()
     local r = assert(proc:wait(15), "dhrun did not stop")
     local out = output()
     assert.are.equal(130, r.code, out.stdout .. out.stderr)
-    assert.matches("deploy: stopped at step 7/7 (Build application)", out.stderr, 1, true)
+    assert.matches("deploy: stopped at step 8/8 (Build the application)", out.stderr, 1, true)
     assert.is_truthy(eventually(5, function() return not alive(pids[1]) and not alive(pids[2]) end),
       "the build's processes outlived dhrun")
     assert.are.equal("interrupted", journal_run(t, 1).status)
-    assert.are.equal("interrupted", journal_steps(t, 1)[7].status)
+    assert.are.equal("interrupted", journal_steps(t, 1)[8].status)
 
     local again = dh.flow(t, "deploy", { "--resume" }, { config = cfg })
     assert.are.equal(0, again.code, again.stdout .. again.stderr)

@@ -20,10 +20,13 @@ describe("deploy", function()
     local cfg, dir = dh.config()
     local r = dh.flow(t, "deploy", {}, { config = cfg })
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
-    for _, s in ipairs({ "[2/7] Deploy migration #1 (nullable columns)", "applied " .. dh.NULLABLE,
-      "[3/7] Backfill workspaceIds", "[4/7] Verify no NULLs (MUST pass)",
-      "✅ All Data Hub workspaceId values are backfilled (no NULLs).", "applied " .. dh.NOT_NULL,
-      "[6/7] Regenerate Prisma client", "Compiled successfully", "deploy: ok" }) do
+    for _, s in ipairs({ "[1/8] Preflight: no failed migration in the history",
+      "[2/8] Apply the migrations before the workspaceId backfill", "applied " .. dh.NULLABLE,
+      "[3/8] Backfill workspaceId", "[4/8] Verify no NULL workspaceId (MUST pass)",
+      "✅ All Data Hub workspaceId values are backfilled (no NULLs).",
+      "[5/8] Apply the NOT NULL migration (workspaceId, online)", "applied " .. dh.NOT_NULL,
+      "[6/8] Apply later migrations", "skipped: no pending migrations after " .. dh.NOT_NULL,
+      "[7/8] Regenerate the client", "[8/8] Build the application", "Compiled successfully", "deploy: ok" }) do
       assert.matches(s, r.stdout, 1, true)
     end
     dh.assert_final(t.conn, nil)
@@ -35,9 +38,10 @@ describe("deploy", function()
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
     assert.matches("skipped: " .. dh.NULLABLE .. " is already applied", r.stdout, 1, true)
     assert.matches("skipped: no NULL workspaceId values", r.stdout, 1, true)
-    assert.matches("skipped: no pending migrations", r.stdout, 1, true)
+    assert.matches("skipped: " .. dh.NOT_NULL .. " is already applied", r.stdout, 1, true)
+    assert.matches("skipped: no pending migrations after " .. dh.NOT_NULL, r.stdout, 1, true)
     assert.matches("skipped: schema unchanged since the last generate", r.stdout, 1, true)
-    assert.matches("deploy: ok — 3 done, 4 skipped, 0 failed", r.stdout, 1, true)
+    assert.matches("deploy: ok — 3 done, 5 skipped, 0 failed", r.stdout, 1, true)
     assert.are.equal(before, public_fp(t.conn))
     assert.are.equal("generated\n", sh.read(dir .. "/generate.log"), "generate did not run again")
   end)
@@ -82,21 +86,23 @@ describe("deploy", function()
     local t = dh.create("nullable")
     finally(function() dh.drop(t) end)
     -- a backfill rule that leaves ChatMessage NULL: the MUST-pass check fails
-    local broken = dh.config(nil, 'cfg.tenancy.backfill.ChatMessage = { value = "NULL" }')
+    local broken = dh.config(nil, 'cfg.rollouts[1].tables[4] = { "ChatMessage", value = "NULL" }')
     local r = dh.flow(t, "deploy", { "--no-build" }, { config = broken })
-    assert.are.equal(1, r.code)
+    assert.are.equal(1, r.code, r.stdout .. r.stderr)
     assert.matches("FAILED: ❌ %d+ Data Hub workspaceId value%(s%) are NULL: ChatMessage %d+", r.stderr)
-    assert.matches("deploy: FAILED at step 4/7 (Verify no NULLs (MUST pass))", r.stderr, 1, true)
+    assert.matches("hint: run the backfill (dhrun backfill), then dhrun deploy --resume; the NOT NULL migration "
+      .. "was not attempted", r.stderr, 1, true)
+    assert.matches("deploy: FAILED at step 4/8 (Verify no NULL workspaceId (MUST pass))", r.stderr, 1, true)
     assert.are.equal(0, dh.not_null_columns(t.conn), "migration #2 was not attempted")
     assert.are.equal("pending", prisma.status(t.conn, dh.migrations).state)
 
     -- the hint's advice: run the backfill (here with the fixed rule), then resume
-    r = dh.flow(t, "backfill-workspace", {})
+    r = dh.flow(t, "backfill", {})
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
     r = dh.flow(t, "deploy", { "--no-build", "--resume" })
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
     assert.matches("resuming run #1 (failed", r.stdout, 1, true)
-    assert.matches("%[3/7%] Backfill workspaceIds\n[^\n]*skipped: done in run #1", r.stdout)
+    assert.matches("%[3/8%] Backfill workspaceId\n[^\n]*skipped: done in run #1", r.stdout)
     assert.matches("skipped: done in run #1", r.stdout, 1, true)
     dh.assert_final(t.conn)
   end)
@@ -116,12 +122,15 @@ describe("deploy", function()
     assert.are.equal(sys.hostname(), run.host)
     assert.matches("^%d+%.%d+%.%d+$", run.dhrun_version)
     local steps = t.conn:query("SELECT seq, status, detail FROM dhrun.steps WHERE run_id = $1 ORDER BY seq", run.id)
-    assert.are.equal(7, #steps)
+    assert.are.equal(8, #steps)
     assert.are.same({ dh.NULLABLE }, cjson.decode(steps[2].detail).applied)
+    assert.are.same({ dh.NOT_NULL }, cjson.decode(steps[5].detail).applied)
+    assert.are.equal("skipped", steps[6].status)
     assert.are.equal("skipped", steps[7].status)
+    assert.are.equal("skipped", steps[8].status)
     local doc = cjson.decode(sh.read(report))
     assert.are.equal("ok", doc.status)
-    assert.are.equal(7, #doc.steps)
+    assert.are.equal(8, #doc.steps)
     assert.matches('<testsuite name="deploy"', sh.read(junit), 1, true)
   end)
 
@@ -129,10 +138,10 @@ describe("deploy", function()
     local t = dh.create("nullable")
     finally(function() dh.drop(t) end)
     local process = require "dhrun.process"
-    local slow = dh.config(nil, "cfg.tenancy.batch_size = 200; cfg.tenancy.max_batch_size = 200; "
-      .. "cfg.tenancy.pause = 0.3")
+    local slow = dh.config(nil, "cfg.rollouts[1].batch = { size = 200, max = 200, pause = 0.3 }")
+    -- the Data Hub checklist's old name for `dhrun backfill`, found with the example's flows
     local first = process.spawn({ sh.bin, "backfill-workspace", "--config", slow },
-      { cwd = sh.root, env = { DATABASE_URL = t.url } })
+      { cwd = sh.root, env = { DATABASE_URL = t.url, DHRUN_PATH = dh.example .. "/scripts" } })
     -- wait until the first run is journaled as running (two queries: one naming dhrun.runs fails to parse
     -- until the first run has created it, which a slow start, as under valgrind, leaves for later)
     local function first_running()
@@ -141,6 +150,7 @@ describe("deploy", function()
     end
     local deadline = sys.now() + 10
     repeat sys.sleep(0.1) until sys.now() > deadline or first_running()
+    assert.is_true(first_running(), "the first run never started")
     local r = dh.flow(t, "deploy", { "--no-build" })
     first:stop()
     assert.are.equal(3, r.code, r.stdout .. r.stderr)
@@ -154,9 +164,8 @@ describe("deploy", function()
     finally(function() dh.drop(t) end)
     local counts = dh.counts(t.conn)
     local process = require "dhrun.process"
-    local slow = dh.config(nil, "cfg.tenancy.batch_size = 300; cfg.tenancy.max_batch_size = 300; "
-      .. "cfg.tenancy.pause = 0.05")
-    local child = process.spawn({ sh.bin, "backfill-workspace", "--config", slow },
+    local slow = dh.config(nil, "cfg.rollouts[1].batch = { size = 300, max = 300, pause = 0.05 }")
+    local child = process.spawn({ sh.bin, "backfill", "--config", slow },
       { cwd = sh.root, env = { DATABASE_URL = t.url } })
     -- kill once some but not all MetricDaily rows are done
     local deadline = sys.now() + 20
@@ -213,14 +222,16 @@ describe("recover", function()
     assert.are.equal(before, public_fp(t.conn))
   end)
 
-  it("refuses, changing nothing, before the tenancy release", function()
+  it("refuses, changing nothing, before the rollout", function()
     local t = dh.create("pre")
     finally(function() dh.drop(t) end)
     local before = public_fp(t.conn)
     local r = dh.flow(t, "recover", {})
-    assert.are.equal(1, r.code)
-    assert.matches("nothing to recover: migration #1 (" .. dh.NULLABLE .. ") is not applied yet", r.stderr, 1, true)
-    assert.matches("hint: this database is before the tenancy release: run dhrun deploy", r.stderr, 1, true)
+    assert.are.equal(1, r.code, r.stdout .. r.stderr)
+    assert.matches("nothing to recover: the migrations before the backfill are not all applied (" .. dh.NULLABLE
+      .. ")", r.stderr, 1, true)
+    assert.matches("hint: this database is before the rollout: run dhrun deploy", r.stderr, 1, true)
+    assert.matches("recover: FAILED at step 1/8 (Find out what to recover)", r.stderr, 1, true)
     assert.are.equal(before, public_fp(t.conn))
   end)
 end)
@@ -245,7 +256,8 @@ describe("rollback", function()
     assert.are.equal(0, dh.not_null_columns(t.conn))
     assert.are.equal(0, t.conn:query_value(
       "SELECT count(*) FROM _prisma_migrations WHERE migration_name = $1 AND rolled_back_at IS NULL", dh.NOT_NULL))
-    assert.matches("next: fix the NULLs", r.stdout, 1, true)
+    assert.matches("next: fix the NULLs: dhrun backfill, then re-deploy the NOT NULL migration: dhrun deploy",
+      r.stdout, 1, true)
     local st = prisma.status(t.conn, dh.migrations)
     assert.are.same({ dh.NOT_NULL }, st.rerun)
     -- a second rollback has nothing to do
@@ -255,7 +267,7 @@ describe("rollback", function()
   end)
 end)
 
-describe("status and check-workspace", function()
+describe("status and check", function()
   it("print the checklist's expected messages on a deployed database", function()
     local t = dh.create("done")
     finally(function() dh.drop(t) end)
@@ -264,8 +276,13 @@ describe("status and check-workspace", function()
     assert.matches("Database schema is up to date!", r.stdout, 1, true)
     assert.matches("✅ All Data Hub workspaceId values are backfilled (no NULLs).", r.stdout, 1, true)
     assert.matches("Compiled successfully", r.stdout, 1, true)
+    r = dh.flow(t, "check", {})
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("NOT NULL enforced", r.stdout, 1, true)
+    -- the Data Hub checklist's old name, with the example's flows
     r = dh.flow(t, "check-workspace", {})
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("dhrun check-workspace — ", r.stdout, 1, true)
     assert.matches("NOT NULL enforced", r.stdout, 1, true)
   end)
 
@@ -276,9 +293,10 @@ describe("status and check-workspace", function()
     assert.are.equal(1, r.code)
     assert.matches("Following migration have not yet been applied:", r.stdout, 1, true)
     assert.matches("Z INFO        " .. dh.NOT_NULL .. "\n", r.stdout, 1, true)
-    r = dh.flow(t, "check-workspace", {})
-    assert.are.equal(1, r.code)
+    r = dh.flow(t, "check", {})
+    assert.are.equal(1, r.code, r.stdout .. r.stderr)
     for _, name in ipairs(dh.TABLES) do assert.matches(name .. "%s+%d+ NULL row%(s%)", r.stdout) end
+    assert.matches("hint: run dhrun backfill (or dhrun deploy, which backfills first)", r.stderr, 1, true)
   end)
 end)
 
@@ -294,20 +312,28 @@ describe("bad input", function()
   it("an unknown flag is refused before anything runs", function()
     local r = sh.dhrun({ "deploy", "--dry-rn" }, { cwd = sh.root })
     assert.are.equal(2, r.code)
-    assert.are.equal("dhrun: unknown option '--dry-rn' (see dhrun deploy --help)\n", r.stderr)
+    assert.are.equal("dhrun: unknown option '--dry-rn' (did you mean '--dry-run'?) (see dhrun deploy --help)\n",
+      r.stderr)
   end)
 
   it("a config naming a missing table or a typo'd setting: exit 2, one line", function()
     local t = dh.create("nullable")
     finally(function() dh.drop(t) end)
-    local cfg = dh.config(nil, 'cfg.tenancy.tables = { "Connection", "Metrics" }')
-    local r = dh.flow(t, "check-workspace", {}, { config = cfg })
+    local before = dh.fingerprint(t.conn)
+    local cfg = dh.config(nil, 'cfg.rollouts[1].tables = { cfg.rollouts[1].tables[1], '
+      .. '{ "Metrics", parent = "connectionId -> Connection" } }')
+    local r = dh.flow(t, "check", {}, { config = cfg })
     assert.are.equal(2, r.code, r.stdout .. r.stderr)
-    assert.matches("Metrics", r.stderr, 1, true)
-    cfg = dh.config(nil, "cfg.tenency = {}")
+    assert.are.equal("", r.stdout)
+    assert.matches("^dhrun: rollout workspace names Metrics, which is not a table in schema public\n", r.stderr)
     r = dh.flow(t, "deploy", {}, { config = cfg })
-    assert.are.equal(2, r.code)
-    assert.matches("unknown setting 'tenency' in the config (did you mean 'tenancy'?)", r.stderr, 1, true)
+    assert.are.equal(2, r.code, r.stdout .. r.stderr)
+    assert.matches("^dhrun: rollout workspace names Metrics, which is not a table in schema public\n", r.stderr)
+    cfg = dh.config(nil, "cfg.rolouts = {}")
+    r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(2, r.code, r.stdout .. r.stderr)
+    assert.matches("unknown setting 'rolouts' in the config (did you mean 'rollouts'?)", r.stderr, 1, true)
+    assert.are.equal(before, dh.fingerprint(t.conn))
   end)
 end)
 
@@ -366,11 +392,11 @@ describe("resolve", function()
   end)
 end)
 
-describe("backfill-workspace", function()
+describe("backfill", function()
   it("honours --batch-size (a fixed size) and refuses a bad one before connecting", function()
     local t = dh.create("nullable")
     finally(function() dh.drop(t) end)
-    local r = dh.flow(t, "backfill-workspace", { "--batch-size", "1000" })
+    local r = dh.flow(t, "backfill", { "--batch-size", "1000" })
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
     local detail = cjson.decode(t.conn:query_value(
       "SELECT detail FROM dhrun.steps WHERE run_id = (SELECT max(id) FROM dhrun.runs) AND seq = 1"))
@@ -380,8 +406,13 @@ describe("backfill-workspace", function()
     end
     -- 5000 rows in batches of at most 1000 (plus the empty batch that finds the end)
     assert.is_true(batches == 5 or batches == 6, "batches: " .. tostring(batches))
-    r = sh.dhrun({ "backfill-workspace", "--batch-size", "abc", "--dry-run" }, { cwd = sh.root })
+    r = sh.dhrun({ "backfill", "--batch-size", "abc", "--dry-run" }, { cwd = sh.root })
     assert.are.equal(2, r.code)
     assert.are.equal("dhrun: --batch-size needs a whole number >= 1, not 'abc'\n", r.stderr)
+    -- the Data Hub checklist's old name takes the same options and checks them the same way
+    r = sh.dhrun({ "backfill-workspace", "--batch-size", "0", "--dry-run" },
+      { cwd = sh.root, env = { DHRUN_PATH = dh.example .. "/scripts" } })
+    assert.are.equal(2, r.code, r.stdout .. r.stderr)
+    assert.are.equal("dhrun: --batch-size needs a whole number >= 1, not '0'\n", r.stderr)
   end)
 end)

@@ -20,7 +20,8 @@ function M.seed(conn, users, metrics)
   return conn:query_value("SELECT pg_temp.datahub_seed($1, $2)", users or 60, metrics or 5000)
 end
 
--- A test config: the example's, with commands that need no Node.
+-- A test config: the example's, with commands that need no Node (and so no
+-- build_inputs: the example's are its Node sources, not in `dir`).
 function M.config(dir, overrides)
   dir = dir or sh.tmpdir()
   sh.write(dir .. "/schema.prisma", sh.read(M.example .. "/prisma/schema.prisma"))
@@ -29,6 +30,7 @@ local cfg = dofile(%q)
 cfg.migrations = %q
 cfg.schema = "schema.prisma"
 cfg.generated = nil
+cfg.build_inputs = nil
 cfg.env = {}
 cfg.commands = {
   generate = { "sh", "-c", "echo generated >> generate.log" },

@@ -121,6 +121,10 @@ describe("smoke", function()
     local out = r.stdout .. r.stderr
     assert.matches("FAILED: GET " .. a.base .. "/health: connection refused (is the app running?)", out, 1, true)
     assert.matches("skipped: the app is not reachable (first check failed)", r.stdout, 1, true)
+    -- every check after the failed health check is skipped, as the README says: none passed
+    local after = r.stdout:match("%[1/%d+%] App is up.-\n(.*)$") or ""
+    assert.is_nil(after:find("OK     ", 1, true), "no check passed after the failed health check:\n" .. after)
+    assert.matches("5%. Logs: no errors since the smoke test started\n[^\n]*skipped: the app is not reachable", after)
   end)
 end)
 

@@ -334,6 +334,8 @@ flow:step {
   title = "5. Logs: no errors since the smoke test started",
   skip = function(ctx)
     if not settings(ctx).log then return "no app log configured (app.log in the config, or --log PATH)" end
+    -- as every check after a failed health check (its log is where to look next)
+    return app_reachable(ctx)
   end,
   run = function(ctx)
     local s = settings(ctx)
@@ -387,11 +389,13 @@ flow:step {
     -- one step (no window for another user to plant one)
     local profile, perr = require("dhrun.core.sys").mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/dhrun-chromium.XXXXXX")
     if not profile then fail("cannot create a browser profile directory: " .. perr) end
-    local url = s.url .. "/data?session=" .. http.escape(session_user(ctx))
+    -- no password on the browser's command line (ps shows it), and none of
+    -- the database's in its environment (nor its crash handler's)
+    local url = s.url:gsub("^(%a[%w+.-]*://)[^@/]*@", "%1") .. "/data?session=" .. http.escape(session_user(ctx))
     local r = process.run({ find_browser(ctx), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
       "--user-data-dir=" .. profile, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=4000",
-      "--dump-dom", url }, { timeout = 60 })
+      "--dump-dom", url }, { timeout = 60, env = { DATABASE_URL = false, PGPASSWORD = false, PGPASSFILE = false } })
     process.run({ "rm", "-rf", profile })
     -- Chromium logs every console message as "...:INFO:CONSOLE:12] "text", source: URL (12)"
     -- without its level, so errors are told apart by their text: uncaught

@@ -373,6 +373,8 @@ describe("dhrun.tenancy", function()
     end
     local err = catch(tenancy.new, conn, spec { vacuum = 1 })
     assert.are.equal("tenancy: spec.vacuum must be true or false, got 1", err.message)
+    err = catch(tenancy.new, conn, spec { outwait_autovacuum = "no" })
+    assert.are.equal("tenancy: spec.outwait_autovacuum must be true or false, got no", err.message)
   end)
 
   it("flushes the backfill session's writes as it goes when flush_after is set, then restores the setting", function()

@@ -251,9 +251,11 @@ function Migrations:deploy(until_name, opts)
     prisma_cli(self, { "deploy" })
     return { summary = "prisma migrate deploy ran", applied = {} }
   end
+  opts = opts or {}
   local res = prisma.deploy(self.conn, self.dir, {
-    until_name = until_name, lock_timeout = opts and opts.lock_timeout or self.cfg.lock_timeout,
+    until_name = until_name, lock_timeout = opts.lock_timeout or self.cfg.lock_timeout,
     on_apply = function(m) log.info("      applying %s", m.name) end,
+    relations = opts.relations, outwait_autovacuum = opts.outwait_autovacuum, log = opts.log,
   })
   local summary = #res.applied == 0 and "no pending migrations" or ("applied " .. table.concat(res.applied, ", "))
   return { summary = summary, applied = res.applied, prisma_rows = res.rows }
@@ -769,7 +771,13 @@ function M.deploy_not_null(ctx)
         "run " .. M.cmd(ctx, "deploy") .. ", which applies it first")
     end
     local enforced = t:enforce_not_null()
-    local d = M.migrations(ctx):deploy(r.not_null_migration, { lock_timeout = t.spec.lock_timeout })
+    -- Its SET NOT NULLs are catalog-only now, but each still needs ACCESS
+    -- EXCLUSIVE, which an autovacuum on a table would hold up like the
+    -- enforcement's steps: outwaited the same way.
+    local names = {}
+    for i, tb in ipairs(t.tables) do names[i] = tb.qname end
+    local d = M.migrations(ctx):deploy(r.not_null_migration, { lock_timeout = t.spec.lock_timeout,
+      relations = names, outwait_autovacuum = t.spec.outwait_autovacuum, log = t.log })
     d.not_null = enforced.tables
     return d
   end)

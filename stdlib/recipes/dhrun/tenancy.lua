@@ -32,6 +32,7 @@ local M = {}
 M.DEFAULTS = {
   batch_size = 5000, max_batch_size = 50000, min_batch_size = 200, batch_target = 0.25, pause = 0,
   lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5, flush_after = false, vacuum = false,
+  outwait_autovacuum = true,
 }
 
 -- The settings spec.table_settings[table] may override, in the order the
@@ -203,6 +204,7 @@ function M.new(conn, spec)
   s.batch_target = check_number(spec, "batch_target", 0.001)
   s.pause = check_number(spec, "pause", 0)
   s.vacuum = check_boolean(spec, "vacuum", "spec", M.DEFAULTS.vacuum)
+  s.outwait_autovacuum = check_boolean(spec, "outwait_autovacuum", "spec", M.DEFAULTS.outwait_autovacuum)
   s.retries = check_number(spec, "retries", 0, true)
   s.retry_base = check_number(spec, "retry_base", 0)
   s.retry_max = check_number(spec, "retry_max", 0)
@@ -330,11 +332,18 @@ function Tenancy:_count_nulls(tb)
   return self.conn:query_value(format("SELECT count(*) FROM %s WHERE %s IS NULL", tb.qname, self:_col()))
 end
 
+-- db.retry's options for work on table tb (nil: no table) that takes
+-- `lockmode`.  DDL (ACCESS EXCLUSIVE, and VALIDATE's SHARE UPDATE
+-- EXCLUSIVE) first outwaits an autovacuum on the table (see db.retry): the
+-- backfill's dead rows make autovacuum start on it, and without that wait a
+-- short lock_timeout gives up before PostgreSQL cancels the worker, on
+-- every attempt.
 function Tenancy:_retry_opts(tb, what, lockmode, extra)
   local s = self.spec
+  local ddl = lockmode == "AccessExclusiveLock" or lockmode == "ShareUpdateExclusiveLock"
   local o = { lock_timeout = s.lock_timeout, retries = s.retries, retry_base = s.retry_base,
               retry_max = s.retry_max, log = self.log, what = what, lockmode = lockmode,
-              relations = tb and { tb.qname } or nil }
+              relations = tb and { tb.qname } or nil, outwait_autovacuum = ddl and s.outwait_autovacuum }
   for k, v in pairs(extra or {}) do o[k] = v end
   return o
 end
@@ -529,7 +538,8 @@ function Tenancy:_plan_pass(tb, prog)
         -- column mostly NULL): the planner would look for the NULLs along the
         -- primary key, reading the whole table in every batch.
         local ok, err = pcall(db.retry, self.conn, "ANALYZE " .. tb.qname, self:_retry_opts(tb,
-          "ANALYZE " .. tb.qname, "ShareUpdateExclusiveLock", { retries = math.min(self.spec.retries, 2) }))
+          "ANALYZE " .. tb.qname, "ShareUpdateExclusiveLock", { retries = math.min(self.spec.retries, 2),
+          outwait_autovacuum = false }))
         if not ok and not errors.is(err, "lock") then error(err, 0) end
         if not ok then self.log.warn(format("backfill %s: %s", tb.name, err.message)) end
       end
@@ -893,7 +903,7 @@ function Tenancy:drop_not_null(opts)
       for _, t in ipairs(todo) do c:exec(t.entry.sql) end
       if opts.also then opts.also(c) end
     end, self:_retry_opts(nil, "DROP NOT NULL on " .. concat(names, ", "), "AccessExclusiveLock",
-      { relations = names }))
+      { relations = names, outwait_autovacuum = self.spec.outwait_autovacuum }))
     for _, t in ipairs(todo) do t.entry.attempts = attempts end
   else
     for _, t in ipairs(todo) do

@@ -1,6 +1,6 @@
--- NOT NULL enforcement against autovacuum: the example Data Hub, its flows
--- run as a user runs them, as a role that is not a superuser (as production
--- runs).
+-- NOT NULL enforcement against autovacuum, and a rollout left NOT NULL on
+-- some of its tables only: the example Data Hub, its flows run as a user
+-- runs them, as a role that is not a superuser (as production runs).
 local dh = require "datahub"
 local testdb = require "testdb"
 local prisma = require "dhrun.prisma"
@@ -125,4 +125,50 @@ describe("NOT NULL enforcement", function()
     assert.are.equal("up_to_date", prisma.status(conn, dh.migrations).state)
     assert.matches("skipped: no NULL workspaceId values", r.stdout, 1, true)
   end)
+end)
+
+describe("a rollout NOT NULL on some of its tables only", function()
+  for _, flow in ipairs { "deploy", "recover" } do
+    it("is shown by status, and " .. flow .. " finishes it", function()
+      local t = dh.create("nullable")
+      finally(function() dh.drop(t) end)
+      local conn = t.conn
+      local r = dh.flow(t, "backfill")
+      assert.are.equal(0, r.code, r.stdout .. r.stderr)
+      local counts = dh.counts(conn)
+      -- One table enforced (as a run that gave up on the next leaves it), and
+      -- one left half way, with its CHECK constraint NOT VALID.
+      conn:exec([[ALTER TABLE "Connection" ALTER COLUMN "workspaceId" SET NOT NULL]])
+      conn:exec([[ALTER TABLE "MetricDaily" ADD CONSTRAINT "MetricDaily_workspaceId_not_null"
+        CHECK ("workspaceId" IS NOT NULL) NOT VALID]])
+
+      local partial = "NOT NULL on 1 of 4 tables: Connection; the others (MetricDaily, Insight, ChatMessage): run "
+        .. "dhrun deploy (or dhrun recover) to finish"
+      r = dh.flow(t, "status", { "--no-build" })
+      assert.are.equal(1, r.code, r.stdout .. r.stderr) -- the NOT NULL migration is pending
+      local out = r.stdout .. r.stderr
+      assert.matches(partial, out, 1, true)
+      assert.matches("Connection     NOT NULL enforced", out, 1, true)
+      assert.matches("MetricDaily    no NULLs, CHECK constraint NOT VALID (NOT NULL enforcement stopped half way)",
+        out, 1, true)
+      assert.matches("Insight        no NULLs\n", r.stdout, 1, true)
+      -- the check itself holds: there is no NULL
+      r = dh.flow(t, "check")
+      assert.are.equal(0, r.code, r.stdout .. r.stderr)
+      assert.matches(partial, r.stdout .. r.stderr, 1, true)
+      -- what deploy would do
+      r = dh.flow(t, "deploy", { "--no-build", "--dry-run" })
+      assert.are.equal(0, r.code, r.stdout .. r.stderr)
+      assert.matches("workspaceId is NOT NULL already on Connection; make workspaceId NOT NULL online on "
+        .. "MetricDaily, Insight, ChatMessage", r.stdout, 1, true)
+
+      r = dh.flow(t, flow, { "--no-build" })
+      assert.are.equal(0, r.code, r.stdout .. r.stderr)
+      dh.assert_final(conn, counts)
+
+      r = dh.flow(t, "status", { "--no-build" })
+      assert.are.equal(0, r.code, r.stdout .. r.stderr)
+      assert.is_nil((r.stdout .. r.stderr):find("NOT NULL on ", 1, true))
+    end)
+  end
 end)

@@ -16,6 +16,9 @@
 --     skips its scan because the valid CHECK proves there is no NULL;
 --   * every statement that waits for a table lock does so for at most
 --     lock_timeout, because a waiting ALTER blocks every query queued behind it;
+--     only the SHARE UPDATE EXCLUSIVE each DDL step takes first, which no
+--     application query queues behind, waits longer (deadlock_timeout +
+--     lock_timeout), so that PostgreSQL cancels an autovacuum on the table;
 --   * the backfill commits one batch at a time and stores its cursor in the
 --     same transaction, so any interruption loses at most one batch of work.
 --

@@ -466,13 +466,16 @@ conn:query("SELECT * FROM nope")
     end
 
     -- A role that may not see other roles' sessions in pg_stat_activity.
-    local function unprivileged(c)
+    -- It is dropped when the test ends, or by cleanup (a list of functions
+    -- the test's own finally runs: busted keeps only a test's last finally).
+    local function unprivileged(c, cleanup)
       local role = "dhrun_t_lowpriv_" .. sys.uuid4():sub(1, 8)
       c:exec("CREATE ROLE " .. db.quote_ident(role))
-      finally(function()
+      local function drop()
         local admin <close> = testdb.admin()
         admin:exec("DROP ROLE IF EXISTS " .. db.quote_ident(role))
-      end)
+      end
+      if cleanup then cleanup[#cleanup + 1] = drop else finally(drop) end
       return role
     end
 
@@ -480,11 +483,14 @@ conn:query("SELECT * FROM nope")
       conn:exec("CREATE TABLE r_locked (n int)")
       local holder <close> = hold("r_locked", { application_name = "the app" })
       local c <close> = t.connect()
-      local seen, t0 = {}, sys.now()
+      local seen, t0, warned = {}, sys.now(), {}
       local err = catch(db.retry, c, "ALTER TABLE r_locked ADD COLUMN x int", {
         lock_timeout = "300ms", retries = 2, retry_base = 0.05, retry_max = 0.05,
         relations = { "r_locked" }, lockmode = "AccessExclusiveLock",
-        on_retry = function(attempt, e, delay) seen[#seen + 1] = { attempt, e.sqlstate, sys.now() - t0, delay } end,
+        on_retry = function(attempt, e, delay, blockers)
+          seen[#seen + 1] = { attempt, e.sqlstate, sys.now() - t0, delay, blockers }
+        end,
+        log = { warn = function(line) warned[#warned + 1] = line end },
       })
       -- the first wait ended after lock_timeout, with 55P03, well within a second
       assert.are.same({ 1, "55P03" }, { seen[1][1], seen[1][2] })
@@ -493,6 +499,12 @@ conn:query("SELECT * FROM nope")
       for _, s in ipairs(seen) do assert.is_true(s[4] >= 0.025 and s[4] <= 0.05, "delay " .. s[4]) end
 
       local pid = holder:backend_pid()
+      -- Each retry says who held the lock: on_retry gets db.blockers' list, the log line its text.
+      assert.are.same({ pid, "client backend" }, { seen[1][5][1].pid, seen[1][5][1].kind })
+      assert.are.equal(2, #warned)
+      assert.matches("^ALTER TABLE r_locked ADD COLUMN x int: %[55P03%] canceling statement due to lock timeout; "
+        .. "blocked by pid " .. pid .. ' %(client backend, application "the app", idle in transaction, holds '
+        .. "AccessShareLock on r_locked, .*; retry 1/2 in 0%.0%d s$", warned[1])
       assert.are.same({ "lock", 1, 3, "55P03", "300ms" }, { err.kind, err.exit, err.attempts, err.sqlstate,
         err.lock_timeout })
       assert.are.equal("ALTER TABLE r_locked ADD COLUMN x int: gave up after 3 attempts (lock_timeout 300ms, last "
@@ -594,8 +606,8 @@ conn:query("SELECT * FROM nope")
         'bad argument #3 to \'blockers\' (a table lock mode like "AccessExclusiveLock" expected, got Exclusive)')
     end)
 
-    it("names an autovacuum worker as one, also to a role that cannot see it, and says why DDL cannot pass it",
-      function()
+    it("names an autovacuum worker as one, also to a role that cannot see it, says why DDL cannot pass it, and "
+      .. "outwaits it without keeping the application waiting", function()
       -- A database of its own, and autovacuum looking at it every second
       -- (the server's setting, put back afterwards).
       local d = testdb.create()
@@ -604,9 +616,13 @@ conn:query("SELECT * FROM nope")
         admin:exec(v and "ALTER SYSTEM SET autovacuum_naptime = '1s'" or "ALTER SYSTEM RESET autovacuum_naptime")
         admin:query("SELECT pg_reload_conf()")
       end
+      local cleanup = {} -- after the database: roles, which own nothing once it is gone
+      local proc
       finally(function()
         naptime(false)
+        if proc then proc:stop(1) end
         testdb.drop(d.name) -- WITH (FORCE): ends the worker too
+        for _, fn in ipairs(cleanup) do fn() end
       end)
       local c <close> = d.connect()
       -- dead tuples for autovacuum to clean, and a cost limit that makes it slow
@@ -615,6 +631,9 @@ conn:query("SELECT * FROM nope")
           autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1);
         INSERT INTO av SELECT g, 'x' FROM generate_series(1, 20000) g;
         UPDATE av SET v = 'y';]])
+      -- the table's owner, not a superuser, as a production deployment's role
+      local owner = unprivileged(c, cleanup)
+      c:exec("ALTER TABLE av OWNER TO " .. db.quote_ident(owner))
       naptime(true)
       local worker = eventually(30, function()
         return c:query_value([[SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -629,7 +648,7 @@ conn:query("SELECT * FROM nope")
         1, true)
 
       local viewer <close> = d.connect()
-      viewer:exec("SET ROLE " .. db.quote_ident(unprivileged(c)))
+      viewer:exec("SET ROLE " .. db.quote_ident(unprivileged(c, cleanup)))
       list, text = db.blockers(viewer, { "av" }, "AccessExclusiveLock")
       assert.are.same({ worker, "autovacuum worker", true }, { list[1].pid, list[1].kind, list[1].guessed })
       assert.are.equal("pid " .. worker .. " (autovacuum worker (probably; not visible to this role), holds "
@@ -643,6 +662,67 @@ conn:query("SELECT * FROM nope")
       assert.matches("blocked by pid " .. worker .. " (autovacuum worker, ", err.message, 1, true)
       assert.matches("autovacuum (pid " .. worker .. ") gives way to a waiting lock only after deadlock_timeout (1s), "
         .. "and lock_timeout 300ms gives up before that", err.hint, 1, true)
+
+      -- With outwait_autovacuum the attempt first waits for SHARE UPDATE
+      -- EXCLUSIVE past deadlock_timeout: PostgreSQL cancels the worker, and
+      -- the DDL gets its lock at the first attempt.  Meanwhile a dhrun
+      -- process plays the application, reading and writing the table.
+      local dir = sh.tmpdir()
+      local out = dir .. "/probe.json"
+      local script = sh.write(dir .. "/probe.lua", [[
+        local sys = require "dhrun.core.sys"
+        local conn = require("dhrun.db").connect(os.getenv("AV_DB"))
+        local out = os.getenv("AV_OUT")
+        local function exists(p) local f = io.open(p); if f then f:close() end; return f ~= nil end
+        io.open(out .. ".ready", "w"):close()
+        local worst, n, waits, deadline = 0, 0, {}, sys.now() + 15
+        while not exists(out .. ".stop") and sys.now() < deadline do
+          local t0 = sys.now()
+          conn:query("SELECT v FROM av WHERE id = $1", 1 + n % 100)
+          conn:exec("UPDATE av SET v = 'p' WHERE id = $1", 1 + n % 100)
+          worst = math.max(worst, sys.now() - t0)
+          for _, r in ipairs(conn:query("SELECT mode FROM pg_locks WHERE relation = 'av'::regclass AND NOT granted")) do
+            waits[r.mode] = true
+          end
+          n = n + 1
+          sys.sleep(0.005)
+        end
+        local f = io.open(out, "w")
+        f:write(require("cjson").encode { max = worst, n = n, waits = waits })
+        f:close()
+      ]])
+      proc = require("dhrun.process").spawn({ sh.bin, script },
+        { env = { AV_DB = d.conninfo, AV_OUT = out }, stderr = dir .. "/probe.err" })
+      assert.is_truthy(eventually(10, function() return sh.read(out .. ".ready") end), "the probe did not start")
+      worker = eventually(30, function()
+        return c:query_value([[SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.relation = 'av'::regclass AND a.backend_type = 'autovacuum worker' LIMIT 1]])
+      end)
+      assert.is_truthy(worker, "autovacuum is not on the table")
+      local ddl <close> = d.connect()
+      ddl:exec("SET ROLE " .. db.quote_ident(owner))
+      local said, t0 = {}, sys.now()
+      local _, attempts = db.retry(ddl, "ALTER TABLE av ADD COLUMN w int", { lock_timeout = "300ms", retries = 0,
+        relations = { "av" }, lockmode = "AccessExclusiveLock", outwait_autovacuum = true,
+        log = { info = function(line) said[#said + 1] = line end, warn = function(line) said[#said + 1] = line end } })
+      local took = sys.now() - t0
+      io.open(out .. ".stop", "w"):close()
+      assert(proc:wait(10))
+      assert.are.equal(1, attempts)
+      assert.is_true(took >= 0.9 and took < 1.3, "took " .. took .. " s")
+      assert.are.same({ "ALTER TABLE av ADD COLUMN w int: waiting up to 1300ms for SHARE UPDATE EXCLUSIVE, held by pid "
+        .. worker .. " (autovacuum worker (probably; not visible to this role), holds ShareUpdateExclusiveLock on av); "
+        .. "PostgreSQL cancels an autovacuum that keeps a lock request waiting for deadlock_timeout, and the "
+        .. "application's queries do not queue behind this wait" }, said)
+      assert.are.equal(1, c:query_value("SELECT count(*) FROM pg_attribute WHERE attrelid = 'av'::regclass "
+        .. "AND attname = 'w'"))
+      -- The application's statements never waited on it: its wait was for
+      -- SHARE UPDATE EXCLUSIVE, which their locks do not conflict with.
+      local probe = require("cjson").decode((assert(sh.read(out), sh.read(dir .. "/probe.err"))))
+      assert.is_true(probe.n > 20, "the probe ran " .. probe.n .. " times")
+      assert.is_true(probe.waits.ShareUpdateExclusiveLock, "the probe did not run during the wait")
+      assert.is_nil(probe.waits.AccessExclusiveLock)
+      assert.is_true(probe.max < 0.2, string.format("a statement of the application waited %.3f s", probe.max))
     end)
   end)
 

@@ -132,6 +132,7 @@ describe("rollouts in the config", function()
       { "cfg.rollouts[1].batch = { size = 0 }", "rollouts[1].batch.size must be an integer >= 1, not 0" },
       { "cfg.rollouts[1].batch = { size = 0.5 }", "rollouts[1].batch.size must be an integer >= 1, not 0.5" },
       { "cfg.rollouts[1].lock_timeout = '300xyz'", "rollouts[1].lock_timeout must be a duration" },
+      { "cfg.rollouts[1].outwait_autovacuum = 'yes'", "rollouts[1].outwait_autovacuum must be true or false" },
       { "cfg.lock_timeout = 'soon'", "lock_timeout must be a duration" },
       { "cfg.rollouts[1].tables[2] = { 'MetricDaily', parent = 'connectionId' }",
         'must look like "fkColumn -> Table"' },

@@ -318,12 +318,15 @@ describe("dhrun.tenancy", function()
     assert.is_true(tenancy.new(env.conn, spec { tables = { "Metric" } }):null_check().ok)
   end)
 
-  it("takes batch settings per table, and VACUUMs (ANALYZE) a table after its backfill when asked", function()
+  it("takes batch settings per table, and VACUUMs (ANALYZE) each table its backfill changed unless told not to",
+    function()
     local env = setup()
     local conn = env.conn
     populate(conn, 40)
-    local s = spec { tables = { "Account", "Metric" }, table_settings = {
-      Metric = { batch_size = 40, min_batch_size = 40, max_batch_size = 40, vacuum = true },
+    conn:exec([[UPDATE "Note" SET "workspaceId" = 'w']]) -- nothing to fill
+    local s = spec { tables = { "Account", "Metric", "Note" }, table_settings = {
+      Account = { vacuum = false },
+      Metric = { batch_size = 40, min_batch_size = 40, max_batch_size = 40 },
       Other = { pause = 1 }, -- a table of a later rollout: ignored, with a warning
     } }
     local t = tenancy.new(conn, s)
@@ -335,16 +338,21 @@ describe("dhrun.tenancy", function()
     assert.are.same({ 40, 40, 40, 40, 40 }, sizes.Metric)  -- 160 rows: 4 full batches and the one that finds the end
     assert.is_true(t:null_check().ok)
 
-    -- Only Metric was vacuumed and analyzed, once, after its backfill.
+    -- Only Metric was vacuumed and analyzed (manually: autovacuum counts
+    -- apart), once, after its backfill: Account was told not to be, and the
+    -- backfill changed nothing in Note.
     local function stats(name)
       return conn:query_one([[SELECT vacuum_count, analyze_count FROM pg_stat_user_tables WHERE relid = $1::regclass]],
         q(name))
     end
     assert.are.same({ 1, 1 }, { stats("Metric").vacuum_count, stats("Metric").analyze_count })
     assert.are.same({ 0, 0 }, { stats("Account").vacuum_count, stats("Account").analyze_count })
+    assert.are.same({ 0, 0 }, { stats("Note").vacuum_count, stats("Note").analyze_count })
     assert.is_nil(summary.tables[1].vacuum_seconds)
     assert.are.equal("number", type(summary.tables[2].vacuum_seconds))
-    assert.matches("^info: backfill Metric: VACUUM %(ANALYZE%) in %d+%.%d%d s$", s.log.lines[#s.log.lines])
+    assert.is_true(summary.tables[3].skipped)
+    assert.matches("^info: backfill Metric: VACUUM %(ANALYZE%) in %d+%.%d%d s$", s.log.lines[#s.log.lines - 1])
+    assert.are.equal("info: backfill Note: no NULL workspaceId, nothing to do", s.log.lines[#s.log.lines])
 
     -- A run's own batch size is kept for every table, over table_settings.
     conn:exec([[UPDATE "Metric" SET "workspaceId" = NULL]])
@@ -373,6 +381,8 @@ describe("dhrun.tenancy", function()
     end
     local err = catch(tenancy.new, conn, spec { vacuum = 1 })
     assert.are.equal("tenancy: spec.vacuum must be true or false, got 1", err.message)
+    err = catch(tenancy.new, conn, spec { outwait_autovacuum = "no" })
+    assert.are.equal("tenancy: spec.outwait_autovacuum must be true or false, got no", err.message)
   end)
 
   it("flushes the backfill session's writes as it goes when flush_after is set, then restores the setting", function()
@@ -413,7 +423,8 @@ describe("dhrun.tenancy", function()
     assert.are.equal(4, summary.remaining)
     assert.are.equal(4, summary.tables[1].remaining)
     assert.are.equal(2, summary.tables[1].passes) -- the second pass found nothing more to fill, so it stopped
-    assert.matches("4 row%(s%) still have NULL workspaceId", s.log.lines[#s.log.lines])
+    assert.matches("4 row%(s%) still have NULL workspaceId", s.log.lines[#s.log.lines - 1])
+    assert.matches("^info: backfill Account: VACUUM %(ANALYZE%)", s.log.lines[#s.log.lines]) -- it changed 36 rows
 
     local r = t:null_check()
     assert.is_false(r.ok)

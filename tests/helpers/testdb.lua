@@ -9,10 +9,12 @@
 --   testdb.drop(name)        keeps a copy of its journal for the password scan, then drops it,
 --                            disconnecting whoever is still connected
 --   testdb.admin([opts])     a connection to the harness's default database
---   testdb.url(name)         postgresql://postgres:PASSWORD@%2F<socket dir>:PORT/name (DATABASE_URL form)
+--   testdb.url(name [, user]) postgresql://postgres:PASSWORD@%2F<socket dir>:PORT/name (DATABASE_URL form)
 --   testdb.conninfo(name)    host='<socket dir>' port=PORT user=postgres dbname=name password='PASSWORD'
 --   testdb.password()        the password of superusers postgres and dhrun_pw (scram-sha-256)
 --   testdb.tcp_url(name [, password])  postgresql://dhrun_pw:PASSWORD@127.0.0.1:PORT/name
+--   testdb.owner_role(name)  a non-superuser LOGIN role owning database name and its objects: role, url
+--   testdb.drop_role(role)   drops it (after the database)
 --
 -- tests/run.sh starts the server with PGTEMP_REQUIRE_PASSWORD=1: every
 -- connection, over the socket too, needs the password, and no PGPASSWORD is
@@ -54,8 +56,8 @@ function testdb.conninfo(dbname)
     os.getenv("PGUSER") or "postgres", dbname, quote(testdb.password()))
 end
 
-function testdb.url(dbname)
-  return string.format("postgresql://%s:%s@%s:%s/%s", os.getenv("PGUSER") or "postgres",
+function testdb.url(dbname, user)
+  return string.format("postgresql://%s:%s@%s:%s/%s", user or os.getenv("PGUSER") or "postgres",
     pct_encode(testdb.password()), pct_encode(env("PGHOST")), env("PGPORT"), dbname)
 end
 
@@ -107,6 +109,43 @@ function testdb.drop(name)
   keep_journal(name)
   local admin <close> = testdb.admin()
   admin:exec("DROP DATABASE IF EXISTS " .. db.quote_ident(name) .. " WITH (FORCE)")
+end
+
+-- A role that is not a superuser and owns database `name`, its public schema
+-- (as PostgreSQL 15's pg_database_owner) and everything in it and in schema
+-- dhrun, as a production deployment's role does.  It logs in with the
+-- harness's password.  Returns its name and a DATABASE_URL for it; the role
+-- is dropped by testdb.drop_role(role), after the database is gone.
+function testdb.owner_role(name)
+  local role = "dhrun_t_owner_" .. sys.uuid4():gsub("-", ""):sub(1, 12)
+  do
+    local admin <close> = testdb.admin()
+    -- the password travels as a parameter, never in the text of a statement
+    admin:query("SELECT set_config('dhrun_test.pw', $1, false)", testdb.password())
+    admin:exec(string.format([[DO $$ BEGIN
+      EXECUTE format('CREATE ROLE %%I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %%L', '%s',
+                     current_setting('dhrun_test.pw'));
+    END $$]], role))
+    admin:exec(string.format("ALTER DATABASE %s OWNER TO %s", db.quote_ident(name), role))
+  end
+  local conn <close> = db.connect(testdb.conninfo(name))
+  conn:exec(string.format([[DO $$ DECLARE r record; BEGIN
+    FOR r IN SELECT c.oid::regclass AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname IN ('public', 'dhrun') AND c.relkind IN ('r', 'p', 'v', 'm') LOOP
+      EXECUTE format('ALTER TABLE %%s OWNER TO %s', r.t);
+    END LOOP;
+    FOR r IN SELECT t.oid::regtype AS t FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+              WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd') LOOP
+      EXECUTE format('ALTER TYPE %%s OWNER TO %s', r.t);
+    END LOOP;
+    IF to_regnamespace('dhrun') IS NOT NULL THEN EXECUTE 'ALTER SCHEMA dhrun OWNER TO %s'; END IF;
+  END $$]], role, role, role))
+  return role, testdb.url(name, role)
+end
+
+function testdb.drop_role(role)
+  local admin <close> = testdb.admin()
+  admin:exec("DROP ROLE IF EXISTS " .. db.quote_ident(role))
 end
 
 function testdb.tcp_url(name, pw)

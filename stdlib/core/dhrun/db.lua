@@ -633,24 +633,40 @@ local function backoff(n, base, max)
   return d / 2 + math.random() * d / 2
 end
 
--- A hint for an autovacuum worker among the blockers: it gives way to a
--- waiting lock request only when the deadlock check runs, deadlock_timeout
--- after the wait began; a shorter lock_timeout gives up first, every time.
-local function autovacuum_hint(conn, list, timeout)
+-- A hint for an autovacuum worker among the blockers.  PostgreSQL cancels
+-- an autovacuum that blocks a lock request only when the waiter's deadlock
+-- check runs, deadlock_timeout after its wait began, and never one that
+-- runs to prevent transaction ID wraparound.
+local function autovacuum_hint(conn, list, timeout, outwaited)
   for _, b in ipairs(list) do
     if b.kind == "autovacuum worker" then
       local ok, r = pcall(conn.query_one, conn, [[SELECT $1::interval < current_setting('deadlock_timeout')::interval
         AS shorter, current_setting('deadlock_timeout') AS deadlock_timeout]], timeout)
+      if outwaited then
+        return format("autovacuum (pid %s) was not cancelled although each attempt waited past deadlock_timeout%s "
+          .. "for it: it probably runs to prevent transaction ID wraparound, which PostgreSQL never cancels; wait "
+          .. "for it to finish (pg_stat_progress_vacuum shows how far it is)", b.pid or "?",
+          ok and r and format(" (%s)", r.deadlock_timeout) or "")
+      end
       if ok and r and r.shorter then
         return format("autovacuum (pid %s) gives way to a waiting lock only after deadlock_timeout (%s), and "
-          .. "lock_timeout %s gives up before that: wait for it to finish, or VACUUM the table before this step",
-          b.pid or "?", r.deadlock_timeout, timeout)
+          .. "lock_timeout %s gives up before that: wait for it to finish, VACUUM the table before this step, or "
+          .. "let dhrun outwait it (outwait_autovacuum)", b.pid or "?", r.deadlock_timeout, timeout)
       end
       return format("autovacuum (pid %s) holds the table: wait for it to finish, or VACUUM the table before this "
         .. "step", b.pid or "?")
     end
   end
 end
+
+-- The lock_timeout of the SHARE UPDATE EXCLUSIVE wait that outwaits an
+-- autovacuum: deadlock_timeout plus the transaction's lock_timeout (0, no
+-- limit, stays 0).  Sets it for the transaction and returns it ("1300ms").
+local OUTWAIT_SQL = [[
+SELECT set_config('lock_timeout', CASE WHEN l.setting::int8 = 0 THEN '0'
+                                       ELSE (l.setting::int8 + d.setting::int8)::text || 'ms' END, true) AS t
+  FROM pg_settings l, pg_settings d
+ WHERE l.name = 'lock_timeout' AND d.name = 'deadlock_timeout']]
 
 -- db.retry(conn, work, opts) -> work's result, attempts
 --   Runs `work` (an SQL string for conn:exec, or function(conn)) in its own
@@ -665,12 +681,28 @@ end
 --     retry_base, retry_max  backoff seconds: the n-th wait is between half
 --                   and all of min(retry_max, retry_base * 2^(n-1)) (0.2, 5)
 --     what          how messages name the work (the SQL, on one line)
---     log           a dhrun.log-like table: one warn line per retry
---     on_retry      function(attempt, err, delay) before each wait (e.g. to
---                   shrink a batch)
+--     log           a dhrun.log-like table: one warn line per retry, naming
+--                   the sessions that held the lock (with relations), and
+--                   with outwait_autovacuum an info line naming the sessions
+--                   an attempt is about to wait for
+--     on_retry      function(attempt, err, delay, blockers) before each wait
+--                   (e.g. to shrink a batch); blockers: db.blockers' list
+--                   (with relations; else nil)
 --     relations, lockmode  which tables and lock mode to name the blockers
 --                   for (db.blockers); without relations, every session
 --                   holding a table lock in this database is named
+--     outwait_autovacuum  with relations: each attempt first takes SHARE
+--                   UPDATE EXCLUSIVE on them, waiting up to deadlock_timeout
+--                   + lock_timeout, then runs the work under lock_timeout.
+--                   An autovacuum worker holding a table is cancelled by
+--                   PostgreSQL once a waiter has waited deadlock_timeout (and
+--                   only then), and no application query (reads, INSERT,
+--                   UPDATE, DELETE) conflicts with or queues behind that
+--                   wait; only the work's own lock waits (ACCESS EXCLUSIVE
+--                   for DDL) keep them waiting, for at most lock_timeout.
+--                   For DDL and VALIDATE, not for the application's kind of
+--                   work (a SHARE UPDATE EXCLUSIVE lock serializes with
+--                   VACUUM, ANALYZE and DDL)
 --     message       function{attempts=, lock_timeout=, err=} -> the first
 --                   part of the final error's message
 --     hint          the final error's hint
@@ -695,6 +727,12 @@ function db.retry(conn, work, opts)
     error("bad argument #3 to 'retry' (lock_timeout: interval string or milliseconds expected, got "
       .. tostring(timeout) .. ")", 2)
   end
+  local relations = opts.relations
+  if relations ~= nil and (type(relations) ~= "table" or #relations == 0) then
+    error("bad argument #3 to 'retry' (relations: a non-empty list of relation names expected)", 2)
+  end
+  local outwait = opts.outwait_autovacuum and relations ~= nil
+  local lock_list = outwait and table.concat(relations, ", ") or nil
   local retries = opts.retries or D.retries
   local base, max = opts.retry_base or D.retry_base, opts.retry_max or D.retry_max
   local log = opts.log
@@ -702,31 +740,52 @@ function db.retry(conn, work, opts)
   local attempt = 0
   while true do
     attempt = attempt + 1
+    local waiting -- what the attempt was waiting for when it failed
     local ok, res = pcall(conn.transaction, conn, function(c)
       -- set_config(..., true) is SET LOCAL: gone at COMMIT/ROLLBACK, and the
       -- value travels as a parameter, never spliced into SQL.
       c:query("SELECT set_config('lock_timeout', $1, true)", timeout)
+      if outwait then
+        local longer = c:query_value(OUTWAIT_SQL)
+        waiting = format("waiting up to %s for SHARE UPDATE EXCLUSIVE", longer)
+        if log then
+          -- Said before the wait: once it ends, whoever held the lock is gone.
+          local held, text = db.blockers(c, relations, "ShareUpdateExclusiveLock")
+          if #held > 0 then
+            local av, say = true, log.info or log.warn
+            for _, b in ipairs(held) do av = av and b.kind == "autovacuum worker" end
+            say(format("%s: %s, held by %s%s", what, waiting, text, av and "; PostgreSQL cancels an autovacuum "
+              .. "that keeps a lock request waiting for deadlock_timeout, and the application's queries do not "
+              .. "queue behind this wait" or ""))
+          end
+        end
+        c:exec("LOCK TABLE " .. lock_list .. " IN SHARE UPDATE EXCLUSIVE MODE")
+        c:query("SELECT set_config('lock_timeout', $1, true)", timeout)
+        waiting = nil
+      end
       if type(work) == "string" then return c:exec(work) end
       return work(c)
     end)
     if ok then return res, attempt end
     if type(res) ~= "table" or not db.RETRYABLE[res.sqlstate] then error(res, 0) end
+    local last = one_line(res.message or tostring(res)) .. (waiting and res.sqlstate == "55P03"
+      and format(" (%s)", waiting) or "")
     if attempt > retries then
       -- best effort: the error to report is the lock wait, not a failed look-up
-      local found, list, text = pcall(db.blockers, conn, opts.relations, opts.lockmode)
+      local found, list, text = pcall(db.blockers, conn, relations, opts.lockmode)
       if not found then list, text = {}, "" end
       local head = opts.message and opts.message { attempts = attempt, lock_timeout = timeout, err = res }
         or format("%s: gave up after %d attempt%s (lock_timeout %s, last error: %s)", what, attempt,
-          attempt == 1 and "" or "s", timeout, one_line(res.message or tostring(res)))
+          attempt == 1 and "" or "s", timeout, last)
       local tail = ""
       if #list > 0 then
-        tail = (opts.relations and "; blocked by " or "; sessions holding table locks in this database: ") .. text
+        tail = (relations and "; blocked by " or "; sessions holding table locks in this database: ") .. text
       end
       local hint = opts.hint or (#list > 0
         and "wait for the sessions named above to finish, or end them (pg_terminate_backend) if they are stuck; "
           .. "then run again"
         or "other sessions held locks that kept this waiting (long transactions?); run again later")
-      local av = autovacuum_hint(conn, list, timeout)
+      local av = autovacuum_hint(conn, list, timeout, outwait)
       events.emit("lock_wait", { what = what, attempt = attempt, retries = retries, gave_up = true,
         lock_timeout = timeout, error = one_line(res.message or tostring(res)), blockers = text })
       errors.raise("lock", head .. tail, {
@@ -735,16 +794,19 @@ function db.retry(conn, work, opts)
       })
     end
     local delay = backoff(attempt, base, max)
-    if events.recording() then
-      -- for the release report: every lock wait, and who kept us waiting
-      local found, _, text = pcall(db.blockers, conn, opts.relations, opts.lockmode)
-      events.emit("lock_wait", { what = what, attempt = attempt, retries = retries, delay = delay,
-        lock_timeout = timeout, error = one_line(res.message or tostring(res)), blockers = found and text or nil })
+    local list, text
+    if (relations and (log or opts.on_retry)) or events.recording() then
+      local found
+      found, list, text = pcall(db.blockers, conn, relations, opts.lockmode)
+      if not found then list, text = nil, nil end
     end
-    if opts.on_retry then opts.on_retry(attempt, res, delay) end
+    -- for the release report: every lock wait, and who kept us waiting
+    events.emit("lock_wait", { what = what, attempt = attempt, retries = retries, delay = delay,
+      lock_timeout = timeout, error = one_line(res.message or tostring(res)), blockers = text })
+    if opts.on_retry then opts.on_retry(attempt, res, delay, list) end
     if log then
-      log.warn(format("%s: %s; retry %d/%d in %.2f s", what, one_line(res.message or tostring(res)), attempt,
-        retries, delay))
+      log.warn(format("%s: %s%s; retry %d/%d in %.2f s", what, last,
+        (text and text ~= "") and ("; blocked by " .. text) or "", attempt, retries, delay))
     end
     sys.sleep(delay)
   end

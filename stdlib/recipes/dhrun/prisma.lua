@@ -587,6 +587,8 @@ local function apply_one(conn, m, opts)
     local tries = opts.lock_retries or 10
     ok, res = pcall(db.retry, conn, apply, {
       lock_timeout = opts.lock_timeout, retries = tries - 1, what = "migration " .. m.name, log = opts.log,
+      relations = opts.relations, lockmode = opts.relations and "AccessExclusiveLock" or nil,
+      outwait_autovacuum = opts.outwait_autovacuum,
       on_retry = opts.on_retry and function(attempt, _, delay) opts.on_retry(m, attempt, delay) end,
       message = function(i)
         return string.format("migration %s: a table it changes stayed locked by other sessions (%d tries, "
@@ -626,6 +628,11 @@ end
 --   opts.only:    apply only migrations whose name is in this set/list
 --   opts.until_name: stop after applying this migration
 --   opts.on_apply(m): called before each script runs
+--   opts.lock_timeout, opts.lock_retries, opts.log: apply each migration in
+--     one transaction under this lock_timeout, retried (db.retry)
+--   opts.relations, opts.outwait_autovacuum: the tables the migrations
+--     lock, named when a lock wait fails; with outwait_autovacuum each
+--     attempt first outwaits an autovacuum on them (db.retry)
 -- Returns {applied = {names}, pending = {migrations}, text = Prisma's output}.
 function M.deploy(conn, dir, opts)
   opts = opts or {}

@@ -269,9 +269,11 @@ function Migrations:deploy(until_name, opts)
     prisma_cli(self, { "deploy" })
     return { summary = "prisma migrate deploy ran", applied = {} }
   end
+  opts = opts or {}
   local res = prisma.deploy(self.conn, self.dir, {
-    until_name = until_name, lock_timeout = opts and opts.lock_timeout or self.cfg.lock_timeout,
+    until_name = until_name, lock_timeout = opts.lock_timeout or self.cfg.lock_timeout,
     on_apply = function(m) log.info("      applying %s", m.name) end,
+    relations = opts.relations, outwait_autovacuum = opts.outwait_autovacuum, log = opts.log,
   })
   local summary = #res.applied == 0 and "no pending migrations" or ("applied " .. table.concat(res.applied, ", "))
   return { summary = summary, applied = res.applied, prisma_rows = res.rows }
@@ -895,7 +897,13 @@ function M.deploy_not_null(ctx)
         "run " .. M.cmd(ctx, "deploy") .. ", which applies it first")
     end
     local enforced = enforce_recorded(t)
-    local d = M.migrations(ctx):deploy(r.not_null_migration, { lock_timeout = t.spec.lock_timeout })
+    -- Its SET NOT NULLs are catalog-only now, but each still needs ACCESS
+    -- EXCLUSIVE, which an autovacuum on a table would hold up like the
+    -- enforcement's steps: outwaited the same way.
+    local names = {}
+    for i, tb in ipairs(t.tables) do names[i] = tb.qname end
+    local d = M.migrations(ctx):deploy(r.not_null_migration, { lock_timeout = t.spec.lock_timeout,
+      relations = names, outwait_autovacuum = t.spec.outwait_autovacuum, log = t.log })
     d.not_null = enforced.tables
     return d
   end)
@@ -933,7 +941,13 @@ function M.steps.deploy_not_null()
       for _, x in ipairs(M.migrations(ctx):status().migrations) do
         if x.name == r.not_null_migration then m = x end
       end
-      return "make " .. r.column .. " NOT NULL online on " .. concat(rollout.table_names(r), ", ")
+      local names, done = rollout.table_names(r), {}
+      if #M.missing_column(ctx) == 0 then
+        local partial = M.partial_not_null(ctx)
+        if partial then names, done = partial.nullable, partial.enforced end
+      end
+      return (#done > 0 and (r.column .. " is NOT NULL already on " .. concat(done, ", ") .. "; ") or "")
+        .. "make " .. r.column .. " NOT NULL online on " .. concat(names, ", ")
         .. " (CHECK NOT VALID -> VALIDATE -> SET NOT NULL -> DROP CHECK, bounded lock waits), then\n"
         .. M.migrations(ctx):plan_of({ m })
     end,
@@ -1195,6 +1209,31 @@ function M.steps.status_migrations()
   }
 end
 
+-- NOT NULL on some of the rollout's tables but not all (an enforcement that
+-- stopped, or a table changed by hand): nil, or {enforced = {names},
+-- nullable = {names}, text = "NOT NULL on 1 of 4 tables: ...; the others
+-- (...): run dhrun deploy (or dhrun recover) to finish"}.  report: the
+-- tenancy's null_check (read here when nil).
+function M.partial_not_null(ctx, report)
+  report = report or M.tenancy(ctx):null_check { count = false }
+  local enforced, nullable = {}, {}
+  for _, t in ipairs(report.tables) do
+    if t.enforced then enforced[#enforced + 1] = t.table else nullable[#nullable + 1] = t.table end
+  end
+  if #enforced == 0 or #nullable == 0 then return nil end
+  local r = M.rollout(ctx)
+  local todo
+  if not_null_pending(ctx) then
+    todo = "run " .. M.cmd(ctx, "deploy") .. " (or " .. M.cmd(ctx, "recover") .. ") to finish"
+  else
+    todo = "nullable although " .. r.not_null_migration .. " is recorded as applied (changed by hand?): "
+      .. M.cmd(ctx, "rollback") .. ", then " .. M.cmd(ctx, "deploy") .. ", makes them all NOT NULL again"
+  end
+  return { enforced = enforced, nullable = nullable,
+           text = format("NOT NULL on %d of %d tables: %s; the others (%s): %s", #enforced, #report.tables,
+             concat(enforced, ", "), concat(nullable, ", "), todo) }
+end
+
 -- The rollout's NULL check, table by table.  hint: what the failure says.
 function M.steps.check_nulls(title)
   return {
@@ -1214,16 +1253,26 @@ function M.steps.check_nulls(title)
           .. " (the rollout's migrations are not applied)", { hint = "run " .. M.cmd(ctx, "deploy") })
       end
       local ok, line, report = M.null_check(ctx)
+      local checks = {}
+      for _, t in ipairs(M.tenancy(ctx):state()) do checks[t.table] = t.check_constraint end
       for _, t in ipairs(report.tables) do
         local how = t.enforced and "NOT NULL enforced" or (t.has_nulls and (tostring(t.nulls) .. " NULL row(s)")
           or "no NULLs")
+        if checks[t.table] ~= "none" then
+          -- left by an enforcement that stopped between its steps; the next one continues from it
+          how = how .. (checks[t.table] == "valid" and ", validated CHECK constraint" or ", CHECK constraint NOT VALID")
+            .. " (NOT NULL enforcement stopped half way)"
+        end
         log.info("      %-14s %s", t.table, how)
       end
+      local partial = M.partial_not_null(ctx, report)
+      if partial then log.warn("      %s", partial.text) end
       if not ok then
         M.require_no_nulls(ctx, "run " .. M.cmd(ctx, "backfill") .. " (or " .. M.cmd(ctx, "deploy")
           .. ", which backfills first)")
       end
-      return { summary = line, tables = report.tables }
+      return { summary = partial and (line .. " " .. partial.text) or line, tables = report.tables,
+               not_null = partial and partial.enforced or nil }
     end,
   }
 end

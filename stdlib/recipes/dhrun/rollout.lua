@@ -125,6 +125,7 @@ local ROLLOUT = T.record({
   schema = T.string(),
   flush_after = T.either(T.enum({ false }), T.string { pattern = "^%d+%s*[kM]?B$", what = "a size like \"256kB\"" }),
   vacuum = T.boolean(),
+  outwait_autovacuum = T.boolean(),
 }, {
   validate = function(r, ctx, path)
     local seen = {}
@@ -248,6 +249,7 @@ function M.tenancy_spec(r)
     batch_size = b.size, min_batch_size = b.min, max_batch_size = b.max, batch_target = b.target, pause = b.pause,
     lock_timeout = r.lock_timeout, retries = r.retries, retry_base = r.retry_base, retry_max = r.retry_max,
     schema = r.schema, flush_after = r.flush_after, vacuum = r.vacuum, table_settings = {},
+    outwait_autovacuum = r.outwait_autovacuum,
   }
   for i, t in ipairs(r.tables) do
     spec.tables[i] = t.name

@@ -19,8 +19,8 @@ local i = 1
 while i <= #argv do
   local name = argv[i]:match("^%-%-(%w+)$")
   if not name or opts[name] == nil or argv[i + 1] == nil then
-    error(require("dhrun.core.sys").error("usage", 2, "usage: dhrun examples/datahub/setup.lua "
-      .. "[--state pre|nullable] [--users N] [--metrics N]"), 0)
+    require("dhrun.errors").usage("usage: dhrun examples/datahub/setup.lua [--state pre|nullable] [--users N] "
+      .. "[--metrics N]")
   end
   opts[name] = argv[i + 1]
   i = i + 2

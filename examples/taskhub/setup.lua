@@ -23,8 +23,8 @@ local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local opts = { state = "pre", users = "50", tasks = "2000" }
 local argv = { ... }
 local function usage()
-  error(sys.error("usage", 2, "usage: dhrun examples/taskhub/setup.lua "
-    .. "[--state pre|nullable] [--users N] [--tasks N]"), 0)
+  require("dhrun.errors").usage("usage: dhrun examples/taskhub/setup.lua [--state pre|nullable] [--users N] "
+    .. "[--tasks N]")
 end
 local i = 1
 while i <= #argv do
@@ -38,16 +38,8 @@ if (opts.state ~= "pre" and opts.state ~= "nullable") or not users or not tasks 
 
 local conn <close> = db.connect()
 local t0 = sys.now()
-if conn:query_value("SELECT current_schema()") == db.null then
-  -- ?schema=NAME names a schema that does not exist yet (search_path is then
-  -- that one quoted identifier)
-  local path = conn:get("search_path")
-  if path:find(",", 1, true) then
-    error(sys.error("config", 2, "no schema of the search_path (" .. path .. ") exists"), 0)
-  end
-  conn:exec("CREATE SCHEMA IF NOT EXISTS " .. path)
-  log.info("created schema %s", path)
-end
+-- (a ?schema=NAME that does not exist yet is created by the first migration,
+-- as prisma migrate deploy does)
 local dir = here .. "/prisma/migrations"
 prisma.deploy(conn, dir, { until_name = INIT })
 local f = assert(io.open(here .. "/seed/seed.sql", "rb"))

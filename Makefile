@@ -49,7 +49,7 @@ STDLIB  := $(shell find stdlib -name '*.lua' | LC_ALL=C sort)
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libpq-dev \
             libssl-dev lua-filesystem-dev lua-cjson-dev \
             libcurl4-openssl-dev libpg-query-dev postgresql lua-busted lua-check clang \
-            libclang-rt-14-dev valgrind chromium curl
+            libclang-rt-14-dev valgrind chromium curl stress-ng
 # What compiling needs (the rest is for the tests, the demo and the benchmarks).
 BUILD_PKGS := build-essential pkg-config liblua5.4-dev libpq-dev libssl-dev lua-filesystem-dev lua-cjson-dev \
               libcurl4-openssl-dev libpg-query-dev
@@ -61,7 +61,7 @@ APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600
 # A failed rule leaves no half-written target (build/stdlib_blob.c).
 .DELETE_ON_ERROR:
 
-.PHONY: all deps check-deps app-deps bench fuzz demo test test-only asan valgrind lint install uninstall clean help
+.PHONY: all deps check-deps app-deps bench fuzz demo test test-only test-stress asan valgrind lint install uninstall clean help
 
 all: $(BUILD)/dhrun $(DL_LIBS)
 
@@ -71,6 +71,7 @@ help:
 	@echo "make deps       install missing Debian packages (apt-get)"
 	@echo "make test       install deps, build, run every test (last line: N passed, N failed)"
 	@echo "make asan       the test suite under AddressSanitizer + UBSan"
+	@echo "make test-stress the test suite three times under stress-ng --cpu 4"
 	@echo "make valgrind   the test suite with dhrun under valgrind memcheck"
 	@echo "make lint       luacheck over stdlib/, scripts/, tests/"
 	@echo "make bench      the benchmarks (bench/); results in bench/RESULTS.md"
@@ -131,6 +132,20 @@ demo: deps app-deps
 test: deps app-deps
 	@$(MAKE) --no-print-directory all
 	@DHRUN=$(BUILD)/dhrun tests/run.sh $(TESTS)
+
+# The suite three times in a row while stress-ng keeps 4 workers busy on
+# the CPUs (a busy 2-core CI machine): every run must pass.
+test-stress: deps app-deps
+	@$(MAKE) --no-print-directory all
+	@stress-ng --cpu 4 --timeout 7200s --quiet & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null' EXIT INT TERM; \
+	for i in 1 2 3; do \
+	  echo "== run $$i of 3 under stress-ng --cpu 4"; \
+	  DHRUN=$(BUILD)/dhrun tests/run.sh $(TESTS) >$(BUILD)/stress-$$i.log 2>&1; \
+	  tail -1 $(BUILD)/stress-$$i.log; \
+	  tail -1 $(BUILD)/stress-$$i.log | grep -q ' 0 failed$$' || { grep '^FAIL' $(BUILD)/stress-$$i.log; \
+	    echo "make test-stress: run $$i failed (whole output: $(BUILD)/stress-$$i.log)"; exit 1; }; \
+	done
 
 # Same, without the apt-get check (for quick iterations).
 test-only: all

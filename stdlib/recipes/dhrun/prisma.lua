@@ -361,6 +361,34 @@ function M.with_lock(conn, fn)
   return table.unpack(results, 2, results.n)
 end
 
+-- The pid of another session holding Prisma's advisory lock in this
+-- database (a `prisma migrate` or dhrun run in progress), or nil.
+function M.lock_holder(conn)
+  local pid = conn:query_value([[
+    SELECT l.pid FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1 AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.pid <> pg_backend_pid()
+    LIMIT 1]], M.LOCK_KEY)
+  if pid ~= db.null then return pid end
+end
+
+-- Runs fn() with Prisma's advisory lock let go on `conn` if this run holds
+-- it, and takes it back afterwards: for a Prisma CLI run, which takes the
+-- lock on a session of its own (and would otherwise wait for ours, then fail
+-- with P1002).
+function M.without_lock(conn, fn)
+  if not held[conn] then return fn() end
+  conn:advisory_unlock(M.LOCK_KEY)
+  held[conn] = nil
+  local results = table.pack(pcall(fn))
+  local _ <close> = conn:with_setting("lock_timeout", M.LOCK_TIMEOUT)
+  conn:advisory_lock(M.LOCK_KEY)
+  held[conn] = true
+  if not results[1] then error(results[2], 0) end
+  return table.unpack(results, 2, results.n)
+end
+
 ---------------------------------------------------------------------------
 -- Status
 

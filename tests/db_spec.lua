@@ -847,7 +847,6 @@ end)
 
 describe("db.connect without DATABASE_URL", function()
   it("says that DATABASE_URL is not set and that libpq's defaults were tried (exit 4)", function()
-    local sh = require "sh"
     local r = sh.dhrun({ "-e", "require('dhrun.db').connect()" },
       { cwd = sh.root, env = { DATABASE_URL = false, PGHOST = "/nonexistent-dhrun-socket-dir", PGPORT = "1" } })
     assert.are.equal(4, r.code, r.stderr)
@@ -856,7 +855,6 @@ describe("db.connect without DATABASE_URL", function()
   end)
 
   it("shows a Prisma URL's schema in the connection's display URL", function()
-    local testdb = require "testdb"
     local t = testdb.create()
     finally(function() testdb.drop(t.name) end)
     local c <close> = require("dhrun.db").connect(t.url .. "?schema=tracker")

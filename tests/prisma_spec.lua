@@ -334,7 +334,6 @@ describe("prisma deploy / status / resolve", function()
   end)
 
   it("creates the schema a ?schema= URL names when it does not exist, as prisma migrate deploy does", function()
-    local db = require "dhrun.db"
     local c <close> = db.connect(t.url .. "?schema=brand_new")
     assert.are.equal(db.null, c:query_value("SELECT current_schema()"))
     local res = prisma.deploy(c, migrations_dir({ ["1_init"] = INIT }))

@@ -409,5 +409,17 @@ cfg.commands = {}]], prisma6.argv[1], prisma6.argv[2], p.dir, datahub.migrations
     r = datahub.flow(t, "resolve", { "--rolled-back", "20990101000000_nope" }, { config = cfg })
     assert.are.equal(1, r.code)
     assert.matches("P3011", r.stdout .. r.stderr, 1, true)
+
+    -- without a rollout, deploy hands every pending migration to one CLI run
+    local dir = mdir({ ["1_init"] = INIT, ["2_add"] = ADD, ["3_more"] = MORE })
+    local e = newdb()
+    r = dhrun(e, config(dir, string.format([[, migrate_with = "prisma", prisma_command = { %q, %q },
+      app_dir = %q, env = { DHRUN_ORACLE_MIGRATIONS = %q, %s }]], prisma6.argv[1], prisma6.argv[2], p.dir, dir,
+      table.concat(env, ", "))), { "deploy" })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    local _, runs = r.stdout:gsub("migrate deploy\n", "")
+    assert.are.equal(1, runs, r.stdout)
+    assert.matches("applied 1_init, 2_add, 3_more", r.stdout, 1, true)
+    assert.are.equal("up_to_date", prisma.status(e.conn, dir).state)
   end)
 end)

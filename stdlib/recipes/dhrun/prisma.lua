@@ -781,7 +781,7 @@ local function failed_rows_error(rows)
     end
   end
   if #names == 0 then return end
-  local text = TEXT.P3009 .. "\n" .. table.concat(lines, "\n")
+  local text = TEXT.P3009 .. "\n" .. table.concat(lines, "\n") .. "\n"
   errors.raise("prisma", "migration " .. names[1] .. " failed earlier; new migrations will not be applied "
     .. "(Prisma P3009)", {
       code = "P3009", prisma_message = text, detail = table.concat(lines, "; "), failed = names,
@@ -838,7 +838,7 @@ function M.deploy(conn, dir, opts)
         t[#t + 1] = "  └─ " .. name .. "/"
         t[#t + 1] = "    └─ migration.sql"
       end
-      t[#t + 1] = ""
+      t[#t + 1] = "      " -- an indented line of Prisma's template
       t[#t + 1] = "All migrations have been successfully applied."
       text = table.concat(t, "\n")
     end

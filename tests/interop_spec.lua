@@ -337,7 +337,7 @@ describe("interop with real Prisma Migrate (6.19 CLI)", function()
   end)
 
   it("shares advisory lock 72707369: each tool waits for the other, and Prisma gives up with P1002", function()
-    local slow = mdir({ ["1_slow"] = "SELECT pg_sleep(1.5);\n" })
+    local slow = mdir({ ["1_slow"] = "SELECT pg_sleep(3);\n" })
     local cfg = config(slow)
 
     -- dhrun holds it for longer than Prisma's 10 s: P1002 (in the background)
@@ -364,12 +364,19 @@ describe("interop with real Prisma Migrate (6.19 CLI)", function()
     assert.are.equal(0, r.code, r.stderr)
     assert.are.equal(1, #shape(a.conn))
 
-    -- dhrun holds it: Prisma waits for dhrun's deploy, then has nothing to do
+    -- dhrun holds it (long enough for Prisma to start): Prisma waits for
+    -- dhrun's deploy, then has nothing to do
     local b = newdb()
-    local d = require("dhrun.process").spawn({ sh.bin, "deploy", "--config", cfg },
+    local slower = mdir({ ["1_slow"] = "SELECT pg_sleep(5);\n" })
+    local d = require("dhrun.process").spawn({ sh.bin, "deploy", "--config", config(slower) },
       { cwd = sh.root, env = { DATABASE_URL = b.url } })
     wait_for("dhrun's lock", function() return lock_holder(b.conn) end, 15)
-    r = p:deploy(b.tcp, slow)
+    run = p:start(b.tcp, { "migrate", "deploy" }, { migrations = slower })
+    wait_for("Prisma waiting for the lock", function()
+      return b.conn:query_value([[SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 72707369
+        AND NOT granted]]) > 0
+    end, 15)
+    r = run:wait()
     assert.are.equal(0, r.code, r.stderr)
     assert.matches("No pending migrations to apply.", r.stdout, 1, true)
     assert.are.equal(0, d:wait(30).code)

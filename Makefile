@@ -165,11 +165,21 @@ valgrind: deps all
 lint:
 	@luacheck -q stdlib scripts tests examples bench
 
-# The example app's npm packages (package-lock.json, `npm ci`).
+# The example app's npm packages (package-lock.json, `npm ci`), and the
+# Prisma 6 CLI the interop tests run as an oracle (tests/interop/prisma6, no
+# install scripts: its engines run as WASM).  tests/helpers/prisma6.lua does
+# the same on first use when its node_modules is missing or older than its
+# lock file.
+ORACLE := tests/interop/prisma6
 app-deps:
 	@if [ -f examples/datahub/package-lock.json ] && [ ! -d examples/datahub/node_modules ]; then \
 	  echo "make app-deps: npm ci in examples/datahub"; \
 	  (cd examples/datahub && npm ci --no-audit --no-fund --loglevel=error); \
+	fi
+	@if [ ! -f $(ORACLE)/node_modules/.package-lock.json ] || \
+	   [ $(ORACLE)/package-lock.json -nt $(ORACLE)/node_modules/.package-lock.json ]; then \
+	  echo "make app-deps: npm ci in $(ORACLE)"; \
+	  (cd $(ORACLE) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); \
 	fi
 
 bench: deps app-deps

@@ -268,12 +268,23 @@ static int raise_result_error(lua_State *L, dbconn *c)
         {PG_DIAG_COLUMN_NAME, "column"},
         {PG_DIAG_DATATYPE_NAME, "datatype"},
         {PG_DIAG_CONSTRAINT_NAME, "constraint"},
+        {PG_DIAG_SEVERITY, "severity_local"},
+        {PG_DIAG_INTERNAL_QUERY, "internal_query"},
+        {PG_DIAG_SOURCE_FILE, "source_file"},
+        {PG_DIAG_SOURCE_FUNCTION, "source_function"},
+    };
+    static const struct {
+        int code;
+        const char *name;
+    } numbers[] = {
+        {PG_DIAG_STATEMENT_POSITION, "position"},
+        {PG_DIAG_INTERNAL_POSITION, "internal_position"},
+        {PG_DIAG_SOURCE_LINE, "source_line"},
     };
     PGresult *r = c->res;
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
     const char *severity = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
-    const char *pos = PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION);
 
     /* libpq's own errors (connection lost) have no SQLSTATE. */
     if (state == NULL && PQstatus(c->pg) == CONNECTION_BAD)
@@ -288,9 +299,12 @@ static int raise_result_error(lua_State *L, dbconn *c)
     push_db_error(L, state, primary);
     lua_pushstring(L, severity ? severity : "ERROR");
     lua_setfield(L, -2, "severity");
-    if (pos != NULL) {
-        lua_pushinteger(L, (lua_Integer)atol(pos));
-        lua_setfield(L, -2, "position");
+    for (size_t i = 0; i < sizeof numbers / sizeof *numbers; i++) {
+        const char *v = PQresultErrorField(r, numbers[i].code);
+        if (v != NULL) {
+            lua_pushinteger(L, (lua_Integer)atol(v));
+            lua_setfield(L, -2, numbers[i].name);
+        }
     }
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
         const char *v = PQresultErrorField(r, fields[i].code);

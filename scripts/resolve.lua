@@ -4,7 +4,6 @@
 --   dhrun resolve --applied NAME       a failed (or never run) migration was applied by hand
 -- Prisma's preconditions and messages (P3008, P3011, P3012, P3017).
 local errors = require "dhrun.errors"
-local prisma = require "dhrun.prisma"
 local release = require "dhrun.release"
 
 local function target(args)
@@ -37,13 +36,15 @@ flow:step {
   end,
   run = function(ctx)
     local how, name = target(ctx.args)
+    -- natively, or through the Prisma CLI (migrate_with = "prisma")
+    local migrations = release.migrations(ctx)
     local r
     if how == "rolled-back" then
-      r = prisma.resolve_rolled_back(ctx.conn, name)
+      r = migrations:resolve_rolled_back(name)
     else
-      r = prisma.resolve_applied(ctx.conn, ctx.cfg.migrations, name)
+      r = migrations:resolve_applied(name)
     end
-    return { summary = (r.text:gsub("^%s+", "")), migration = name, how = how }
+    return { summary = r.text and (r.text:gsub("^%s+", "")) or r.summary, migration = name, how = how }
   end,
 }
 

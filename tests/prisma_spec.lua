@@ -62,6 +62,17 @@ describe("prisma checksums", function()
     assert.is_false(prisma.checksum_matches("hellO", legacy))
   end)
 
+  it("compares a legacy checksum against the CRLF and LF variants too, as Prisma does", function()
+    local function legacy(s)
+      return (prisma.checksum(s):gsub("%x%x", function(b) return string.format("%x", tonumber(b, 16)) end))
+    end
+    local lf, crlf = "SELECT 1;\nSELECT 2;\n", "SELECT 1;\r\nSELECT 2;\r\n"
+    assert.is_true(#legacy(lf) < 64 and #legacy(crlf) < 64)
+    assert.is_true(prisma.checksum_matches(crlf, legacy(lf)), "CRLF checkout of a file hashed with LF")
+    assert.is_true(prisma.checksum_matches(lf, legacy(crlf)), "LF checkout of a file hashed with CRLF")
+    assert.is_false(prisma.checksum_matches(lf .. "\n", legacy(lf)))
+  end)
+
   it("hashes a UTF-8 BOM as part of the file and replaces invalid UTF-8 like Node", function()
     assert.are_not.equal(prisma.checksum("SELECT 1;"), prisma.checksum("\239\187\191SELECT 1;"))
     assert.are.equal(sys.sha256("a\u{FFFD}b"), prisma.checksum("a\255b"))
@@ -200,6 +211,56 @@ describe("prisma deploy / status / resolve", function()
     assert.are.equal(1, st.exit)
   end)
 
+  it("writes the native engine's failed-row logs: the DbError dump and the span trace", function()
+    local dir = migrations_dir({ ["1_init"] = INIT, ["2_bad"] = BAD })
+    pcall(prisma.deploy, conn, dir)
+    local logs = conn:query_value("SELECT logs FROM _prisma_migrations WHERE migration_name = '2_bad'")
+    local head = "A migration failed to apply. New migrations cannot be applied before the error is recovered from. "
+      .. "Read more about how to resolve migration issues in a production database: https://pris.ly/d/migrate-resolve"
+      .. "\n\nMigration name: 2_bad\n\nDatabase error code: 22012\n\nDatabase error:\nERROR: division by zero\n\n"
+      .. 'DbError { severity: "ERROR", parsed_severity: Some(Error), code: SqlState(E22012), '
+      .. 'message: "division by zero", detail: None, hint: None, position: None, where_: None, schema: None, '
+      .. 'table: None, column: None, datatype: None, constraint: None, file: Some("'
+    assert.are.equal(head, logs:sub(1, #head))
+    assert.matches('^[%w_.]+"%), line: Some%(%d+%), routine: Some%("[%w_]+"%) }\n\n   0: ', logs:sub(#head + 1))
+    assert.matches("\n   0: sql_schema_connector::apply_migration::apply_script\n"
+      .. '           with migration_name="2_bad"\n'
+      .. "             at schema%-engine/connectors/sql%-schema%-connector/src/apply_migration%.rs:113\n"
+      .. "   1: schema_commands::commands::apply_migrations::Applying migration\n"
+      .. '           with migration_name="2_bad"\n'
+      .. "             at schema%-engine/commands/src/commands/apply_migrations%.rs:95\n"
+      .. "   2: schema_core::state::ApplyMigrations\n"
+      .. "             at schema%-engine/core/src/state%.rs:%d+$", logs)
+  end)
+
+  it("adds the Position excerpt for an error with a position, and 'none' for an error without a code", function()
+    local dir = migrations_dir({ ["1_syntax"] = "CREATE TABLE a (id int);\nSELEC 1;\n" })
+    local err = expect_prisma_error("P3018", function() prisma.deploy(conn, dir) end)
+    assert.matches("\nDatabase error:\nERROR: syntax error at or near \"SELEC\"\n\nPosition:\n"
+      .. "\27[1m  0\27[0m\n\27[1m  1\27[0m CREATE TABLE a (id int);\n\27[1m  2\27[1;31m SELEC 1;\27[0m\n\n"
+      .. 'DbError { severity: "ERROR", parsed_severity: Some(Error), code: SqlState(E42601), '
+      .. 'message: "syntax error at or near \\"SELEC\\"", detail: None, hint: None, position: Some(Original(26)), ',
+      err.prisma_message, 1, true)
+    assert.are.equal(err.prisma_message, (conn:query_value("SELECT logs FROM _prisma_migrations"):sub(1,
+      #err.prisma_message)))
+    -- a script that never reaches the server has no SQLSTATE: Prisma writes "none"
+    conn:exec("DROP TABLE _prisma_migrations")
+    dir = migrations_dir({ ["1_nul"] = "SELECT 1;\0SELECT 2;\n" })
+    err = expect_prisma_error("P3018", function() prisma.deploy(conn, dir) end)
+    assert.matches("\n\nDatabase error code: none\n\n", err.prisma_message, 1, true)
+    assert.matches("Database error code: none", conn:query_value("SELECT logs FROM _prisma_migrations"), 1, true)
+  end)
+
+  it("records when the failed script started, not when it failed, in transactional mode", function()
+    local dir = migrations_dir({ ["1_slow_bad"] = "SELECT pg_sleep(0.4);\nSELECT 1/0;\n" })
+    local t0 = sys.time()
+    pcall(prisma.deploy, conn, dir)
+    local elapsed = sys.time() - t0
+    local started = conn:query_value("SELECT extract(epoch FROM started_at)::float8 FROM _prisma_migrations")
+    assert.is_true(elapsed >= 0.4)
+    assert.is_true(started - t0 < 0.3, "started_at is " .. (started - t0) .. " s after the deploy began")
+  end)
+
   it("resolve --rolled-back then deploy re-runs the fixed migration with a new row", function()
     local dir = migrations_dir({ ["1_init"] = INIT, ["2_bad"] = BAD })
     pcall(prisma.deploy, conn, dir)
@@ -251,7 +312,8 @@ describe("prisma deploy / status / resolve", function()
     sh.write(dir .. "/2_add/migration.sql", ADD)
     local st = prisma.status(conn, dir)
     assert.are.equal("pending", st.state)
-    assert.are.equal("2 migrations found in prisma/migrations\n\nFollowing migration have not yet been applied:\n"
+    -- Prisma prints the blank line after the "found" line only when up to date
+    assert.are.equal("2 migrations found in prisma/migrations\nFollowing migration have not yet been applied:\n"
       .. "2_add\n\nTo apply migrations in development run prisma migrate dev.\n"
       .. "To apply migrations in production run prisma migrate deploy.", st.text)
     sh.write(dir .. "/1_init/migration.sql", INIT .. "-- edited\n")
@@ -284,7 +346,39 @@ describe("prisma deploy / status / resolve", function()
   it("says a database without the table is not managed by Prisma Migrate", function()
     local st = prisma.status(conn, migrations_dir({}))
     assert.are.equal("not_managed", st.state)
-    assert.matches("The current database is not managed by Prisma Migrate.", st.text, 1, true)
+    -- Prisma's template literal indents its blank line
+    assert.are.equal("No migration found in prisma/migrations\nThe current database is not managed by Prisma "
+      .. "Migrate.\n        \nRead more about how to baseline an existing production database:\n"
+      .. "https://pris.ly/d/migrate-baseline", st.text)
+  end)
+
+  it("prints Prisma's failed-status text, indented blank line included", function()
+    local dir = migrations_dir({ ["1_init"] = INIT, ["2_bad"] = BAD })
+    pcall(prisma.deploy, conn, dir)
+    assert.are.equal("2 migrations found in prisma/migrations\nFollowing migration have failed:\n2_bad\n\n"
+      .. "During development if the failed migration(s) have not been deployed to a production database you can "
+      .. "then fix the migration(s) and run prisma migrate dev.\n\n"
+      .. "The failed migration(s) can be marked as rolled back or applied:\n      \n"
+      .. "- If you rolled back the migration(s) manually:\nprisma migrate resolve --rolled-back \"2_bad\"\n\n"
+      .. "- If you fixed the database manually (hotfix):\nprisma migrate resolve --applied \"2_bad\"\n\n"
+      .. "Read more about how to resolve migration issues in a production database:\n"
+      .. "https://pris.ly/d/migrate-resolve", prisma.status(conn, dir).text)
+  end)
+
+  it("names the last common migration as Prisma does: the one before the first unapplied, or null", function()
+    local dir = migrations_dir({ ["1_a"] = "SELECT 1;", ["2_b"] = "SELECT 2;", ["3_c"] = "SELECT 3;" })
+    prisma.deploy(conn, dir)
+    conn:exec("DELETE FROM _prisma_migrations WHERE migration_name = '2_b'")
+    conn:exec("INSERT INTO _prisma_migrations (id, checksum, migration_name, finished_at) "
+      .. "VALUES ('x1', 'c', '9_gone', now()), ('x2', 'c', '9_gone', now())")
+    local st = prisma.status(conn, dir)
+    assert.are.equal("diverged", st.state)
+    assert.are.equal("3 migrations found in prisma/migrations\nYour local migration history and the migrations "
+      .. "table from your database are different:\n\nThe last common migration is: 1_a\n\n"
+      .. "The migration have not yet been applied:\n2_b\n\n"
+      .. "The migrations from the database are not found locally in prisma/migrations:\n9_gone\n9_gone", st.text)
+    conn:exec("DELETE FROM _prisma_migrations WHERE migration_name = '1_a'")
+    assert.matches("\nThe last common migration is: null\n", prisma.status(conn, dir).text, 1, true)
   end)
 
   it("refuses another provider in migration_lock.toml (P3019) and changes nothing", function()
@@ -303,6 +397,13 @@ describe("prisma deploy / status / resolve", function()
     prisma.LOCK_TIMEOUT = saved
     assert.is_true(sys.now() - t0 < 3)
     assert.matches("pid " .. other:backend_pid(), err.message, 1, true)
+    -- the native engine's text names the server
+    local host, port = conn:info().host, conn:info().port
+    assert.are.equal(string.format("The database server at `%s`:`%s` was reached but timed out.\n\n"
+      .. "Please try again.\n\nPlease make sure your database server is running at `%s`:`%s`.\n\n"
+      .. "Context: Timed out trying to acquire a postgres advisory lock (SELECT pg_advisory_lock(72707369)). "
+      .. "Timeout: 10000ms. See https://pris.ly/d/migrate-advisory-locking for details.\n", host, port, host, port),
+      err.prisma_message)
     other:close()
   end)
 

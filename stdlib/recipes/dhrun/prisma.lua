@@ -43,9 +43,10 @@ local RESOLVE_URL = "https://pris.ly/d/migrate-resolve"
 
 -- Prisma's error texts, by code (the reference's wording).
 local TEXT = {
-  P1002 = "The database server was reached but timed out.\n\nPlease try again.\n\n"
+  P1002 = "The database server at `%s`:`%s` was reached but timed out.\n\nPlease try again.\n\n"
+    .. "Please make sure your database server is running at `%s`:`%s`.\n\n"
     .. "Context: Timed out trying to acquire a postgres advisory lock (SELECT pg_advisory_lock(72707369)). "
-    .. "Timeout: 10000ms. See https://pris.ly/d/migrate-advisory-locking for details.",
+    .. "Timeout: 10000ms. See https://pris.ly/d/migrate-advisory-locking for details.\n",
   P3005 = "The database schema is not empty. Read more about how to baseline an existing production database: "
     .. "https://pris.ly/d/migrate-baseline",
   P3008 = "The migration `%s` is already recorded as applied in the database.",
@@ -59,7 +60,7 @@ local TEXT = {
     .. "the whole name of the directory. (example: \"20201207184859_initial_migration\")",
   P3018 = "A migration failed to apply. New migrations cannot be applied before the error is recovered from. "
     .. "Read more about how to resolve migration issues in a production database: " .. RESOLVE_URL
-    .. "\n\nMigration name: %s\n\nDatabase error code: %s\n\nDatabase error:\n%s",
+    .. "\n\nMigration name: %s\n\nDatabase error code: %s\n\nDatabase error:\n%s\n",
   P3019 = "The datasource provider `postgresql` specified in your schema does not match the one specified in the "
     .. "migration_lock.toml, `%s`. Please remove your current migration directory and start a new migration "
     .. "history with prisma migrate dev. Read more: https://pris.ly/d/migrate-provider-switch",
@@ -70,7 +71,7 @@ local TEXT = {
 local function perror(code, summary, hint, fmt_args, extra)
   local text = TEXT[code]
   if fmt_args then text = string.format(text, table.unpack(fmt_args)) end
-  local fields = { code = code, prisma_message = text, detail = text:gsub("\n+", " "), hint = hint }
+  local fields = { code = code, prisma_message = text, detail = text:gsub("%s+$", ""):gsub("\n+", " "), hint = hint }
   for k, v in pairs(extra or {}) do fields[k] = v end
   -- P1002: another run holds the migrate lock, which is "busy" (exit 3)
   errors.raise(code == "P1002" and "busy" or "prisma", summary .. " (Prisma " .. code .. ")", fields)
@@ -136,13 +137,15 @@ local function legacy_checksum(sql)
   return (hex:gsub("%x%x", function(b) return string.format("%x", tonumber(b, 16)) end))
 end
 
+-- Prisma's comparison: the file, its CRLF->LF and LF->CRLF variants, each
+-- hashed the way the stored checksum was written (zero-padded, or the old
+-- unpadded form when the stored text is not 64 characters long).
 function M.checksum_matches(sql, stored)
   if stored == nil or stored == db.null then return false end
-  if #stored ~= 64 and #stored > 0 then return legacy_checksum(sql) == stored end
-  if M.checksum(sql) == stored then return true end
-  local lf = sql:gsub("\r\n", "\n")
-  if M.checksum(lf) == stored then return true end
-  return M.checksum((sql:gsub("\n", "\r\n"))) == stored
+  local hash = (#stored ~= 64 and #stored > 0) and legacy_checksum or M.checksum
+  if hash(sql) == stored then return true end
+  if hash((sql:gsub("\r\n", "\n"))) == stored then return true end
+  return hash((sql:gsub("\n", "\r\n"))) == stored
 end
 
 ---------------------------------------------------------------------------
@@ -343,8 +346,10 @@ function M.with_lock(conn, fn)
         LIMIT 1]], M.LOCK_KEY)
       local who = holder and string.format(" (held by pid %s, %s, connected since %s)", holder.pid,
         holder.application_name ~= "" and holder.application_name or "no application_name", holder.since) or ""
+      local info = conn:info()
+      local host, port = info.host or info.hostaddr or "localhost", tostring(info.port or 5432)
       perror("P1002", "another migration run holds Prisma's advisory lock 72707369" .. who,
-        "wait for the other `prisma migrate` / dhrun run to finish, then try again")
+        "wait for the other `prisma migrate` / dhrun run to finish, then try again", { host, port, host, port })
     end
     error(err, 0)
   end
@@ -352,6 +357,34 @@ function M.with_lock(conn, fn)
   local results = table.pack(pcall(fn))
   held[conn] = nil
   pcall(conn.advisory_unlock, conn, M.LOCK_KEY)
+  if not results[1] then error(results[2], 0) end
+  return table.unpack(results, 2, results.n)
+end
+
+-- The pid of another session holding Prisma's advisory lock in this
+-- database (a `prisma migrate` or dhrun run in progress), or nil.
+function M.lock_holder(conn)
+  local pid = conn:query_value([[
+    SELECT l.pid FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1 AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.pid <> pg_backend_pid()
+    LIMIT 1]], M.LOCK_KEY)
+  if pid ~= db.null then return pid end
+end
+
+-- Runs fn() with Prisma's advisory lock let go on `conn` if this run holds
+-- it, and takes it back afterwards: for a Prisma CLI run, which takes the
+-- lock on a session of its own (and would otherwise wait for ours, then fail
+-- with P1002).
+function M.without_lock(conn, fn)
+  if not held[conn] then return fn() end
+  conn:advisory_unlock(M.LOCK_KEY)
+  held[conn] = nil
+  local results = table.pack(pcall(fn))
+  local _ <close> = conn:with_setting("lock_timeout", M.LOCK_TIMEOUT)
+  conn:advisory_lock(M.LOCK_KEY)
+  held[conn] = true
   if not results[1] then error(results[2], 0) end
   return table.unpack(results, 2, results.n)
 end
@@ -411,13 +444,17 @@ function M.status(conn, dir)
     end
   end
 
+  -- The text `prisma migrate status` prints (stdout and stderr together,
+  -- as a terminal shows them), from its "found" line on.  Its plurals are
+  -- "more than one", its blank line after the "found" line is printed only
+  -- when up to date, and two of its blank lines are not empty: they are
+  -- indented template-literal lines.
   local out = {}
   local function add(s) out[#out + 1] = s end
   local n = #list
   if n == 0 then add("No migration found in prisma/migrations")
-  else add(string.format("%d migration%s found in prisma/migrations", n, n == 1 and "" or "s")) end
-  add("")
-  local plural = function(t, one, many) return #t == 1 and one or many end
+  else add(string.format("%d migration%s found in prisma/migrations", n, n > 1 and "s" or "")) end
+  local plural = function(t, one, many) return #t > 1 and many or one end
   -- Without the table every local migration is pending (Prisma 6.19's
   -- status checks the pending branch first); "not managed" is left for a
   -- database without the table and a project without migrations.
@@ -432,29 +469,43 @@ function M.status(conn, dir)
     add("To apply migrations in production run prisma migrate deploy.")
   elseif #st.local_only > 0 and #st.db_only > 0 then
     st.state = "diverged"
+    -- Prisma's "last common migration" is the local one just before the
+    -- first local migration the database has no row for (null when that is
+    -- the first one), and it lists every row whose name is not local, one
+    -- line per row.
     local common
-    for _, m in ipairs(list) do if by_name[m.name] then common = m.name end end
+    for i, m in ipairs(list) do
+      if not by_name[m.name] then common = list[i - 1] and list[i - 1].name break end
+    end
+    local db_rows = {}
+    for _, r in ipairs(st.rows) do
+      if not local_names[r.migration_name] then db_rows[#db_rows + 1] = r.migration_name end
+    end
     add("Your local migration history and the migrations table from your database are different:")
     add("")
-    add("The last common migration is: " .. (common or "(none)"))
+    add("The last common migration is: " .. (common or "null"))
     add("")
     add(plural(st.local_only, "The migration have not yet been applied:", "The migrations have not yet been applied:"))
     for _, name in ipairs(st.local_only) do add(name) end
     add("")
-    add(plural(st.db_only, "The migration from the database are not found locally in prisma/migrations:",
+    add(plural(db_rows, "The migration from the database are not found locally in prisma/migrations:",
       "The migrations from the database are not found locally in prisma/migrations:"))
-    for _, name in ipairs(st.db_only) do add(name) end
+    for _, name in ipairs(db_rows) do add(name) end
   elseif not st.has_table then
     st.state = "not_managed"
     st.pending = st.local_only
     add("The current database is not managed by Prisma Migrate.")
-    add("")
     if list[1] then
-      add("If you want to keep the current database structure and data and create new migrations, baseline it "
-        .. "with: prisma migrate resolve --applied \"" .. list[1].name .. "\"")
+      add("")
+      add("If you want to keep the current database structure and data and create new migrations, baseline this "
+        .. "database with the migration \"" .. list[1].name .. "\":")
+      add("prisma migrate resolve --applied \"" .. list[1].name .. "\"")
+      add("")
     else
-      add("Read more about how to baseline an existing production database: https://pris.ly/d/migrate-baseline")
+      add("        ")
     end
+    add("Read more about how to baseline an existing production database:")
+    add("https://pris.ly/d/migrate-baseline")
   elseif #st.failed > 0 then
     st.state = "failed"
     add(plural(st.failed, "Following migration have failed:", "Following migrations have failed:"))
@@ -464,7 +515,7 @@ function M.status(conn, dir)
       .. "then fix the migration(s) and run prisma migrate dev.")
     add("")
     add("The failed migration(s) can be marked as rolled back or applied:")
-    add("")
+    add("      ")
     add("- If you rolled back the migration(s) manually:")
     add("prisma migrate resolve --rolled-back \"" .. st.failed[1] .. "\"")
     add("")
@@ -475,6 +526,7 @@ function M.status(conn, dir)
     add(RESOLVE_URL)
   else
     st.state = "up_to_date"
+    add("")
     add("Database schema is up to date!")
   end
   st.exit = st.state == "up_to_date" and 0 or 1
@@ -508,35 +560,151 @@ end
 ---------------------------------------------------------------------------
 -- Deploy
 
--- Prisma's failed-row text (P3018) for a database error.
-local function failure_logs(err)
-  local dberr = type(err) == "table" and err or { message = tostring(err) }
-  local primary = (dberr.message or tostring(err)):gsub("^%[%w+%] ", "")
-  local dbtext = (dberr.severity or "ERROR") .. ": " .. primary
-  if dberr.detail then dbtext = dbtext .. "\nDETAIL: " .. dberr.detail end
-  if dberr.hint then dbtext = dbtext .. "\nHINT: " .. dberr.hint end
-  return primary, dberr.sqlstate or "", dbtext
+-- Prisma's failed-row text (P3018) for a database error, as the native
+-- schema engine writes it: the error as tokio-postgres displays it
+-- ("ERROR: message", DETAIL, HINT), the "Position:" excerpt of the script for
+-- an error with a position, then tokio-postgres's Debug dump of the error;
+-- "none" as the code of an error without a SQLSTATE.
+
+-- The SQLSTATE codes tokio-postgres knows by name (its Debug shows
+-- SqlState(E42601); any other code is SqlState(Other("...")).
+local KNOWN_SQLSTATES = {}
+for code in ([[
+00000 01000 0100C 01008 01003 01007 01006 01004 01P01 02000 02001 03000 08000 08003 08006 08001 08004 08007
+08P01 09000 0A000 0B000 0F000 0F001 0L000 0LP01 0P000 0Z000 0Z002 20000 21000 22000 2202E 22021 22008 22012
+22005 2200B 22022 22015 2201E 22014 22016 2201F 2201G 22018 22007 22019 2200D 22025 22P06 22010 22023 22013
+2201B 2201W 2201X 2202H 2202G 22009 2200C 2200G 22004 22002 22003 2200H 22026 22001 22011 22027 22024 2200F
+22P01 22P02 22P03 22P04 22P05 2200L 2200M 2200N 2200S 2200T 22030 22031 22032 22033 22034 22035 22036 22037
+22038 22039 2203A 2203B 2203C 2203D 2203E 2203F 2203G 23000 23001 23502 23503 23505 23514 23P01 24000 25000
+25001 25002 25008 25003 25004 25005 25006 25007 25P01 25P02 25P03 25P04 26000 27000 28000 28P01 2B000 2BP01
+2D000 2F000 2F005 2F002 2F003 2F004 34000 38000 38001 38002 38003 38004 39000 39001 39004 39P01 39P02 39P03
+3B000 3B001 3D000 3F000 40000 40002 40001 40003 40P01 42000 42601 42501 42846 42803 42P20 42P19 42830 42602
+42622 42939 42804 42P18 42P21 42P22 42809 428C9 42703 42883 42P01 42P02 42704 42701 42P03 42P04 42723 42P05
+42P06 42P07 42712 42710 42702 42725 42P08 42P09 42P10 42611 42P11 42P12 42P13 42P14 42P15 42P16 42P17 44000
+53000 53100 53200 53300 53400 54000 54001 54011 54023 55000 55006 55P02 55P03 55P04 57000 57014 57P01 57P02
+57P03 57P04 57P05 58000 58030 58P01 58P02 72000 F0000 F0001 HV000 HV005 HV002 HV010 HV021 HV024 HV007 HV008
+HV004 HV006 HV091 HV00B HV00C HV00D HV090 HV00A HV009 HV014 HV001 HV00P HV00J HV00K HV00Q HV00R HV00L HV00M
+HV00N P0000 P0001 P0002 P0003 P0004 XX000 XX001 XX002]]):gmatch("%w+") do
+  KNOWN_SQLSTATES[code] = true
 end
 
-local function script_failed(conn, m, err, id)
+local SEVERITY_NAMES = { PANIC = "Panic", FATAL = "Fatal", ERROR = "Error", WARNING = "Warning", NOTICE = "Notice",
+  DEBUG = "Debug", INFO = "Info", LOG = "Log" }
+
+-- A string as Rust's {:?} writes it.
+local function debug_str(v)
+  local esc = { ["\t"] = "\\t", ["\r"] = "\\r", ["\n"] = "\\n", ["\0"] = "\\0", ['"'] = '\\"', ["\\"] = "\\\\" }
+  return '"' .. tostring(v):gsub('[%c"\\]', function(c)
+    return esc[c] or string.format("\\u{%x}", c:byte())
+  end) .. '"'
+end
+
+local function debug_opt(v, fmt)
+  if v == nil then return "None" end
+  return "Some(" .. (fmt and fmt(v) or debug_str(v)) .. ")"
+end
+
+local function db_error_debug(e, sqlstate, message)
+  local severity = e.severity_local or e.severity or "ERROR"
+  local position = e.position and ("Original(" .. e.position .. ")")
+    or e.internal_position and string.format("Internal { position: %d, query: %s }", e.internal_position,
+      debug_str(e.internal_query or ""))
+  local code = KNOWN_SQLSTATES[sqlstate] and ("E" .. sqlstate) or ("Other(" .. debug_str(sqlstate) .. ")")
+  return table.concat({
+    "DbError { severity: " .. debug_str(severity),
+    "parsed_severity: " .. debug_opt(e.severity and SEVERITY_NAMES[e.severity], tostring),
+    "code: SqlState(" .. code .. ")",
+    "message: " .. debug_str(message),
+    "detail: " .. debug_opt(e.detail), "hint: " .. debug_opt(e.hint),
+    "position: " .. (position and ("Some(" .. position .. ")") or "None"),
+    "where_: " .. debug_opt(e.context), "schema: " .. debug_opt(e.schema), "table: " .. debug_opt(e.table),
+    "column: " .. debug_opt(e.column), "datatype: " .. debug_opt(e.datatype),
+    "constraint: " .. debug_opt(e.constraint), "file: " .. debug_opt(e.source_file),
+    "line: " .. debug_opt(e.source_line, tostring), "routine: " .. debug_opt(e.source_function),
+  }, ", ") .. " }"
+end
+
+-- The "Position:" excerpt: the script's line holding the error position (a
+-- byte count over the script's lines, each counted with one newline and
+-- without a CR, as the engine counts) after the five lines before it, with
+-- their numbers in bold and the line itself in red.  A slot before line 1
+-- shows as line 0, as in the engine.
+local function position_excerpt(script, position)
+  local lines = {}
+  for line in (script .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = line end
+  if script:sub(-1) == "\n" or script == "" then lines[#lines] = nil end
+  local bytes = 0
+  for i, line in ipairs(lines) do
+    line = line:gsub("\r$", "")
+    bytes = bytes + #line + 1
+    if position <= bytes then
+      local numbered = {}
+      for back = 5, 1, -1 do
+        local number = i - back
+        if number >= 0 then
+          local prev = number >= 1 and lines[number]:gsub("\r$", "") or ""
+          numbered[#numbered + 1] = string.format("\27[1m%3d\27[0m%s%s", number, prev == "" and "" or " ", prev)
+        end
+      end
+      return string.format("\n\nPosition:\n%s\n\27[1m%3d\27[1;31m %s\27[0m", table.concat(numbered, "\n"), i, line)
+    end
+  end
+  return ""
+end
+
+local function failure_logs(err, script)
+  local e = type(err) == "table" and err or { message = tostring(err) }
+  local primary = (e.message or tostring(err)):gsub("^%[[%w]+%] ", "")
+  local sqlstate = e.sqlstate
+  if not sqlstate or e.kind ~= "db" then
+    return primary, "none", primary
+  end
+  local dbtext = (e.severity_local or e.severity or "ERROR") .. ": " .. primary
+  if e.detail then dbtext = dbtext .. "\nDETAIL: " .. e.detail end
+  if e.hint then dbtext = dbtext .. "\nHINT: " .. e.hint end
+  if e.position then dbtext = dbtext .. position_excerpt(script, e.position) end
+  return primary, sqlstate, dbtext .. "\n\n" .. db_error_debug(e, sqlstate, primary)
+end
+M.failure_logs = failure_logs
+
+-- The tracing span trace the native engine appends to the failed row's
+-- logs: where apply_migrations ran the script (the frames and lines of
+-- Prisma 6.19's schema engine).
+local function span_trace(name)
+  local q = debug_str(name)
+  return table.concat({
+    "   0: sql_schema_connector::apply_migration::apply_script",
+    "           with migration_name=" .. q,
+    "             at schema-engine/connectors/sql-schema-connector/src/apply_migration.rs:113",
+    "   1: schema_commands::commands::apply_migrations::Applying migration",
+    "           with migration_name=" .. q,
+    "             at schema-engine/commands/src/commands/apply_migrations.rs:95",
+    "   2: schema_core::state::ApplyMigrations",
+    "             at schema-engine/core/src/state.rs:238",
+  }, "\n")
+end
+
+local function script_failed(conn, m, err, id, started_at)
   -- The connection is gone (server restart, pg_terminate_backend): the
   -- server rolled back whatever was open and no row can be written now, so
   -- the cause itself is the error, not the INSERT that would fail next.
   if conn:status() == "unknown" then error(err, 0) end
-  local primary, sqlstate, dbtext = failure_logs(err)
+  local primary, sqlstate, dbtext = failure_logs(err, m.sql)
+  local text = string.format(TEXT.P3018, m.name, sqlstate, dbtext)
   if not id then
     -- transactional mode rolled everything back: leave the row Prisma
-    -- would have left (inserted, then logs set; finished_at NULL = failed)
+    -- would have left (inserted when the script started, then logs set;
+    -- finished_at NULL = failed)
     id = sys.uuid4()
     conn:exec("INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES ($1, $2, $3, $4)",
-      id, m.checksum, now_utc(), m.name)
+      id, m.checksum, started_at or now_utc(), m.name)
   end
-  conn:try_exec("UPDATE _prisma_migrations SET logs = $1 WHERE id = $2", string.format(TEXT.P3018, m.name,
-    sqlstate, dbtext), id)
+  conn:try_exec("UPDATE _prisma_migrations SET logs = $1 WHERE id = $2", text .. "\n" .. span_trace(m.name), id)
   perror("P3018", "migration " .. m.name .. " failed: " .. primary,
     "fix the cause, then mark it rolled back (dhrun resolve --rolled-back " .. m.name
       .. ") and deploy again; for the tenancy NOT NULL migration, dhrun recover does all of it",
-    { m.name, sqlstate, dbtext }, { migration = m.name, sqlstate = sqlstate ~= "" and sqlstate or nil, row_id = id })
+    { m.name, sqlstate, dbtext },
+    { migration = m.name, sqlstate = sqlstate ~= "none" and sqlstate or nil, row_id = id })
 end
 
 -- Scripts that cannot run inside a transaction block.
@@ -569,11 +737,12 @@ local function apply_one(conn, m, opts)
     conn:exec("UPDATE _prisma_migrations SET finished_at = $1 WHERE id = $2", now_utc(), id)
     return id
   end
-  local announced = false
+  local announced, started_at = false, nil
   local function apply(c)
     local id = sys.uuid4()
+    started_at = now_utc()
     c:exec("INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES ($1, $2, $3, $4)",
-      id, m.checksum, now_utc(), m.name)
+      id, m.checksum, started_at, m.name)
     if opts.on_apply and not announced then announced = true; opts.on_apply(m) end
     c:exec_script(m.sql)
     c:exec("UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1 WHERE id = $1", id)
@@ -601,7 +770,7 @@ local function apply_one(conn, m, opts)
   end
   if ok then return res end
   if errors.is(res, "interrupted") then error(res, 0) end
-  script_failed(conn, m, res, nil)
+  script_failed(conn, m, res, nil, started_at)
 end
 
 local function failed_rows_error(rows)
@@ -614,7 +783,7 @@ local function failed_rows_error(rows)
     end
   end
   if #names == 0 then return end
-  local text = TEXT.P3009 .. "\n" .. table.concat(lines, "\n")
+  local text = TEXT.P3009 .. "\n" .. table.concat(lines, "\n") .. "\n"
   errors.raise("prisma", "migration " .. names[1] .. " failed earlier; new migrations will not be applied "
     .. "(Prisma P3009)", {
       code = "P3009", prisma_message = text, detail = table.concat(lines, "; "), failed = names,
@@ -676,7 +845,7 @@ function M.deploy(conn, dir, opts)
         t[#t + 1] = "  └─ " .. name .. "/"
         t[#t + 1] = "    └─ migration.sql"
       end
-      t[#t + 1] = ""
+      t[#t + 1] = "      " -- an indented line of Prisma's template
       t[#t + 1] = "All migrations have been successfully applied."
       text = table.concat(t, "\n")
     end

@@ -40,6 +40,9 @@ config.define("migrations", T.path { default = "prisma/migrations" }, {
 config.define("schema", T.path { default = "prisma/schema.prisma" })
 config.define("generated", T.path())
 config.define("migrate_with", T.enum({ "dhrun", "prisma" }, { default = "dhrun" }))
+-- The Prisma CLI that migrate_with = "prisma" runs: an argv prefix, to which
+-- `migrate deploy` or `migrate resolve ...` is added.
+config.define("prisma_command", T.argv { default = { "npx", "prisma" } })
 config.define("lock_timeout", T.duration { default = "2s" })
 config.define("build_inputs", T.list(T.path()), {
   -- a mistyped input would make the digest cover nothing and skip every build
@@ -247,13 +250,20 @@ function Migrations.plan_of(_, pending)
   return table.concat(parts, "\n")
 end
 
+-- Runs `<prisma_command> migrate ARGS...` in the app directory, its output
+-- streamed.  The CLI takes Prisma's advisory lock on a session of its own:
+-- this run lets go of it meanwhile, if it holds it.
 local function prisma_cli(self, args)
   local process = require "dhrun.process"
-  local argv = { "npx", "prisma", "migrate" }
+  local argv = {}
+  for _, a in ipairs(self.cfg.prisma_command or { "npx", "prisma" }) do argv[#argv + 1] = a end
+  argv[#argv + 1] = "migrate"
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   log.info("      $ %s", table.concat(argv, " "))
-  return process.must(argv, { cwd = self.cfg.app_dir, env = command_env(self.ctx), stream = true,
-    prefix = "      │ " })
+  return prisma.without_lock(self.conn, function()
+    return process.must(argv, { cwd = self.cfg.app_dir, env = command_env(self.ctx), stream = true,
+      prefix = "      │ " })
+  end)
 end
 
 -- Applies pending migrations (up to until_name).  Returns a step detail.
@@ -267,7 +277,10 @@ function Migrations:deploy(until_name, opts)
         .. "this flow", "use migrate_with = \"dhrun\" (applies migrations one by one, as Prisma records them)")
     end
     prisma_cli(self, { "deploy" })
-    return { summary = "prisma migrate deploy ran", applied = {} }
+    local names = {}
+    for _, m in ipairs(wanted) do names[#names + 1] = m.name end
+    return { summary = #names == 0 and "no pending migrations (prisma migrate deploy)"
+      or ("applied " .. table.concat(names, ", ") .. " (prisma migrate deploy)"), applied = names }
   end
   opts = opts or {}
   local res = prisma.deploy(self.conn, self.dir, {
@@ -285,7 +298,17 @@ function Migrations:resolve_rolled_back(name)
     return { summary = "marked " .. name .. " rolled back (prisma CLI)" }
   end
   local r = prisma.resolve_rolled_back(self.conn, name)
-  return { summary = "marked " .. name .. " rolled back (" .. r.marked .. " failed row(s))", marked = r.marked }
+  return { summary = "marked " .. name .. " rolled back (" .. r.marked .. " failed row(s))", marked = r.marked,
+    text = r.text }
+end
+
+function Migrations:resolve_applied(name)
+  if self.cfg.migrate_with == "prisma" then
+    prisma_cli(self, { "resolve", "--applied", name })
+    return { summary = "marked " .. name .. " applied (prisma CLI)" }
+  end
+  local r = prisma.resolve_applied(self.conn, self.dir, name)
+  return { summary = "marked " .. name .. " applied", text = r.text }
 end
 
 ---------------------------------------------------------------------------
@@ -733,9 +756,21 @@ end
 -- first.  Every other migration waits at most `lock_timeout` per lock.
 function M.apply_list(ctx, list)
   local applied = {}
-  for _, m in ipairs(list) do
+  local i = 0
+  while i < #list do
+    i = i + 1
+    local m = list[i]
     local r, role = owner_of(ctx, m.name)
-    if role == "not_null" and r ~= M.rollout(ctx) then
+    if role ~= "not_null" and ctx.cfg.migrate_with == "prisma" then
+      -- `prisma migrate deploy` applies everything pending: the migrations
+      -- up to the next NOT NULL migration go in one run
+      while list[i + 1] and select(2, owner_of(ctx, list[i + 1].name)) ~= "not_null" do
+        applied[#applied + 1] = list[i].name
+        i = i + 1
+      end
+      m = list[i]
+      M.migrations(ctx):deploy(m.name)
+    elseif role == "not_null" and r ~= M.rollout(ctx) then
       local t = M.tenancy(ctx, r)
       if t:has_nulls() then
         state_error(format("migration %s is rollout %s's NOT NULL migration, and %s still has NULLs", m.name, r.name,
@@ -783,6 +818,13 @@ function M.steps.history()
     readonly = true,
     run = function(ctx)
       local failed = M.migrations(ctx):failed()
+      if #failed > 0 and prisma.lock_holder(ctx.conn) then
+        -- A migration that another run (prisma migrate deploy, dhrun) is
+        -- applying right now has a row that looks failed (started, not
+        -- finished).  Like prisma migrate deploy, read the history once that
+        -- run has let go of the lock (at most 10 s, then P1002: busy).
+        failed = prisma.with_lock(ctx.conn, function() return M.migrations(ctx):failed() end)
+      end
       if #failed > 0 then
         local r, role = owner_of(ctx, failed[1])
         local hint

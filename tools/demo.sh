@@ -11,7 +11,10 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/dhrun-demo.XXXXXX")
 chmod 755 "$tmp"
 cleanup() { "$root/tools/pgtemp.sh" stop "$tmp/pg" >/dev/null 2>&1 || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-trap 'exit 130' INT
+# An interrupted demo deletes its database with the rest: dhrun's own
+# "next: ... --resume" is for a real database, not this one.
+trap 'echo; echo "make demo: interrupted; its throwaway database is being deleted, so there is nothing to resume:"
+      echo "make demo: run make demo again (the --resume hint above is for a real database)"; exit 130' INT
 trap 'exit 143' TERM
 
 say() { printf '\n== %s\n' "$*"; }

@@ -49,7 +49,7 @@ STDLIB  := $(shell find stdlib -name '*.lua' | LC_ALL=C sort)
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libpq-dev \
             libssl-dev lua-filesystem-dev lua-cjson-dev \
             libcurl4-openssl-dev libpg-query-dev postgresql lua-busted lua-check clang \
-            libclang-rt-14-dev valgrind chromium curl
+            libclang-rt-14-dev valgrind chromium curl stress-ng
 # What compiling needs (the rest is for the tests, the demo and the benchmarks).
 BUILD_PKGS := build-essential pkg-config liblua5.4-dev libpq-dev libssl-dev lua-filesystem-dev lua-cjson-dev \
               libcurl4-openssl-dev libpg-query-dev

@@ -310,10 +310,10 @@ describe("dhrun.tenancy", function()
     env.conn:exec([[UPDATE "Account" SET "workspaceId" = 'w']])
     local sizes = {}
     local t = tenancy.new(env.conn, spec { tables = { "Metric" }, batch_size = 20, min_batch_size = 10,
-      max_batch_size = 100, batch_target = 10 })
+      max_batch_size = 100, batch_step = 20, batch_target = 10 })
     t:backfill { on_batch = function(info) sizes[#sizes + 1] = info.batch_size end }
-    -- Fast batches grow by 1.5x up to the maximum.
-    assert.are.same({ 20, 30, 45, 67, 100 }, { sizes[1], sizes[2], sizes[3], sizes[4], sizes[5] })
+    -- Fast batches grow by batch_step (additive increase) up to the maximum.
+    assert.are.same({ 20, 40, 60, 80, 100 }, { sizes[1], sizes[2], sizes[3], sizes[4], sizes[5] })
     assert.are.equal(100, sizes[#sizes])
     assert.is_true(tenancy.new(env.conn, spec { tables = { "Metric" } }):null_check().ok)
   end)
@@ -372,7 +372,7 @@ describe("dhrun.tenancy", function()
         "spec.table_settings.Metric.batch_target must be a number >= 0.001, got 1s" },
       { { Metric = { vacuum = "yes" } }, "spec.table_settings.Metric.vacuum must be true or false, got yes" },
       { { Metric = { batchsize = 5 } }, "spec.table_settings.Metric.batchsize is not a per-table setting "
-        .. "(batch_size, min_batch_size, max_batch_size, batch_target, pause, vacuum)" },
+        .. "(batch_size, min_batch_size, max_batch_size, batch_target, pause, batch_step, vacuum)" },
       { { ["Metric Daily"] = 5 }, 'spec.table_settings["Metric Daily"] must be a table, got number' },
       { "fast", "spec.table_settings must be a table of {table name = {batch_size=, ...}}" },
     } do
@@ -899,4 +899,133 @@ describe("dhrun.tenancy", function()
     -- The timeout was LOCAL to the DDL's transaction.
     assert.are.equal("0", conn:get("lock_timeout"))
   end)
+end)
+
+describe("dhrun.tenancy health signals", function()
+  local events = require "dhrun.events"
+
+  -- Records dhrun.events for the length of fn.
+  local function recording(fn)
+    local got = {}
+    events.record(function(e) got[#got + 1] = e end)
+    local ok, err = pcall(fn)
+    events.record(nil)
+    if not ok then error(err, 0) end
+    return got
+  end
+
+  it("shrinks the batch multiplicatively on slow batches, down to its floor, and says what limits it", function()
+    local env = setup()
+    populate(env.conn, 200)
+    local s = spec { tables = { "Account" }, batch_size = 80, min_batch_size = 10, max_batch_size = 80,
+      batch_target = 0.001, max_commit = false }
+    -- every batch takes at least 5 ms (one sleep per statement): slower than 1.5 x batch_target
+    s.backfill.Account = { value = [['ws-' || (t.id % 5) || (SELECT '' FROM pg_sleep(0.005))]] }
+    make_reference(env, s)
+    local seen = {}
+    tenancy.new(env.conn, s):backfill { on_batch = function(info) seen[#seen + 1] = info end }
+    assert.are.same({ 80, 40, 20, 10, 10 }, { seen[1].batch_size, seen[2].batch_size, seen[3].batch_size,
+      seen[4].batch_size, seen[5].batch_size })
+    assert.are.equal("batch time", seen[2].limit)
+    assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
+  end)
+
+  it("pauses while the probe is slower than its limit, names it and its latency, and resumes when it clears",
+    function()
+      local env = setup()
+      populate(env.conn, 300)
+      env.conn:exec("CREATE SEQUENCE probe_calls")
+      -- the probe's 3rd to 5th runs are slow (a 60 ms sleep): the app "suffers" for a while
+      local s = spec { tables = { "Account" }, batch_size = 20, min_batch_size = 5, max_batch_size = 40,
+        probe = { sql = [[SELECT CASE WHEN n BETWEEN 3 AND 5 THEN pg_sleep(0.06) END
+                          FROM (SELECT nextval('probe_calls') AS n) x]],
+                  max = "20ms" } }
+      make_reference(env, s)
+      local sizes, summary = {}, nil
+      local got = recording(function()
+        summary = tenancy.new(env.conn, s):backfill { on_batch = function(info) sizes[#sizes + 1] = info end }
+      end)
+      local line = logged(s.log, "paused: probe")
+      assert.is_truthy(line, table.concat(s.log.lines, "\n"))
+      local ms = assert(tonumber(line:match("probe (%d+) ms > 20 ms")), line)
+      assert.is_true(ms >= 60, line)
+      -- one pause: the probe ran slow three times in a row, then the backfill went on
+      local throttles = {}
+      for _, e in ipairs(got) do if e.kind == "throttle" then throttles[#throttles + 1] = e end end
+      assert.are.equal(1, #throttles)
+      assert.are.equal("probe", throttles[1].signal)
+      assert.are.equal(0.02, throttles[1].limit)
+      assert.is_true(throttles[1].seconds >= 0.12, tostring(throttles[1].seconds))
+      assert.is_true(summary.tables[1].throttle.probe >= 0.12)
+      -- the batch after the pause is smaller (multiplicative decrease), named by its limit
+      local after
+      for i, info in ipairs(sizes) do if info.limit == "probe" then after = after or sizes[i] end end
+      assert.is_truthy(after)
+      assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
+    end)
+
+  it("stops with a clear error when a signal stays over its limit longer than max_pause, and resumes later",
+    function()
+      local env = setup()
+      populate(env.conn, 100)
+      local s = spec { tables = { "Account" }, probe = { sql = "SELECT pg_sleep(0.03)", max = "10ms" },
+        max_pause = "300ms" }
+      make_reference(env, s)
+      local err = catch(tenancy.new(env.conn, s).backfill, tenancy.new(env.conn, s))
+      assert.are.equal("state", err.kind)
+      assert.matches("backfill of Account paused for %d+ ms and probe is still over its limit: probe %d+ ms > 10 ms",
+        err.message)
+      -- the batch before the pause was committed with its cursor: a second run resumes after it
+      assert.are.equal(10, env.conn:query_value("SELECT rows_updated FROM dhrun.backfill_progress"))
+      s.probe = nil
+      local summary = tenancy.new(env.conn, s):backfill()
+      assert.are.equal(90, summary.updated)
+      assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
+    end)
+
+  it("paces the batches to max_wal_rate", function()
+    local env = setup()
+    populate(env.conn, 2000)
+    local s = spec { tables = { "Account" }, batch_size = 100, min_batch_size = 100, max_batch_size = 100,
+      max_wal_rate = "512kB" }
+    make_reference(env, s)
+    local lsn0 = env.conn:query_value("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8")
+    local t0 = sys.now()
+    tenancy.new(env.conn, s):backfill()
+    local took = sys.now() - t0
+    local wal = env.conn:query_value("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8") - lsn0
+    assert.is_truthy(logged(s.log, "paused: WAL rate"), table.concat(s.log.lines, "\n"))
+    -- averaged over the run (other tests' databases write too: a margin)
+    assert.is_true(wal / took < 1.5 * 512 * 1024, format("%.0f bytes/s over %.2f s", wal / took, took))
+    assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
+  end)
+
+  it("with a VACUUM running on the table, batches stay small (autovacuum = \"slow\") and the data is exact",
+    function()
+      local env = setup()
+      populate(env.conn, 400)
+      env.conn:exec([[UPDATE "Metric" SET clicks = clicks + 1]]) -- dead rows for the VACUUM to visit
+      -- a VACUUM as slow as a throttled autovacuum worker, in a real process of its own
+      local vac = process.spawn({ sh.bin, "-e", [[
+        local c = require("dhrun.db").connect(os.getenv("TEN_DB"))
+        c:exec("SET vacuum_cost_delay = 100") c:exec("SET vacuum_cost_limit = 1")
+        c:exec('VACUUM "Metric"')]] }, { env = { TEN_DB = env.db.conninfo } })
+      env.cleanup[#env.cleanup + 1] = function()
+        pcall(env.conn.query, env.conn, [[SELECT pg_cancel_backend(pid) FROM pg_stat_progress_vacuum]])
+        vac:wait(10)
+      end
+      wait_for(function()
+        return count(env.conn, [[pg_stat_progress_vacuum WHERE relid = '"Metric"'::regclass]]) > 0
+      end, 10, "the VACUUM to start")
+      env.conn:exec([[UPDATE "Account" SET "workspaceId" = 'ws-' || (id % 3)]])
+      local s = spec { tables = { "Metric" }, batch_size = 80, min_batch_size = 10, max_batch_size = 200,
+        batch_step = 40, vacuum = false }
+      make_reference(env, spec { tables = { "Account", "Metric" } })
+      local seen = {}
+      tenancy.new(env.conn, s):backfill { on_batch = function(info) seen[#seen + 1] = info end }
+      assert.are.same({ 80, 40, 20, 10, 10 }, { seen[1].batch_size, seen[2].batch_size, seen[3].batch_size,
+        seen[4].batch_size, seen[5].batch_size })
+      assert.are.equal("vacuum", seen[2].limit)
+      assert.are.equal(digest(env.conn, "ref", "Metric"), digest(env.conn, "public", "Metric"))
+    end)
 end)

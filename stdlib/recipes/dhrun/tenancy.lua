@@ -27,6 +27,7 @@
 local sys = require "dhrun.core.sys"
 local db = require "dhrun.db"
 local errors = require "dhrun.errors"
+local events = require "dhrun.events"
 
 local format, concat = string.format, table.concat
 
@@ -36,13 +37,19 @@ M.DEFAULTS = {
   batch_size = 5000, max_batch_size = 50000, min_batch_size = 200, batch_target = 0.25, pause = 0,
   lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5, flush_after = false, vacuum = true,
   outwait_autovacuum = true,
+  -- health signals (see Health below); false turns one off
+  max_wal_rate = 64 * 1024 * 1024, max_replica_lag = 1, max_commit = 0.2, autovacuum = "slow", max_pause = 300,
 }
+-- AIMD: a batch slower than SLOW x batch_target multiplies the size by
+-- SHRINK; so does an unhealthy signal.  A healthy batch faster than the
+-- target adds batch_step (by default a twentieth of max - min).
+M.SLOW, M.SHRINK = 1.5, 0.5
 
 -- The settings spec.table_settings[table] may override, in the order the
 -- validation reports them: {key, minimum, integer}; vacuum is a boolean.
 local TABLE_KEYS = {
   { "batch_size", 1, true }, { "min_batch_size", 1, true }, { "max_batch_size", 1, true },
-  { "batch_target", 0.001 }, { "pause", 0 }, { "vacuum" },
+  { "batch_target", 0.001 }, { "pause", 0 }, { "batch_step", 1, true }, { "vacuum" },
 }
 M.MAX_PASSES = 3
 M.PROGRESS_TABLE = "dhrun.backfill_progress"
@@ -66,6 +73,7 @@ local function quiet_progress()
   function p.add() end
   function p.finish() end
   function p.fail() end
+  function p.note() end
   return p
 end
 
@@ -112,6 +120,47 @@ local function check_boolean(t, key, where, default)
     config_error(format("%s.%s must be true or false, got %s", where, key, tostring(v)))
   end
   return v
+end
+
+-- "64MB", "512kB", "1GB" or a number of bytes -> bytes, or nil.
+local function parse_bytes(v)
+  if type(v) == "number" and v > 0 then return v end
+  if type(v) ~= "string" then return nil end
+  local n, unit = v:match("^%s*(%d+%.?%d*)%s*([kMG]?B)%s*$")
+  local f = unit and ({ B = 1, kB = 1024, MB = 1024 ^ 2, GB = 1024 ^ 3 })[unit]
+  return f and tonumber(n) * f or nil
+end
+
+-- "1s", "250ms", "5min" or a number of seconds -> seconds, or nil.
+local function parse_seconds(v)
+  if type(v) == "number" then return v >= 0 and v or nil end
+  local ms = type(v) == "string" and require("dhrun.config").parse_duration(v)
+  return ms and ms / 1000 or nil
+end
+
+-- A health threshold: spec[key] parsed by `parse`, false (off), or the default.
+local function check_limit(spec, key, parse, want)
+  local v = spec[key]
+  if v == nil then v = M.DEFAULTS[key] end
+  if v == false then return false end
+  local x = parse(v)
+  if not x then config_error(format("spec.%s must be %s, or false (off), got %s", key, want, tostring(v))) end
+  return x
+end
+
+-- spec.probe = {sql = "..." | url = "http://...", max = "50ms"|seconds, timeout =}
+local function check_probe(p)
+  if p == nil or p == false then return false end
+  if type(p) ~= "table" or (p.sql == nil) == (p.url == nil) then
+    config_error("spec.probe must be a table with sql = \"SQL\" or url = \"http://...\" (one of them), and max")
+  end
+  if p.sql ~= nil and type(p.sql) ~= "string" then config_error("spec.probe.sql must be SQL (a string)") end
+  if p.url ~= nil and (type(p.url) ~= "string" or not p.url:match("^https?://")) then
+    config_error(format("spec.probe.url must be an http:// or https:// URL, got %s", tostring(p.url)))
+  end
+  local max = parse_seconds(p.max == nil and 0.05 or p.max)
+  if not max then config_error(format("spec.probe.max must be a duration like \"50ms\", got %s", tostring(p.max))) end
+  return { sql = p.sql, url = p.url, max = max }
 end
 
 local function check_sizes(s, where)
@@ -162,9 +211,10 @@ local function table_settings(spec, s, names, log)
       if k[1] == "vacuum" then
         e.vacuum = check_boolean(t, "vacuum", where, s.vacuum)
       else
-        e[k[1]] = check_number(t, k[1], k[2], k[3], where, s[k[1]])
+        e[k[1]] = check_number(t, k[1], k[2], k[3], where, s[k[1]] or false)
       end
     end
+    if e.batch_step == false then e.batch_step = math.max(1, (e.max_batch_size - e.min_batch_size) // 20) end
     check_sizes(e, where .. ": ")
     out[name] = e
   end
@@ -206,6 +256,16 @@ function M.new(conn, spec)
   check_sizes(s, "spec.")
   s.batch_target = check_number(spec, "batch_target", 0.001)
   s.pause = check_number(spec, "pause", 0)
+  s.batch_step = check_number(spec, "batch_step", 1, true, nil, false) -- false: per table, see table_settings
+  s.max_wal_rate = check_limit(spec, "max_wal_rate", parse_bytes, "a size per second like \"64MB\"")
+  s.max_replica_lag = check_limit(spec, "max_replica_lag", parse_seconds, "a duration like \"1s\"")
+  s.max_commit = check_limit(spec, "max_commit", parse_seconds, "a duration like \"200ms\"")
+  s.max_pause = check_limit(spec, "max_pause", parse_seconds, "a duration like \"5min\"")
+  s.autovacuum = spec.autovacuum or M.DEFAULTS.autovacuum
+  if s.autovacuum ~= "slow" and s.autovacuum ~= "pause" and s.autovacuum ~= "ignore" then
+    config_error(format("spec.autovacuum must be \"slow\", \"pause\" or \"ignore\", got %s", tostring(s.autovacuum)))
+  end
+  s.probe = check_probe(spec.probe)
   s.vacuum = check_boolean(spec, "vacuum", "spec", M.DEFAULTS.vacuum)
   s.outwait_autovacuum = check_boolean(spec, "outwait_autovacuum", "spec", M.DEFAULTS.outwait_autovacuum)
   s.retries = check_number(spec, "retries", 0, true)
@@ -564,6 +624,197 @@ function Tenancy:_plan_pass(tb, prog)
   return false, start
 end
 
+---------------------------------------------------------------------------
+-- Health signals, read between batches (see the README, "Backfill health
+-- signals").  Each check is one cheap query on the backfill's own session
+-- (no table is touched), plus the probe when one is configured:
+--   * the WAL generation rate: pg_current_wal_lsn() deltas over the last
+--     WAL_WINDOW seconds (cluster-wide: the application's WAL counts too);
+--   * the replay lag of every streaming replica, from pg_stat_replication
+--     on the primary.  replay_lag stops moving while a replica's replay is
+--     stuck (PostgreSQL keeps its last value), so the lag is also estimated
+--     from the LSN distance: the age of the oldest WAL position the replica
+--     has not replayed, from the history of positions sampled here.  A
+--     replica that has replayed everything has no lag.  (Reading the
+--     replicas needs a superuser or pg_read_all_stats; without it they are
+--     invisible and not checked.)
+--   * a VACUUM (an autovacuum worker, usually) running on the table;
+--   * the probe: the latency of spec.probe.sql, or of a GET of spec.probe.url.
+-- The batch's own duration and commit time come from the batch itself.
+local WAL_WINDOW = 2 -- seconds the WAL rate is averaged over
+local HISTORY = 512 -- WAL position samples kept for the replica lag estimate
+
+local HEALTH_SQL = [[
+SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8 AS lsn,
+       EXISTS (SELECT 1 FROM pg_stat_progress_vacuum v WHERE v.relid = $1::regclass) AS vacuum,
+       r.application_name AS replica, (r.replay_lsn - '0/0'::pg_lsn)::int8 AS replay,
+       extract(epoch FROM r.replay_lag)::float8 AS replay_lag
+  FROM (SELECT 1) one LEFT JOIN pg_stat_replication r ON r.state = 'streaming' AND r.replay_lsn IS NOT NULL]]
+
+local function bytes_text(n)
+  if n >= 1024 ^ 3 then return format("%.1f GB", n / 1024 ^ 3) end
+  if n >= 1024 ^ 2 then return format("%.1f MB", n / 1024 ^ 2) end
+  return format("%.0f kB", n / 1024)
+end
+
+local function seconds_text(v)
+  if v < 1 then return format("%.0f ms", v * 1000) end
+  return format("%.2f s", v)
+end
+
+local Health = {}
+Health.__index = Health
+
+local function new_health(t, tb)
+  return setmetatable({ conn = t.conn, spec = t.spec, tb = tb, hist = {} }, Health)
+end
+
+-- The estimated lag of a replica that has replayed up to `replay`: the age
+-- of the first sample whose WAL position is past it.
+function Health:_lsn_lag(replay, now)
+  local hist = self.hist
+  if replay >= hist[#hist].lsn then return 0 end
+  for i = #hist, 1, -1 do
+    if hist[i].lsn <= replay then return now - hist[i + 1].t end
+  end
+  return now - hist[1].t -- older than the history: at least that old
+end
+
+function Health:_probe_latency()
+  local p, t0 = self.spec.probe, sys.now()
+  if p.sql then
+    local ok, err = pcall(self.conn.exec_script, self.conn, p.sql)
+    if not ok then return nil, "failed: " .. tostring(type(err) == "table" and err.message or err) end
+  else
+    local res, err = require("dhrun.http").get(p.url, { timeout = math.max(1, p.max * 20) })
+    if not res then return nil, "failed: " .. tostring(err.message or err) end
+    if not res.ok then return nil, "failed: HTTP " .. tostring(res.status) end
+  end
+  return sys.now() - t0
+end
+
+-- Reads the signals.  Returns nil when all are within their limits, else the
+-- first one over: {signal=, value=, limit=, text=, pause=, wait=}.  pause:
+-- the backfill waits until it clears; otherwise the batch size only shrinks.
+-- batch = {seconds=, commit=} for the batch that just ended, or nil.
+function Health:check(batch)
+  local s, now = self.spec, sys.now()
+  local rows = self.conn:query(HEALTH_SQL, self.tb.qname)
+  local hist = self.hist
+  hist[#hist + 1] = { t = now, lsn = rows[1].lsn }
+  if #hist > HISTORY then table.remove(hist, 1) end
+  local found
+  local function over(signal, value, limit, text, pause, wait)
+    found = found or { signal = signal, value = value, limit = limit, text = text, pause = pause, wait = wait }
+  end
+  if s.max_replica_lag then
+    for _, r in ipairs(rows) do
+      if not isnull(r.replica) and not isnull(r.replay) then
+        local lag = self:_lsn_lag(r.replay, now)
+        if lag > 0 and not isnull(r.replay_lag) then lag = math.max(lag, r.replay_lag) end
+        if lag > s.max_replica_lag then
+          over("replica lag", lag, s.max_replica_lag, format("replica lag %s > %s (replica %s, %s behind)",
+            seconds_text(lag), seconds_text(s.max_replica_lag), r.replica,
+            bytes_text(hist[#hist].lsn - r.replay)), true)
+        end
+      end
+    end
+  end
+  if s.max_wal_rate then
+    local base
+    for i = #hist - 1, 1, -1 do
+      if now - hist[i].t > WAL_WINDOW then break end
+      base = hist[i]
+    end
+    if base and now - base.t > 0.05 then
+      local bytes = hist[#hist].lsn - base.lsn
+      local rate = bytes / (now - base.t)
+      if rate > s.max_wal_rate then
+        -- how long until the average over the window is back at the limit
+        local wait = math.min(0.5, bytes / s.max_wal_rate - (now - base.t))
+        over("WAL rate", rate, s.max_wal_rate, format("WAL rate %s/s > %s/s", bytes_text(rate),
+          bytes_text(s.max_wal_rate)), true, wait)
+      end
+    end
+  end
+  if s.probe then
+    local took, err = self:_probe_latency()
+    if not took then
+      over("probe", -1, s.probe.max, "probe " .. err, true)
+    elseif took > s.probe.max then
+      over("probe", took, s.probe.max, format("probe %s > %s", seconds_text(took), seconds_text(s.probe.max)), true)
+    end
+  end
+  if s.autovacuum ~= "ignore" and rows[1].vacuum then
+    over("vacuum", 1, 0, format("a VACUUM (autovacuum) is running on %s", self.tb.name), s.autovacuum == "pause")
+  end
+  if batch and s.max_commit and batch.commit > s.max_commit then
+    over("commit time", batch.commit, s.max_commit, format("commit took %s > %s", seconds_text(batch.commit),
+      seconds_text(s.max_commit)), false)
+  end
+  return found
+end
+
+local function count_text(n)
+  return (tostring(math.floor(n)):reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", ""))
+end
+
+-- Between two batches: reads the health signals, waits while one that
+-- pauses is over its limit, and returns the next batch size (AIMD toward
+-- batch_target within the table's min and max) and what limits it.
+function Tenancy:_control(tb, health, s, size, retried, batch, res)
+  local sig = health:check(batch)
+  local limiting
+  if sig and sig.pause then
+    local t0, first = sys.now(), sig
+    -- pacing to the WAL rate is routine: it neither shrinks the batch nor
+    -- gets a line of its own each time
+    if sig.signal ~= "WAL rate" then size = math.max(s.min_batch_size, math.floor(size * M.SHRINK)) end
+    local quiet = sig.signal == "WAL rate" and self._wal_said
+    if not quiet then
+      self.log.info(format("backfill %s: paused: %s", tb.name, sig.text))
+      if sig.signal == "WAL rate" then self._wal_said = true end
+    end
+    local max_pause = self.spec.max_pause
+    while sig and sig.pause do
+      local waited = sys.now() - t0
+      if max_pause and waited > max_pause then
+        errors.raise("state", format("backfill of %s paused for %s and %s is still over its limit: %s", tb.name,
+          seconds_text(waited), sig.signal, sig.text), { hint = "the backfill resumes after its last committed "
+          .. "batch: run it again once this is healthy, or raise the limit (batch.max_pause and the signal's own)",
+          signal = sig.signal, value = sig.value })
+      end
+      sys.sleep(math.max(0.01, sig.wait or 0.1))
+      sig = health:check(nil)
+    end
+    local waited = sys.now() - t0
+    res.throttle = res.throttle or {}
+    res.throttle[first.signal] = (res.throttle[first.signal] or 0) + waited
+    if not quiet then
+      self.log.debug(format("backfill %s: resumed after %s (%s)", tb.name, seconds_text(waited), first.signal))
+      events.emit("throttle", { table = tb.name, signal = first.signal, value = first.value, limit = first.limit,
+        text = first.text, seconds = waited })
+    end
+    limiting = first.signal
+  elseif sig then
+    size = math.max(s.min_batch_size, math.floor(size * M.SHRINK))
+    limiting = sig.signal
+  elseif not retried then
+    -- a retried batch's time is mostly waiting: it says nothing about its size
+    if batch.seconds > M.SLOW * s.batch_target then
+      size = math.max(s.min_batch_size, math.floor(size * M.SHRINK))
+      limiting = "batch time"
+    elseif batch.seconds < s.batch_target then
+      size = math.min(s.max_batch_size, size + s.batch_step)
+      if size == s.max_batch_size then limiting = "max batch size" end
+    else
+      limiting = "batch time"
+    end
+  end
+  if size == s.min_batch_size and not limiting then limiting = "min batch size" end
+  return size, limiting
+end
+
 -- One pass from the stored cursor to the end of the table.
 function Tenancy:_pass(tb, prog, res, opts)
   local conn, log = self.conn, self.log
@@ -579,9 +830,12 @@ function Tenancy:_pass(tb, prog, res, opts)
     total = (estimate and not isnull(estimate) and estimate > 0) and estimate or nil,
   } or quiet_progress()
   local scanned, updated = 0, 0
+  local health = new_health(self, tb)
+  local limiting -- what holds the batch size back, for the progress line
   local ok, err = pcall(function()
     while true do
-      local t0, out = sys.now(), nil
+      local t0, out, worked = sys.now(), nil, nil
+      local retried = false
       local _, attempts = db.retry(conn, function(c)
         local cursor = prog.cursor
         if nothing then
@@ -600,32 +854,33 @@ function Tenancy:_pass(tb, prog, res, opts)
             .. "table is running", tb.qname, tb.task), { hint = "let the other run finish, then run again" })
         end
         out.cursor, out.done = new_cursor, done
+        worked = sys.now()
       end, self:_retry_opts(tb, "backfill batch on " .. tb.qname, "RowExclusiveLock", {
-        -- fewer rows per attempt: fewer row locks to wait for
-        on_retry = function() size = math.max(s.min_batch_size, size // 2) end,
+        -- a lock timeout: fewer rows per attempt, fewer row locks to wait for
+        on_retry = function()
+          retried = true
+          size = math.max(s.min_batch_size, math.floor(size * M.SHRINK))
+          limiting = "lock timeout"
+        end,
         hint = "long transactions hold locks on these rows or the table; run the backfill again later: it resumes "
           .. "after the last committed batch",
       }))
-      local took = sys.now() - t0
+      local ended = sys.now()
+      local took, commit = ended - t0, ended - worked
       prog.cursor = out.cursor
       scanned, updated = scanned + out.scanned, updated + out.updated
       res.batches = res.batches + 1
       p:update(scanned)
       if opts.on_batch then
         opts.on_batch { table = tb.name, pass = prog.pass, batch = res.batches, scanned = out.scanned,
-                        updated = out.updated, cursor = out.cursor, batch_size = size, seconds = took }
+                        updated = out.updated, cursor = out.cursor, batch_size = size, seconds = took,
+                        commit = commit, limit = limiting }
       end
       if out.done then break end
-      -- Adapt toward batch_target seconds per batch (only on clean attempts:
-      -- a retried batch's time is mostly waiting).
-      if attempts == 1 then
-        if took > 2 * s.batch_target then
-          size = math.max(s.min_batch_size, size // 2)
-        elseif took < s.batch_target / 2 then
-          size = math.min(s.max_batch_size, math.floor(size * 1.5))
-        end
-      end
       if s.pause > 0 then sys.sleep(s.pause) end
+      size, limiting = self:_control(tb, health, s, size, retried or attempts > 1, { seconds = took, commit = commit },
+        res)
+      p:note(format("batch %s%s", count_text(size), limiting and (", limited by " .. limiting) or ""))
     end
   end)
   self.batch_size = size -- a further pass over this table starts at the adapted size

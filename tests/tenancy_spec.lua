@@ -1029,3 +1029,86 @@ describe("dhrun.tenancy health signals", function()
       assert.are.equal(digest(env.conn, "ref", "Metric"), digest(env.conn, "public", "Metric"))
     end)
 end)
+
+describe("dhrun.tenancy with a streaming replica", function()
+  local replica_helper = require "replica"
+  local replica
+
+  lazy_setup(function() replica = replica_helper.start() end)
+  lazy_teardown(function() if replica then replica.stop() end end)
+
+  -- A backfill of "Account" by a real dhrun process, its replica lag limit
+  -- 300 ms; prints the summary as JSON on its last line.
+  local REPLICA_SCRIPT = [[
+    local conn = require("dhrun.db").connect(os.getenv("TEN_DB"))
+    local t = require("dhrun.tenancy").new(conn, {
+      column = "workspaceId", tables = { "Account" },
+      backfill = { Account = { value = [=['ws-' || (t.id % 5)]=] } },
+      batch_size = 50, min_batch_size = 50, max_batch_size = 50, pause = 0.02, max_replica_lag = "300ms",
+      max_pause = "60s",
+    })
+    print(require("cjson").encode(t:backfill()))
+  ]]
+
+  it("pauses when replay on the replica stops, naming the replica lag, and finishes when it resumes", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 3000)
+    local s = spec { tables = { "Account" } }
+    make_reference(env, s)
+    local standby = db.connect(replica.conninfo("postgres"))
+    env.cleanup[#env.cleanup + 1] = function()
+      pcall(standby.query, standby, "SELECT pg_wal_replay_resume()")
+      standby:close()
+    end
+    -- the replica has the test's database before its replay stops
+    local lsn = conn:query_value("SELECT pg_current_wal_lsn()::text")
+    wait_for(function()
+      return standby:query_value("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn)
+    end, 20, "the replica to replay the test's setup")
+    standby:query("SELECT pg_wal_replay_pause()")
+    wait_for(function() return standby:query_value("SELECT pg_get_wal_replay_pause_state()") == "paused" end, 10,
+      "replay to pause")
+
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/backfill.lua", REPLICA_SCRIPT)
+    local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo }, stdout = dir .. "/out",
+      stderr = dir .. "/err" })
+    env.cleanup[#env.cleanup + 1] = function() if proc:running() then proc:kill("KILL") proc:wait(5) end end
+    local line
+    wait_for(function()
+      line = (sh.read(dir .. "/out") or ""):match("[^\n]*paused: replica lag[^\n]*")
+      return line ~= nil or not proc:running()
+    end, 30, "the backfill to pause for the replica")
+    assert.is_truthy(line, (sh.read(dir .. "/out") or "") .. (sh.read(dir .. "/err") or ""))
+    -- named with its value, within a batch or two of crossing the limit (batches are 50 rows, 20 ms apart)
+    local ms = tonumber(line:match("replica lag (%d+) ms > 300 ms"))
+    assert.is_truthy(ms, line)
+    assert.is_true(ms < 600, line)
+    -- paused: nothing is committed while the replica stays a second or more behind
+    local before = conn:query_value("SELECT rows_updated FROM dhrun.backfill_progress")
+    assert.is_true(before < 3000)
+    -- an observation window of one second on the server's clock (what must not happen cannot be waited for)
+    local seen = conn:query_value("SELECT clock_timestamp()::text")
+    wait_for(function()
+      return conn:query_value("SELECT clock_timestamp() - $1::timestamptz > interval '1s'", seen)
+    end, 20, "a second to pass")
+    assert.are.equal(before, conn:query_value("SELECT rows_updated FROM dhrun.backfill_progress"))
+    assert.is_true(proc:running())
+
+    standby:query("SELECT pg_wal_replay_resume()")
+    local r = assert(proc:wait(60))
+    assert.are.equal(0, r.code, sh.read(dir .. "/err"))
+    local summary = cjson.decode(sh.read(dir .. "/out"):match("[^\n]+\n$"))
+    assert.are.equal(3000, summary.updated)
+    assert.is_true(summary.tables[1].throttle["replica lag"] >= 1)
+    assert.are.equal(digest(conn, "ref", "Account"), digest(conn, "public", "Account"))
+    -- and the replica, once it has replayed everything, has exactly the same rows
+    local rconn = db.connect(replica.conninfo(env.db.name))
+    env.cleanup[#env.cleanup + 1] = function() rconn:close() end
+    local final = conn:query_value("SELECT pg_current_wal_lsn()::text")
+    wait_for(function() return standby:query_value("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", final) end, 30,
+      "the replica to catch up")
+    assert.are.equal(digest(conn, "ref", "Account"), digest(rconn, "public", "Account"))
+  end)
+end)

@@ -1112,3 +1112,90 @@ describe("dhrun.tenancy with a streaming replica", function()
     assert.are.equal(digest(conn, "ref", "Account"), digest(rconn, "public", "Account"))
   end)
 end)
+
+describe("dhrun.tenancy workers", function()
+  -- A backfill of "Account" in TEN_WORKERS parallel ranges, by a real dhrun
+  -- process; prints the summary as JSON on its last line.
+  local WORKERS_SCRIPT = [[
+    local conn = require("dhrun.db").connect(os.getenv("TEN_DB"))
+    local t = require("dhrun.tenancy").new(conn, {
+      column = "workspaceId", tables = { "Account" },
+      backfill = { Account = { value = [=['ws-' || (t.id % 5)]=] } },
+      batch_size = 10, min_batch_size = 10, max_batch_size = 10, pause = tonumber(os.getenv("TEN_PAUSE")),
+      workers = tonumber(os.getenv("TEN_WORKERS")),
+    })
+    print(require("cjson").encode(t:backfill { connect = os.getenv("TEN_DB") }))
+  ]]
+
+  it("fills disjoint key ranges in N processes, each committing its own cursor, with exactly the expected data",
+    function()
+      local env = setup()
+      local conn = env.conn
+      populate(conn, 600)
+      make_reference(env, spec { tables = { "Account" } })
+      local script = sh.tmpfile("workers.lua", WORKERS_SCRIPT)
+      local r = sh.dhrun({ script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0", TEN_WORKERS = "3" } })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches("backfill Account: pass 1 in 3 workers", r.stdout, 1, true)
+      local summary = cjson.decode(r.stdout:match("[^\n]+\n$"))
+      assert.are.equal(600, summary.updated)
+      assert.are.equal(digest(conn, "ref", "Account"), digest(conn, "public", "Account"))
+      local rows = conn:query([[SELECT task, rows_updated, finished_at IS NOT NULL AS finished
+                                  FROM dhrun.backfill_progress ORDER BY task]])
+      assert.are.equal(4, #rows)
+      local sum = 0
+      for i = 2, 4 do
+        assert.matches("#%d/3$", rows[i].task)
+        assert.is_true(rows[i].finished)
+        assert.is_true(rows[i].rows_updated > 0)
+        sum = sum + rows[i].rows_updated
+      end
+      assert.are.equal(600, sum)
+      assert.are.same({ "workspaceId:public.Account", 600, true }, { rows[1].task, rows[1].rows_updated,
+        rows[1].finished })
+      -- the three sessions ran at the same time: each range was started before any finished
+      local overlap = conn:query_value([[SELECT max(started_at) < min(finished_at) FROM dhrun.backfill_progress
+                                          WHERE task LIKE '%#%']])
+      assert.is_true(overlap)
+    end)
+
+  it("after kill -9 of the run, each range resumes after its own committed cursor and the data is exact",
+    function()
+      local env = setup()
+      local conn = env.conn
+      populate(conn, 900)
+      make_reference(env, spec { tables = { "Account" } })
+      local script = sh.tmpfile("workers.lua", WORKERS_SCRIPT)
+      local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0.02",
+        TEN_WORKERS = "2" } })
+      wait_for(function()
+        local ok, v = pcall(conn.query_value, conn, [[SELECT count(*) FROM dhrun.backfill_progress
+                                                        WHERE task LIKE '%#%' AND rows_updated >= 50]])
+        return ok and v == 2
+      end, 20, "both workers to commit 50 rows")
+      proc:kill("KILL")
+      assert.are.equal("SIGKILL", assert(proc:wait(5)).signame)
+      -- the workers notice that their run is gone and stop after their committed batch
+      wait_for(sessions_gone(conn), 10, "the workers' sessions to end")
+      local rows = conn:query([[SELECT cursor[1]::int AS cursor, range_end[1]::int AS range_end, rows_updated,
+                                       finished_at IS NULL AS open
+                                  FROM dhrun.backfill_progress WHERE task LIKE '%#%' ORDER BY task]])
+      assert.are.equal(2, #rows)
+      -- each range: exactly its keys up to its cursor are filled
+      local lower = 0
+      for _, r in ipairs(rows) do
+        assert.is_true(r.open)
+        local hi = r.range_end == db.null and 900 or r.range_end
+        assert.are.equal(r.rows_updated, count(conn, [["Account" WHERE "workspaceId" IS NOT NULL AND id > $1
+                                                      AND id <= $2]], lower, hi))
+        assert.are.equal(r.cursor - lower, r.rows_updated)
+        lower = hi
+      end
+      local r = sh.dhrun({ script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0", TEN_WORKERS = "1" } })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches("backfill Account: resuming pass 1 in 2 workers", r.stdout, 1, true)
+      assert.are.equal(digest(conn, "ref", "Account"), digest(conn, "public", "Account"))
+      assert.are.equal(900, conn:query_value([[SELECT rows_updated FROM dhrun.backfill_progress
+                                                WHERE task = 'workspaceId:public.Account']]))
+    end)
+end)

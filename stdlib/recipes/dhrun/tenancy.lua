@@ -36,7 +36,7 @@ local M = {}
 M.DEFAULTS = {
   batch_size = 5000, max_batch_size = 50000, min_batch_size = 200, batch_target = 0.25, pause = 0,
   lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5, flush_after = false, vacuum = true,
-  outwait_autovacuum = true,
+  outwait_autovacuum = true, workers = 1,
   -- health signals (see Health below); false turns one off
   max_wal_rate = 64 * 1024 * 1024, max_replica_lag = 1, max_commit = 0.2, autovacuum = "slow", max_pause = 300,
 }
@@ -266,6 +266,13 @@ function M.new(conn, spec)
     config_error(format("spec.autovacuum must be \"slow\", \"pause\" or \"ignore\", got %s", tostring(s.autovacuum)))
   end
   s.probe = check_probe(spec.probe)
+  s.workers = check_number(spec, "workers", 1, true)
+  if s.workers > 1 and type(backfill.prepare) == "function" then
+    config_error("spec.workers > 1 needs spec.backfill.prepare as SQL (each worker runs it in its own session)")
+  end
+  -- what a worker process rebuilds this object from (see _parallel_pass)
+  self.portable = {}
+  for k, v in pairs(spec) do if k ~= "log" then self.portable[k] = v end end
   s.vacuum = check_boolean(spec, "vacuum", "spec", M.DEFAULTS.vacuum)
   s.outwait_autovacuum = check_boolean(spec, "outwait_autovacuum", "spec", M.DEFAULTS.outwait_autovacuum)
   s.retries = check_number(spec, "retries", 0, true)
@@ -469,7 +476,8 @@ CREATE TABLE IF NOT EXISTS dhrun.backfill_progress (
     rows_updated bigint NOT NULL DEFAULT 0,
     started_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
-    finished_at  timestamptz
+    finished_at  timestamptz,
+    range_end    text[]
 );]]
 
 function Tenancy:_progress_exists()
@@ -530,19 +538,23 @@ end
 --   key $2 on: a pass that starts at the first key with a NULL);
 --   sparse: the keys of rows with NULL only, through the column's index (a
 --   pass over what an earlier pass left), instead of every key.
-function Tenancy:_batch_sql(tb, bound, sparse)
+--   upper: a worker's range ends at key $3 (or $2 without a bound), inclusive.
+function Tenancy:_batch_sql(tb, bound, sparse, upper)
   local conn, bf = self.conn, self.backfill_spec[tb.name]
-  local cols, texts, desc, join, after = {}, {}, {}, {}, {}
+  local cols, texts, desc, join, after, before = {}, {}, {}, {}, {}, {}
+  local up = bound and 3 or 2
   for i, c in ipairs(tb.pk) do
     local q = conn:quote_ident(c.name)
     cols[i], texts[i], desc[i] = q, q .. "::text", q .. " DESC"
     join[i] = format("t.%s = dhrun_batch.%s", q, q)
     after[i] = format("($2::text[])[%d]::%s", i, c.type)
+    before[i] = format("($%d::text[])[%d]::%s", up, i, c.type)
   end
   local pk, col = concat(cols, ", "), self:_col()
   local where = {}
   if sparse then where[#where + 1] = col .. " IS NULL" end
   if bound then where[#where + 1] = format("(%s) %s (%s)", pk, bound, concat(after, ", ")) end
+  if upper then where[#where + 1] = format("(%s) <= (%s)", pk, concat(before, ", ")) end
   return format([[
 WITH dhrun_batch AS (
   SELECT %s FROM %s%s ORDER BY %s LIMIT $1
@@ -821,14 +833,23 @@ function Tenancy:_pass(tb, prog, res, opts)
   local s = run_settings(tb, opts)
   local size = self.batch_size or s.batch_size
   local sparse, start, nothing = self:_plan_pass(tb, prog)
-  local first_sql = self:_batch_sql(tb, start and ">=" or nil, sparse)
-  local next_sql = self:_batch_sql(tb, ">", sparse)
+  local upper = prog.upper -- a worker's range (see _parallel_pass)
+  local task = prog.task or tb.task
+  local first_sql = self:_batch_sql(tb, start and ">=" or nil, sparse, upper)
+  local next_sql = self:_batch_sql(tb, ">", sparse, upper)
   local estimate = not sparse and conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass",
     tb.qname)
+  if estimate and not isnull(estimate) and prog.workers then estimate = estimate // prog.workers end
   local p = log.progress and log.progress {
-    label = format("backfill %s (pass %d)", tb.name, prog.pass), unit = "rows",
-    total = (estimate and not isnull(estimate) and estimate > 0) and estimate or nil,
+    label = format("backfill %s (pass %d%s)", tb.name, prog.pass, prog.worker and (", worker " .. prog.worker) or ""),
+    unit = "rows", total = (estimate and not isnull(estimate) and estimate > 0) and estimate or nil,
   } or quiet_progress()
+  -- the batch statement's parameters, and a worker's upper bound after them
+  local function batch(c, sql, ...)
+    local args = table.pack(...)
+    if upper then args.n = args.n + 1; args[args.n] = upper end
+    return c:query_one(sql, table.unpack(args, 1, args.n))
+  end
   local scanned, updated = 0, 0
   local health = new_health(self, tb)
   local limiting -- what holds the batch size back, for the progress line
@@ -841,15 +862,15 @@ function Tenancy:_pass(tb, prog, res, opts)
         if nothing then
           out = { scanned = 0, updated = 0 }
         elseif cursor then
-          out = c:query_one(next_sql, size, cursor)
+          out = batch(c, next_sql, size, cursor)
         elseif start then
-          out = c:query_one(first_sql, size, start)
+          out = batch(c, first_sql, size, start)
         else
-          out = c:query_one(first_sql, size)
+          out = batch(c, first_sql, size)
         end
         local new_cursor = isnull(out.cursor) and cursor or out.cursor
         local done = out.scanned < size
-        if c:exec(PROGRESS_UPDATE, tb.task, new_cursor, out.updated, done, prog.pass, cursor) ~= 1 then
+        if c:exec(PROGRESS_UPDATE, task, new_cursor, out.updated, done, prog.pass, cursor) ~= 1 then
           errors.raise("lock", format("backfill of %s: the progress row %q moved under us: another backfill of this "
             .. "table is running", tb.qname, tb.task), { hint = "let the other run finish, then run again" })
         end
@@ -877,6 +898,11 @@ function Tenancy:_pass(tb, prog, res, opts)
                         commit = commit, limit = limiting }
       end
       if out.done then break end
+      if prog.parent_alive and not prog.parent_alive() then
+        -- the run that started this worker is gone (kill -9): stop after the committed batch
+        errors.raise("state", format("backfill %s: worker %s stops: the run that started it is gone", tb.name,
+          prog.worker))
+      end
       if s.pause > 0 then sys.sleep(s.pause) end
       size, limiting = self:_control(tb, health, s, size, retried or attempts > 1, { seconds = took, commit = commit },
         res)
@@ -894,6 +920,147 @@ function Tenancy:_pass(tb, prog, res, opts)
     :reverse():gsub("^,", "") .. " updated"))
   res.scanned, res.updated = res.scanned + scanned, res.updated + updated
   return updated
+end
+
+---------------------------------------------------------------------------
+-- Workers: spec.workers > 1 fills a table's first pass in that many
+-- disjoint key ranges, each by a dhrun process of its own (dhrun is single
+-- threaded; a session per process).  Each range has its own progress row
+-- ("<task>#2/4": cursor, range_end) that its worker commits with each batch,
+-- as a single backfill does, so kill -9 and a rerun stay exact per range: a
+-- rerun finds the rows of an unfinished parallel pass and starts a worker for
+-- each range not finished (whatever spec.workers now says).  A worker stops
+-- after its committed batch once the run that started it is gone.  The health
+-- signals are read by every worker, so a pause holds all of them.
+
+local WORKER_CODE = [[require("dhrun.tenancy")._worker(os.getenv("DHRUN_BACKFILL_WORKER"))]]
+
+function Tenancy:_worker_rows(tb, pass)
+  if not self:_progress_exists() or isnull(self.conn:query_value([[SELECT 1 FROM pg_attribute
+      WHERE attrelid = 'dhrun.backfill_progress'::regclass AND attname = 'range_end' AND NOT attisdropped]])) then
+    return {}
+  end
+  return self.conn:query([[
+    SELECT task, cursor::text AS cursor, range_end::text AS range_end, rows_updated, finished_at IS NOT NULL AS finished
+      FROM dhrun.backfill_progress
+     WHERE left(task, length($1)) = $1 AND pass = $2 ORDER BY task]], tb.task .. "#", pass)
+end
+
+-- Range boundaries for n workers: keys at the quantiles of a sample.
+function Tenancy:_split(tb, n)
+  local conn, texts, order = self.conn, {}, {}
+  for i, c in ipairs(tb.pk) do
+    texts[i], order[i] = conn:quote_ident(c.name) .. "::text", conn:quote_ident(c.name)
+  end
+  local est = conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass", tb.qname)
+  local pct = (not isnull(est) and est > 0) and math.min(100, 100 * 20000 / est) or 100
+  local keys = conn:query(format("SELECT ARRAY[%s]::text AS k FROM %s TABLESAMPLE SYSTEM (%.6f) ORDER BY %s",
+    concat(texts, ", "), tb.qname, pct, concat(order, ", ")))
+  local bounds = {}
+  for i = 1, n - 1 do
+    local k = keys[math.floor(i * #keys / n)]
+    if k and k.k ~= bounds[#bounds] then bounds[#bounds + 1] = k.k end
+  end
+  return bounds
+end
+
+function Tenancy:_parallel_pass(tb, prog, res, opts, n)
+  local conn = self.conn
+  if isnull(conn:query_value([[SELECT 1 FROM pg_attribute WHERE attrelid = 'dhrun.backfill_progress'::regclass
+                                 AND attname = 'range_end' AND NOT attisdropped]])) then
+    conn:exec("ALTER TABLE dhrun.backfill_progress ADD COLUMN IF NOT EXISTS range_end text[]")
+  end
+  local rows = self:_worker_rows(tb, prog.pass)
+  if #rows == 0 then
+    local bounds = self:_split(tb, n)
+    local count = #bounds + 1
+    conn:transaction(function(c)
+      for i = 1, count do
+        c:exec([[INSERT INTO dhrun.backfill_progress (task, pass, cursor, range_end) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (task) DO UPDATE SET pass = excluded.pass, cursor = excluded.cursor,
+                   range_end = excluded.range_end, rows_updated = 0, started_at = now(), updated_at = now(),
+                   finished_at = NULL]], format("%s#%d/%d", tb.task, i, count), prog.pass,
+          bounds[i - 1] or db.null, bounds[i] or db.null)
+      end
+    end)
+    rows = self:_worker_rows(tb, prog.pass)
+    self.log.info(format("backfill %s: pass %d in %d workers", tb.name, prog.pass, #rows))
+  else
+    self.log.info(format("backfill %s: resuming pass %d in %d workers", tb.name, prog.pass, #rows))
+  end
+  local before = 0
+  for _, r in ipairs(rows) do before = before + r.rows_updated end
+  local process = require "dhrun.process"
+  local payload = { spec = self.portable, table = tb.name, parent = sys.pid(), n = #rows,
+                    batch_size = opts.batch_size, pause = opts.pause }
+  local procs = {}
+  for _, r in ipairs(rows) do
+    if not r.finished then
+      payload.task, payload.worker = r.task, r.task:match("#([^#]*)$")
+      procs[#procs + 1] = { task = r.task, proc = process.spawn({ sys.exepath(), "-e", WORKER_CODE }, {
+        env = { DHRUN_BACKFILL_WORKER = require("cjson").encode(payload), DHRUN_BACKFILL_DB = opts.connect or false },
+        stdout = process.INHERIT, stderr = process.INHERIT }) }
+    end
+  end
+  local failed = {}
+  for _, w in ipairs(procs) do
+    local r = w.proc:wait()
+    if not r or r.code ~= 0 then failed[#failed + 1] = format("%s (%s)", w.task, r and (r.signame or ("exit "
+      .. tostring(r.code))) or "?") end
+  end
+  rows = self:_worker_rows(tb, prog.pass)
+  local total, last = 0, nil
+  for _, r in ipairs(rows) do total, last = total + r.rows_updated, r.cursor end
+  res.updated_in_workers = (res.updated_in_workers or 0) + total - before
+  res.batches = res.batches + #procs
+  if #failed > 0 then
+    errors.raise("failed", format("backfill of %s: worker %s failed; the ranges of the others are committed",
+      tb.name, concat(failed, ", ")), { hint = "run the backfill again: it resumes each range after its last "
+      .. "committed batch" })
+  end
+  conn:exec([[UPDATE dhrun.backfill_progress SET rows_updated = $2, cursor = $3, updated_at = now(),
+              finished_at = now() WHERE task = $1]], tb.task, total, last or db.null)
+  prog.finished = true
+  res.scanned, res.updated = res.scanned + total - before, res.updated + total - before
+  return total - before
+end
+
+-- The body of a worker process (see above): its range of one table.
+function M._worker(payload)
+  local w = require("cjson").decode((assert(payload, "DHRUN_BACKFILL_WORKER not set")))
+  -- JSON has no integers: whole numbers back to Lua integers (batch sizes must be)
+  local function ints(t)
+    for k, v in pairs(t) do
+      if type(v) == "table" then ints(v) elseif math.type(v) == "float" and math.tointeger(v) then
+        t[k] = math.tointeger(v)
+      end
+    end
+  end
+  ints(w)
+  local target = os.getenv("DHRUN_BACKFILL_DB")
+  local conn <close> = db.connect(target ~= "" and target or nil, { application_name = "dhrun" })
+  local t = M.new(conn, w.spec)
+  local tb
+  for _, x in ipairs(t.tables) do if x.name == w.table then tb = x end end
+  local prepare = t.backfill_spec.prepare
+  if prepare then
+    db.retry(conn, function(c) c:exec_script(prepare) end, t:_retry_opts(nil, "backfill prepare", nil))
+  end
+  local _ <close> = conn:with_setting("backend_flush_after", t.spec.flush_after)
+  local r = conn:query_one([[SELECT cursor::text AS cursor, range_end::text AS range_end, pass,
+                                    finished_at IS NOT NULL AS finished
+                               FROM dhrun.backfill_progress WHERE task = $1]], w.task)
+  if not r or r.finished then return end
+  local prog = { task = w.task, pass = r.pass, cursor = not isnull(r.cursor) and r.cursor or nil,
+                 upper = not isnull(r.range_end) and r.range_end or nil, worker = w.worker, workers = w.n }
+  function prog.parent_alive()
+    local f = io.open("/proc/" .. math.tointeger(w.parent) .. "/stat")
+    if f then f:close() end
+    return f ~= nil
+  end
+  local res = { batches = 0, scanned = 0, updated = 0 }
+  t:_pass(tb, prog, res, { batch_size = w.batch_size ~= require("cjson").null and w.batch_size or nil,
+                           pause = w.pause ~= require("cjson").null and w.pause or nil })
 end
 
 -- VACUUM (ANALYZE) after a table's backfill (spec.vacuum, on by default):
@@ -951,7 +1118,13 @@ function Tenancy:_backfill_table(tb, opts)
       prog.analyze = analyze
     end
     local full = prog.cursor == nil
-    local n = self:_pass(tb, prog, res, opts)
+    local n
+    local workers = opts.workers or self.spec.workers
+    if prog.pass == 1 and not prog.finished and (self:_worker_rows(tb, prog.pass)[1] or (full and workers > 1)) then
+      n = self:_parallel_pass(tb, prog, res, opts, workers)
+    else
+      n = self:_pass(tb, prog, res, opts)
+    end
     res.passes = res.passes + 1
     if not self:_probe(tb) then break end
     -- A full pass that filled nothing will not fill anything the next time:

@@ -541,37 +541,56 @@ end
 --   upper: a worker's range ends at key $3 (or $2 without a bound), inclusive.
 function Tenancy:_batch_sql(tb, bound, sparse, upper)
   local conn, bf = self.conn, self.backfill_spec[tb.name]
-  local cols, texts, desc, join, after, before = {}, {}, {}, {}, {}, {}
+  local cols, tcols, texts, desc, join, after, before, last = {}, {}, {}, {}, {}, {}, {}, {}
   local up = bound and 3 or 2
   for i, c in ipairs(tb.pk) do
     local q = conn:quote_ident(c.name)
-    cols[i], texts[i], desc[i] = q, q .. "::text", q .. " DESC"
+    cols[i], tcols[i], texts[i], desc[i] = q, "t." .. q, q .. "::text", q .. " DESC"
     join[i] = format("t.%s = dhrun_batch.%s", q, q)
     after[i] = format("($2::text[])[%d]::%s", i, c.type)
     before[i] = format("($%d::text[])[%d]::%s", up, i, c.type)
+    last[i] = format("(SELECT %s FROM dhrun_last)", q)
   end
   local pk, col = concat(cols, ", "), self:_col()
   local where = {}
   if sparse then where[#where + 1] = col .. " IS NULL" end
   if bound then where[#where + 1] = format("(%s) %s (%s)", pk, bound, concat(after, ", ")) end
   if upper then where[#where + 1] = format("(%s) <= (%s)", pk, concat(before, ", ")) end
+  -- Which rows the UPDATE takes: a pass over every key takes the key range
+  -- the batch's keys span, (cursor, last key], so the planner scans that
+  -- range of the primary key index (a join with the list of keys let it pick
+  -- a merge join whose index scan starts at the table's first key: every
+  -- batch then read all the rows before it).  A pass over the rows left NULL
+  -- joins the list of their keys instead: the range between them may hold
+  -- many rows already filled.
+  local pick
+  if sparse then
+    pick = "FROM dhrun_batch%s\n   WHERE " .. concat(join, " AND ")
+  else
+    local range = {}
+    if bound then range[#range + 1] = format("(%s) %s (%s)", concat(tcols, ", "), bound, concat(after, ", ")) end
+    range[#range + 1] = format("(%s) <= (%s)", concat(tcols, ", "), concat(last, ", "))
+    pick = "%s\n   WHERE " .. concat(range, " AND ")
+  end
+  local from = bf.from and ((sparse and ", " or "FROM ") .. bf.from) or ""
   return format([[
 WITH dhrun_batch AS (
   SELECT %s FROM %s%s ORDER BY %s LIMIT $1
+), dhrun_last AS (
+  SELECT %s FROM dhrun_batch ORDER BY %s LIMIT 1
 ), dhrun_updated AS (
   UPDATE %s AS t SET %s = (%s)
-    FROM dhrun_batch%s
-   WHERE %s AND t.%s IS NULL%s
+    %s AND t.%s IS NULL%s
   RETURNING t.%s AS dhrun_value
 )
 SELECT (SELECT count(*) FROM dhrun_batch) AS scanned,
        (SELECT count(*) FROM dhrun_updated WHERE dhrun_value IS NOT NULL) AS updated,
-       (SELECT ARRAY[%s]::text FROM dhrun_batch ORDER BY %s LIMIT 1) AS cursor]],
+       (SELECT ARRAY[%s]::text FROM dhrun_last) AS cursor]],
     pk, tb.qname, #where > 0 and (" WHERE " .. concat(where, " AND ")) or "", pk,
+    pk, concat(desc, ", "),
     tb.qname, col, bf.value,
-    bf.from and (", " .. bf.from) or "",
-    concat(join, " AND "), col, bf.where and (" AND (" .. bf.where .. ")") or "",
-    col, concat(texts, ", "), concat(desc, ", "))
+    format(pick, from), col, bf.where and (" AND (" .. bf.where .. ")") or "",
+    col, concat(texts, ", "))
 end
 
 -- Stores the new cursor in the batch's own transaction.  The old cursor in the
@@ -895,7 +914,7 @@ function Tenancy:_pass(tb, prog, res, opts)
       if opts.on_batch then
         opts.on_batch { table = tb.name, pass = prog.pass, batch = res.batches, scanned = out.scanned,
                         updated = out.updated, cursor = out.cursor, batch_size = size, seconds = took,
-                        commit = commit, limit = limiting }
+                        commit = commit, limit = limiting, eta = p.eta and p:eta() or nil }
       end
       if out.done then break end
       if prog.parent_alive and not prog.parent_alive() then

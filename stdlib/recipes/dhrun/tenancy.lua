@@ -4,7 +4,10 @@
 --   local t = tenancy.new(conn, spec)    -- validates spec against the catalog
 --   t:null_check([opts]) / t:has_nulls() -- catalog first, EXISTS probes, counts only offenders
 --   t:backfill([opts])                   -- keyset batches, resumable (dhrun.backfill_progress); a later
---                                        -- pass visits only the rows left NULL (see _plan_pass)
+--                                        -- pass visits only the rows left NULL (see _plan_pass); the
+--                                        -- batch size follows AIMD toward batch_target, and health
+--                                        -- signals pause or shrink it (see Health); spec.workers > 1
+--                                        -- fills key ranges in parallel processes (see _parallel_pass)
 --   t:enforce_not_null([opts])           -- CHECK NOT VALID -> VALIDATE -> SET NOT NULL -> DROP CHECK
 --   t:drop_not_null([opts])              -- rollback: DROP NOT NULL (optionally all tables in one transaction)
 --   t:state()                            -- nullable / check constraint per table, from the catalog

@@ -8,6 +8,7 @@
 local lib = require "benchlib"
 local sys = require "dhrun.core.sys"
 local cjson = require "cjson"
+local process = require "dhrun.process"
 
 local format = string.format
 
@@ -48,19 +49,20 @@ local function seeded_rows(template)
 end
 
 -- One strategy on a fresh clone: probe on, run, probe off, measure.
-local function measure(template, dbname, label, fn, with_probe)
+local function measure(template, dbname, label, fn, with_probe, sample)
   lib.clone(template, dbname)
   lib.checkpoint()
   local before = lib.table_sizes(dbname)
   local lsn = lib.wal_lsn()
   local probe = with_probe and lib.probe_start(dbname, "b1-" .. label)
-  local sampler = with_probe and lib.sampler_start(dbname, "b1-" .. label)
+  local sampler = (with_probe or sample) and lib.sampler_start(dbname, "b1-" .. label)
   if probe then sys.sleep(1) end -- a second of undisturbed probe first
   local offset = lib.log_offset()
   local res = fn(dbname)
   res.checkpoints = lib.checkpoints(offset)
   res.autovacuums = lib.autovacuums(dbname, "MetricDaily")
-  if probe then res.probe, res.locks = probe.stop(), sampler.stop() end
+  if probe then res.probe = probe.stop() end
+  if sampler then res.locks = sampler.stop() end
   res.wal = lib.wal_bytes(lsn, lib.wal_lsn())
   res.before, res.after = before, lib.table_sizes(dbname)
   res.nulls_left = nulls_left(dbname)
@@ -91,6 +93,186 @@ end
 
 local function growth(res)
   return res.after.total / res.before.total
+end
+
+
+---------------------------------------------------------------------------
+-- The adaptive backfill (health signals, AIMD): at 1/10 of the scale on a
+-- full run (the 1M template the RSS series seeded), else at the scale.
+
+local function dhrun_with(batch)
+  return function(dbname)
+    local rep = format("%s/b1-%s.json", lib.out, dbname)
+    local r, wall, rss = lib.timed(lib.dhrun_argv("backfill", "--config", lib.config, "--report-json", rep),
+      { env = lib.dhrun_env(dbname, { BENCH_BATCH = cjson.encode(batch or {}) }) })
+    lib.write(format("%s/b1-%s.log", lib.out, dbname), r.stdout .. r.stderr)
+    -- batch sizes and pauses from the run's events
+    local sizes, throttles, at_min, md = {}, {}, 0, {}
+    local report = cjson.decode(lib.read(rep) or "{}")
+    for _, e in ipairs(report.events or {}) do
+      if e.kind == "batch" and e.table == "MetricDaily" then
+        sizes[#sizes + 1] = e.batch_size
+        md[#md + 1] = e
+        if e.batch_size <= ((batch or {}).min or 200) then at_min = at_min + 1 end
+      elseif e.kind == "throttle" then
+        throttles[e.signal] = (throttles[e.signal] or 0) + (e.seconds or 0)
+      end
+    end
+    table.sort(sizes)
+    -- the progress line's ETA when MetricDaily was a quarter done, against the time it then took
+    local total, cum, eta = 0, 0, nil
+    for _, e in ipairs(md) do total = total + (e.scanned or 0) end
+    for _, e in ipairs(md) do
+      cum = cum + (e.scanned or 0)
+      if cum >= total / 4 and e.eta and e.eta ~= cjson.null then
+        eta = { shown = e.eta, real = md[#md].t - e.t }
+        break
+      end
+    end
+    return { seconds = wall, rss_kb = rss, sizes = sizes, at_min = at_min, throttles = throttles, eta = eta }
+  end
+end
+
+local function throttle_text(t)
+  local list = {}
+  for k, v in pairs(t or {}) do list[#list + 1] = format("%s %.1f s", k, v) end
+  table.sort(list)
+  return #list > 0 and table.concat(list, ", ") or "none"
+end
+
+local function sizes_text(r)
+  local z = r.sizes or {}
+  if #z == 0 then return "—" end
+  return format("%s / %s / %s (%d of %d at the floor)", lib.fmt_int(z[1]), lib.fmt_int(z[(#z + 1) // 2]),
+    lib.fmt_int(z[#z]), r.at_min, #z)
+end
+
+-- stress-ng --cpu 2 for the length of fn
+local function under_stress(fn)
+  return function(dbname)
+    local proc = process.spawn({ "stress-ng", "--cpu", "2", "--timeout", "900s", "--quiet" })
+    local ok, r = pcall(fn, dbname)
+    proc:stop()
+    if not ok then error(r, 0) end
+    return r
+  end
+end
+
+local function with_replica(fn)
+  return function(dbname)
+    local dir = lib.out .. "/replica"
+    process.run({ "tools/pgtemp.sh", "stop", dir })
+    local r = process.run({ "tools/pgtemp.sh", "start-replica", lib.pgdir, dir }, { timeout = 300 })
+    if not r.ok then error("could not start a replica: " .. r.stderr, 0) end
+    local ok, res = pcall(fn, dbname)
+    process.run({ "tools/pgtemp.sh", "stop", dir })
+    if not ok then error(res, 0) end
+    return res
+  end
+end
+
+function M.adaptive(rows)
+  local s = lib.full_scale and lib.scale // 10 or lib.scale
+  local t = lib.template(s)
+  local total = seeded_rows(t)
+  local tag = lib.tag(s)
+  local details = {}
+  local function add(fmt, ...) details[#details + 1] = format(fmt, ...) end
+  local function run(label, fn, probe, sample)
+    lib.say("B1 adaptive (%s): %s", tag, label)
+    local r = measure(t, "b1_adapt", label:gsub("[^%w]+", "-"), fn, probe, sample)
+    r.rows = total - r.nulls_left
+    r.rate = r.rows / r.seconds
+    lib.drop_db("b1_adapt")
+    lib.ok("%s: %s rows in %.1f s = %s%s", label, lib.fmt_int(r.rows), r.seconds, lib.fmt_rate(r.rate),
+      r.probe and ("; probe " .. lib.probe_text(r.probe)) or "")
+    return r
+  end
+  local adapt_load = (lib.read("/proc/loadavg") or "?"):match("^(%S+ %S+ %S+)")
+  local single = run("one UPDATE, no probe", single_update, false)
+  local quiet = run("dhrun defaults, no probe", dhrun_with(), false)
+  local idle = run("dhrun defaults, probe and replica", with_replica(dhrun_with()), true)
+  local sweep = {}
+  for _, target in ipairs({ 0.1, 0.25, 0.5, 1.0 }) do
+    sweep[#sweep + 1] = run(format("dhrun target %.2f s, probe", target), dhrun_with { target = target }, true)
+    sweep[#sweep].target = target
+  end
+  local relaxed = { max_wal_rate = false, max_commit = false, max_replica_lag = false }
+  local two = run("dhrun, 2 workers, limits relaxed", dhrun_with { workers = 2, max_wal_rate = false,
+    max_commit = false, max_replica_lag = false }, false)
+  local one_relaxed = run("dhrun, 1 worker, limits relaxed", dhrun_with(relaxed), false)
+  local s_single = run("one UPDATE under stress-ng --cpu 2", under_stress(single_update), false, true)
+  local s_dhrun = run("dhrun defaults under stress-ng --cpu 2", under_stress(dhrun_with()), false, true)
+  local eta = s_dhrun.eta
+
+  local lag = idle.locks.max_replica_lag
+  local list = {
+    { bench = format("B1 adaptive: rows/s, dhrun defaults vs one UPDATE, no probe, no replica (%s)", tag),
+      measured = lib.fmt_rate(quiet.rate), baseline = lib.fmt_rate(single.rate), ratio = quiet.rate / single.rate,
+      target = "≥ 0.9×", pass = quiet.rate / single.rate >= 0.9, key = "b1_adapt_ratio" },
+    { bench = format("B1 adaptive: probe p99 with defaults, a replica attached (%s)", tag),
+      measured = lib.fmt_ms(idle.probe.p99), baseline = "10 ms", ratio = idle.probe.p99 / 10, target = "≤ 10 ms",
+      pass = idle.probe.p99 <= 10, key = "b1_adapt_p99" },
+    { bench = format("B1 adaptive: probe max with defaults, a replica attached (%s)", tag),
+      measured = lib.fmt_ms(idle.probe.max), baseline = "100 ms", ratio = idle.probe.max / 100,
+      target = "< 100 ms", pass = idle.probe.max < 100, key = "b1_adapt_max" },
+    { bench = format("B1 adaptive: replica replay lag max with defaults (%s)", tag),
+      measured = lag and format("%.2f s", lag) or "not seen", baseline = "1 s (max_replica_lag)",
+      ratio = lag and lag / 1 or 0, target = "≤ 1 s", pass = lag ~= nil and lag <= 1, key = "b1_adapt_lag" },
+    { bench = format("B1 adaptive: rows/s under stress-ng --cpu 2, dhrun vs one UPDATE (%s)", tag),
+      measured = lib.fmt_rate(s_dhrun.rate), baseline = lib.fmt_rate(s_single.rate),
+      ratio = s_dhrun.rate / s_single.rate, target = "≥ 0.8×", pass = s_dhrun.rate / s_single.rate >= 0.8,
+      key = "b1_adapt_stress" },
+    { bench = format("B1 adaptive: rows/s under stress-ng, batch size not stuck at the floor (%s)", tag),
+      measured = sizes_text(s_dhrun), baseline = "floor 200", ratio = #s_dhrun.sizes > 0 and
+      s_dhrun.at_min / #s_dhrun.sizes or 0, target = "median > floor", pass = #s_dhrun.sizes > 0 and
+      s_dhrun.sizes[(#s_dhrun.sizes + 1) // 2] > 200, key = "b1_adapt_floor" },
+    { bench = format("B1 adaptive: ETA at 25%% under stress-ng vs the real remaining time (%s)", tag),
+      measured = eta and format("%.1f s", eta.shown) or "not shown", baseline = eta and format("%.1f s", eta.real)
+      or "—", ratio = eta and eta.shown / eta.real or 0, target = "0.7–1.3×",
+      pass = eta ~= nil and eta.shown / eta.real >= 0.7 and eta.shown / eta.real <= 1.3, key = "b1_adapt_eta" },
+    { bench = format("B1 adaptive: rows/s, 2 workers (limits relaxed) vs one UPDATE (%s)", tag),
+      measured = lib.fmt_rate(two.rate), baseline = lib.fmt_rate(single.rate), ratio = two.rate / single.rate,
+      target = "≥ 1.2×", pass = two.rate / single.rate >= 1.2, key = "b1_adapt_workers" },
+  }
+  for _, r in ipairs(list) do rows[#rows + 1] = r end
+
+  add("")
+  add("## B1 adaptive backfill (%s MetricDaily rows)", tag)
+  add("")
+  add("Each run on a fresh clone of tmpl for %s; dhrun with the rollout's defaults (batch.target 0.25 s, "
+    .. "max_wal_rate 64MB, max_replica_lag 1s, max_commit 200ms, autovacuum slow) unless the row says otherwise. "
+    .. "Batch sizes are MetricDaily's (min / median / max).", tag)
+  add("")
+  add("| run | rows/s | vs one UPDATE | probe p50 | p99 | max | replica lag max | batch sizes | paused |")
+  add("|---|---|---|---|---|---|---|---|---|")
+  local function line(name, r, base)
+    add("| %s | %s | %.2f× | %s | %s | %s | %s | %s | %s |", name, lib.fmt_int(r.rate), r.rate / base.rate,
+      r.probe and lib.fmt_ms(r.probe.p50) or "—", r.probe and lib.fmt_ms(r.probe.p99) or "—",
+      r.probe and lib.fmt_ms(r.probe.max) or "—",
+      (r.locks and r.locks.max_replica_lag) and format("%.2f s", r.locks.max_replica_lag) or "—",
+      sizes_text(r), throttle_text(r.throttles))
+  end
+  line("one UPDATE, no probe", single, single)
+  line("dhrun, no probe", quiet, single)
+  line("dhrun, probe + replica", idle, single)
+  for _, r in ipairs(sweep) do line(format("dhrun, target %.2f s, probe", r.target), r, single) end
+  line("dhrun, 1 worker, limits relaxed, no probe", one_relaxed, single)
+  line("dhrun, 2 workers, limits relaxed, no probe", two, single)
+  line("one UPDATE, stress-ng --cpu 2", s_single, s_single)
+  line("dhrun, stress-ng --cpu 2", s_dhrun, s_single)
+  add("")
+  add("Load average: %s at the start of these runs (other work on the machine counts: the ratios compare runs "
+    .. "made one after another).", adapt_load)
+  add("")
+  add("What dhrun's backfill session was waiting for (20 Hz samples of pg_stat_activity; \"CPU\": running):")
+  add("")
+  add("- idle, probe + replica: %s", idle.locks.dhrun_waits)
+  for _, r in ipairs(sweep) do add("- target %.2f s: %s", r.target, r.locks.dhrun_waits) end
+  add("- stress-ng --cpu 2, no probe: %s", s_dhrun.locks.dhrun_waits)
+  add("")
+  add("Busy probe sessions, idle with replica: %s", idle.locks.probe_waits)
+  return { details = details }
 end
 
 function M.run(ctx)
@@ -192,6 +374,8 @@ function M.run(ctx)
       target = "info", key = "b1_growth" },
   }
 
+  local adapt = M.adaptive(rows)
+
   -- details for RESULTS.md
   local d = {}
   local function add(fmt, ...) d[#d + 1] = format(fmt, ...) end
@@ -248,6 +432,7 @@ function M.run(ctx)
     .. "the others insert new rows or update a Connection, which no MetricDaily batch locks. \"Scheduled\" is "
     .. "200/s over the probe's span: a probe client stuck behind a lock when its 3 s pgbench chunk ends is not "
     .. "rescheduled, so a starved probe shows as few transactions.")
+  for _, line_ in ipairs(adapt.details) do add("%s", line_) end
   ctx.b1 = { a = a, b = b, c = c }
   return rows, table.concat(d, "\n")
 end

@@ -464,12 +464,18 @@ end
 --     probe_waits = "Lock:extend 12, IO:WALSync 3, ..." (busy probe sessions seen per wait)}
 function M.sampler_stats(file)
   local s = { samples = 0, ae_samples = 0, ae_run = 0, max_waiting = 0, max_wait_ms = 0 }
-  local run, waits = 0, {}
+  local run, waits, dwaits = 0, {}, {}
+  s.max_replica_lag = nil
   for line in io.lines(file) do
     local _, ae, waiting, wait_ms, probe = line:match("^(%S+)\t(%d+)\t(%d+)\t(%S+)\t?(%S*)")
+    local lag, dhrun = line:match("^%S+\t%d+\t%d+\t%S+\t%S*\t(%S+)\t(%S+)")
     for w in (probe or ""):gmatch("[^,]+") do
       if w ~= "-" then waits[w] = (waits[w] or 0) + 1 end
     end
+    for w in (dhrun or ""):gmatch("[^,]+") do
+      if w ~= "-" then dwaits[w] = (dwaits[w] or 0) + 1 end
+    end
+    if tonumber(lag) then s.max_replica_lag = math.max(s.max_replica_lag or 0, tonumber(lag)) end
     if ae then
       s.samples = s.samples + 1
       if tonumber(ae) > 0 then
@@ -487,6 +493,11 @@ function M.sampler_stats(file)
   table.sort(list, function(x, y) return x[2] > y[2] or (x[2] == y[2] and x[1] < y[1]) end)
   for i, x in ipairs(list) do list[i] = x[1] .. " " .. x[2] end
   s.probe_waits = #list > 0 and concat(list, ", ") or "none seen"
+  local dl = {}
+  for w, n in pairs(dwaits) do dl[#dl + 1] = { w, n } end
+  table.sort(dl, function(x, y) return x[2] > y[2] or (x[2] == y[2] and x[1] < y[1]) end)
+  for i, x in ipairs(dl) do dl[i] = x[1] .. " " .. x[2] end
+  s.dhrun_waits = #dl > 0 and concat(dl, ", ") or "none seen"
   return s
 end
 

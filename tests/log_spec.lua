@@ -232,6 +232,23 @@ describe("dhrun.log", function()
       assert.matches("^OK    backfill MetricDaily: done, 1,000 rows in 0%.%ds %([%d,.]+ rows/s%)$", m[#m])
     end)
 
+    it("ends the line with the note a backfill gives it (batch size, what limits it)", function()
+      local r = run([[
+        local p = log.progress{label = "backfill Task", total = 1000, unit = "rows", interval = 0.05}
+        p:note("batch 12,000, limited by replica lag")
+        sys.sleep(0.06) p:add(100)
+        p:note(nil)
+        sys.sleep(0.06) p:add(100)
+        p:finish()
+      ]])
+      assert.are.equal(0, r.code, r.stderr)
+      local m = messages(r.stdout)
+      assert.are.equal(3, #m, r.stdout)
+      assert.matches("^INFO  backfill Task: 100/1,000 rows %(10%.0%%%), [%d,.]+ rows/s, ETA [%d.]+s, batch 12,000, "
+        .. "limited by replica lag$", m[1])
+      assert.matches("ETA [%d.]+s$", m[2])
+    end)
+
     it("off a terminal prints nothing between intervals (default 10 s) but always the finish", function()
       local r = run([[
         local p = log.progress{label = "scan", unit = "rows"}

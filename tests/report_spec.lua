@@ -90,4 +90,21 @@ describe("--report-html", function()
     assert.matches("ACCESS EXCLUSIVE holds", page.dom, 1, true)
     assert.matches("set_not_null", page.dom, 1, true)
   end)
+
+  it("lists the backfill's pauses for health signals: when, which table and signal, why, how long", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/write.lua", [[
+      require("dhrun.report").write_html(arg[1], { flow = "deploy", status = "ok", steps = {}, events = {
+        { kind = "batch", t = 0.5, table = "Task", scanned = 100, seconds = 0.1, batch_size = 100 },
+        { kind = "throttle", t = 1.25, table = "Task", signal = "replica lag", value = 1.4, limit = 1,
+          text = "replica lag 1.40 s > 1.00 s (replica standby1, 12.0 MB behind)", seconds = 3.5 },
+      } })
+    ]])
+    local r = sh.dhrun({ script, dir .. "/r.html" })
+    assert.are.equal(0, r.code, r.stderr)
+    local html = sh.read(dir .. "/r.html")
+    assert.matches("Pauses for health signals", html, 1, true)
+    assert.matches("<td>Task</td><td>replica lag</td><td>replica lag 1.40 s &gt; 1.00 s (replica standby1, 12.0 MB "
+      .. "behind)</td><td>3.5", html, 1, true)
+  end)
 end)

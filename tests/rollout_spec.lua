@@ -138,6 +138,11 @@ describe("rollouts in the config", function()
         'must look like "fkColumn -> Table"' },
       { "cfg.rollouts[1].tables[2] = { 'MetricDaily' }", "needs value = " },
       { "cfg.rollouts[1].colum = 'x'", "unknown setting 'colum' in rollouts[1] (did you mean 'column'?)" },
+      { "cfg.rollouts[1].batch = { max_wal_rate = '64 apples' }", "rollouts[1].batch.max_wal_rate must be" },
+      { "cfg.rollouts[1].batch = { probe = { max = '50ms' } }", "rollouts[1].batch.probe needs sql = " },
+      { "cfg.rollouts[1].batch = { autovacuum = 'sometimes' }", "rollouts[1].batch.autovacuum must be" },
+      { "cfg.rollouts[1].tables[2].batch = { max_replica_lag = '1s' }",
+        "unknown setting 'max_replica_lag' in rollouts[1].tables[2].batch" },
     }) do
       local r = dh.flow(t, "deploy", { "--no-build" }, { config = dh.config(nil, case[1]) })
       assert.are.equal(2, r.code, case[1] .. "\n" .. r.stdout .. r.stderr)

@@ -28,7 +28,13 @@ busted=$(command -v busted) || { echo "tests: busted missing (run make deps)"; e
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dhrun-test.XXXXXX")
 chmod 755 "$tmp"
-cleanup() { tools/pgtemp.sh stop "$tmp/pg" >/dev/null 2>&1 || true; rm -rf "$tmp"; }
+cleanup() {
+  local r
+  for r in "$tmp"/replica-*; do   # tests/helpers/replica.lua's, if a spec died before stopping one
+    [ -d "$r" ] && { tools/pgtemp.sh stop "$r" >/dev/null 2>&1 || true; }
+  done
+  tools/pgtemp.sh stop "$tmp/pg" >/dev/null 2>&1 || true; rm -rf "$tmp"
+}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM

@@ -310,10 +310,10 @@ describe("dhrun.tenancy", function()
     env.conn:exec([[UPDATE "Account" SET "workspaceId" = 'w']])
     local sizes = {}
     local t = tenancy.new(env.conn, spec { tables = { "Metric" }, batch_size = 20, min_batch_size = 10,
-      max_batch_size = 100, batch_target = 10 })
+      max_batch_size = 100, batch_step = 20, batch_target = 10 })
     t:backfill { on_batch = function(info) sizes[#sizes + 1] = info.batch_size end }
-    -- Fast batches grow by 1.5x up to the maximum.
-    assert.are.same({ 20, 30, 45, 67, 100 }, { sizes[1], sizes[2], sizes[3], sizes[4], sizes[5] })
+    -- Fast batches grow by batch_step (additive increase) up to the maximum.
+    assert.are.same({ 20, 40, 60, 80, 100 }, { sizes[1], sizes[2], sizes[3], sizes[4], sizes[5] })
     assert.are.equal(100, sizes[#sizes])
     assert.is_true(tenancy.new(env.conn, spec { tables = { "Metric" } }):null_check().ok)
   end)
@@ -372,7 +372,7 @@ describe("dhrun.tenancy", function()
         "spec.table_settings.Metric.batch_target must be a number >= 0.001, got 1s" },
       { { Metric = { vacuum = "yes" } }, "spec.table_settings.Metric.vacuum must be true or false, got yes" },
       { { Metric = { batchsize = 5 } }, "spec.table_settings.Metric.batchsize is not a per-table setting "
-        .. "(batch_size, min_batch_size, max_batch_size, batch_target, pause, vacuum)" },
+        .. "(batch_size, min_batch_size, max_batch_size, batch_target, pause, batch_step, vacuum)" },
       { { ["Metric Daily"] = 5 }, 'spec.table_settings["Metric Daily"] must be a table, got number' },
       { "fast", "spec.table_settings must be a table of {table name = {batch_size=, ...}}" },
     } do
@@ -899,4 +899,303 @@ describe("dhrun.tenancy", function()
     -- The timeout was LOCAL to the DDL's transaction.
     assert.are.equal("0", conn:get("lock_timeout"))
   end)
+end)
+
+describe("dhrun.tenancy health signals", function()
+  local events = require "dhrun.events"
+
+  -- Records dhrun.events for the length of fn.
+  local function recording(fn)
+    local got = {}
+    events.record(function(e) got[#got + 1] = e end)
+    local ok, err = pcall(fn)
+    events.record(nil)
+    if not ok then error(err, 0) end
+    return got
+  end
+
+  it("shrinks the batch multiplicatively on slow batches, down to its floor, and says what limits it", function()
+    local env = setup()
+    populate(env.conn, 200)
+    local s = spec { tables = { "Account" }, batch_size = 80, min_batch_size = 10, max_batch_size = 80,
+      batch_target = 0.001, max_commit = false }
+    -- every batch takes at least 5 ms (one sleep per statement): slower than 1.5 x batch_target
+    s.backfill.Account = { value = [['ws-' || (t.id % 5) || (SELECT '' FROM pg_sleep(0.005))]] }
+    make_reference(env, s)
+    local seen = {}
+    tenancy.new(env.conn, s):backfill { on_batch = function(info) seen[#seen + 1] = info end }
+    assert.are.same({ 80, 40, 20, 10, 10 }, { seen[1].batch_size, seen[2].batch_size, seen[3].batch_size,
+      seen[4].batch_size, seen[5].batch_size })
+    assert.are.equal("batch time", seen[2].limit)
+    assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
+  end)
+
+  it("pauses while the probe is slower than its limit, names it and its latency, and resumes when it clears",
+    function()
+      local env = setup()
+      populate(env.conn, 300)
+      env.conn:exec("CREATE SEQUENCE probe_calls")
+      -- the probe's 3rd to 5th runs are slow (a 60 ms sleep): the app "suffers" for a while
+      local s = spec { tables = { "Account" }, batch_size = 20, min_batch_size = 5, max_batch_size = 40,
+        probe = { sql = [[SELECT CASE WHEN n BETWEEN 3 AND 5 THEN pg_sleep(0.06) END
+                          FROM (SELECT nextval('probe_calls') AS n) x]],
+                  max = "20ms" } }
+      make_reference(env, s)
+      local sizes, summary = {}, nil
+      local got = recording(function()
+        summary = tenancy.new(env.conn, s):backfill { on_batch = function(info) sizes[#sizes + 1] = info end }
+      end)
+      local line = logged(s.log, "paused: probe")
+      assert.is_truthy(line, table.concat(s.log.lines, "\n"))
+      local ms = assert(tonumber(line:match("probe (%d+) ms > 20 ms")), line)
+      assert.is_true(ms >= 60, line)
+      -- one pause: the probe ran slow three times in a row, then the backfill went on
+      local throttles = {}
+      for _, e in ipairs(got) do if e.kind == "throttle" then throttles[#throttles + 1] = e end end
+      assert.are.equal(1, #throttles)
+      assert.are.equal("probe", throttles[1].signal)
+      assert.are.equal(0.02, throttles[1].limit)
+      assert.is_true(throttles[1].seconds >= 0.12, tostring(throttles[1].seconds))
+      assert.is_true(summary.tables[1].throttle.probe >= 0.12)
+      -- the batch after the pause is smaller (multiplicative decrease), named by its limit
+      local after
+      for i, info in ipairs(sizes) do if info.limit == "probe" then after = after or sizes[i] end end
+      assert.is_truthy(after)
+      assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
+    end)
+
+  it("stops with a clear error when a signal stays over its limit longer than max_pause, and resumes later",
+    function()
+      local env = setup()
+      populate(env.conn, 100)
+      local s = spec { tables = { "Account" }, probe = { sql = "SELECT pg_sleep(0.03)", max = "10ms" },
+        max_pause = "300ms" }
+      make_reference(env, s)
+      local err = catch(tenancy.new(env.conn, s).backfill, tenancy.new(env.conn, s))
+      assert.are.equal("state", err.kind)
+      assert.matches("backfill of Account paused for %d+ ms and probe is still over its limit: probe %d+ ms > 10 ms",
+        err.message)
+      -- the batch before the pause was committed with its cursor: a second run resumes after it
+      assert.are.equal(10, env.conn:query_value("SELECT rows_updated FROM dhrun.backfill_progress"))
+      s.probe = nil
+      local summary = tenancy.new(env.conn, s):backfill()
+      assert.are.equal(90, summary.updated)
+      assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
+    end)
+
+  it("paces the batches to max_wal_rate", function()
+    local env = setup()
+    populate(env.conn, 2000)
+    local s = spec { tables = { "Account" }, batch_size = 100, min_batch_size = 100, max_batch_size = 100,
+      max_wal_rate = "512kB" }
+    make_reference(env, s)
+    local lsn0 = env.conn:query_value("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8")
+    local t0 = sys.now()
+    tenancy.new(env.conn, s):backfill()
+    local took = sys.now() - t0
+    local wal = env.conn:query_value("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8") - lsn0
+    assert.is_truthy(logged(s.log, "paused: WAL rate"), table.concat(s.log.lines, "\n"))
+    -- averaged over the run (other tests' databases write too: a margin)
+    assert.is_true(wal / took < 1.5 * 512 * 1024, format("%.0f bytes/s over %.2f s", wal / took, took))
+    assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
+  end)
+
+  it("with a VACUUM running on the table, batches stay small (autovacuum = \"slow\") and the data is exact",
+    function()
+      local env = setup()
+      populate(env.conn, 400)
+      env.conn:exec([[UPDATE "Metric" SET clicks = clicks + 1]]) -- dead rows for the VACUUM to visit
+      -- a VACUUM as slow as a throttled autovacuum worker, in a real process of its own
+      local vac = process.spawn({ sh.bin, "-e", [[
+        local c = require("dhrun.db").connect(os.getenv("TEN_DB"))
+        c:exec("SET vacuum_cost_delay = 100") c:exec("SET vacuum_cost_limit = 1")
+        c:exec('VACUUM "Metric"')]] }, { env = { TEN_DB = env.db.conninfo } })
+      env.cleanup[#env.cleanup + 1] = function()
+        pcall(env.conn.query, env.conn, [[SELECT pg_cancel_backend(pid) FROM pg_stat_progress_vacuum]])
+        vac:wait(10)
+      end
+      wait_for(function()
+        return count(env.conn, [[pg_stat_progress_vacuum WHERE relid = '"Metric"'::regclass]]) > 0
+      end, 10, "the VACUUM to start")
+      env.conn:exec([[UPDATE "Account" SET "workspaceId" = 'ws-' || (id % 3)]])
+      local s = spec { tables = { "Metric" }, batch_size = 80, min_batch_size = 10, max_batch_size = 200,
+        batch_step = 40, vacuum = false }
+      make_reference(env, spec { tables = { "Account", "Metric" } })
+      local seen = {}
+      tenancy.new(env.conn, s):backfill { on_batch = function(info) seen[#seen + 1] = info end }
+      assert.are.same({ 80, 40, 20, 10, 10 }, { seen[1].batch_size, seen[2].batch_size, seen[3].batch_size,
+        seen[4].batch_size, seen[5].batch_size })
+      assert.are.equal("vacuum", seen[2].limit)
+      assert.are.equal(digest(env.conn, "ref", "Metric"), digest(env.conn, "public", "Metric"))
+    end)
+end)
+
+describe("dhrun.tenancy with a streaming replica", function()
+  local replica_helper = require "replica"
+  local replica
+
+  lazy_setup(function() replica = replica_helper.start() end)
+  lazy_teardown(function() if replica then replica.stop() end end)
+
+  -- A backfill of "Account" by a real dhrun process, its replica lag limit
+  -- 300 ms; prints the summary as JSON on its last line.
+  local REPLICA_SCRIPT = [[
+    local conn = require("dhrun.db").connect(os.getenv("TEN_DB"))
+    local t = require("dhrun.tenancy").new(conn, {
+      column = "workspaceId", tables = { "Account" },
+      backfill = { Account = { value = [=['ws-' || (t.id % 5)]=] } },
+      batch_size = 50, min_batch_size = 50, max_batch_size = 50, pause = 0.02, max_replica_lag = "300ms",
+      max_pause = "60s",
+    })
+    print(require("cjson").encode(t:backfill()))
+  ]]
+
+  it("pauses when replay on the replica stops, naming the replica lag, and finishes when it resumes", function()
+    local env = setup()
+    local conn = env.conn
+    populate(conn, 3000)
+    local s = spec { tables = { "Account" } }
+    make_reference(env, s)
+    local standby = db.connect(replica.conninfo("postgres"))
+    env.cleanup[#env.cleanup + 1] = function()
+      pcall(standby.query, standby, "SELECT pg_wal_replay_resume()")
+      standby:close()
+    end
+    -- the replica has the test's database before its replay stops
+    local lsn = conn:query_value("SELECT pg_current_wal_lsn()::text")
+    wait_for(function()
+      return standby:query_value("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn)
+    end, 20, "the replica to replay the test's setup")
+    standby:query("SELECT pg_wal_replay_pause()")
+    wait_for(function() return standby:query_value("SELECT pg_get_wal_replay_pause_state()") == "paused" end, 10,
+      "replay to pause")
+
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/backfill.lua", REPLICA_SCRIPT)
+    local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo }, stdout = dir .. "/out",
+      stderr = dir .. "/err" })
+    env.cleanup[#env.cleanup + 1] = function() if proc:running() then proc:kill("KILL") proc:wait(5) end end
+    local line
+    wait_for(function()
+      line = (sh.read(dir .. "/out") or ""):match("[^\n]*paused: replica lag[^\n]*")
+      return line ~= nil or not proc:running()
+    end, 30, "the backfill to pause for the replica")
+    assert.is_truthy(line, (sh.read(dir .. "/out") or "") .. (sh.read(dir .. "/err") or ""))
+    -- named with its value, within a batch or two of crossing the limit (batches are 50 rows, 20 ms apart)
+    local ms = tonumber(line:match("replica lag (%d+) ms > 300 ms"))
+    assert.is_truthy(ms, line)
+    assert.is_true(ms < 600, line)
+    -- paused: nothing is committed while the replica stays a second or more behind
+    local before = conn:query_value("SELECT rows_updated FROM dhrun.backfill_progress")
+    assert.is_true(before < 3000)
+    -- an observation window of one second on the server's clock (what must not happen cannot be waited for)
+    local seen = conn:query_value("SELECT clock_timestamp()::text")
+    wait_for(function()
+      return conn:query_value("SELECT clock_timestamp() - $1::timestamptz > interval '1s'", seen)
+    end, 20, "a second to pass")
+    assert.are.equal(before, conn:query_value("SELECT rows_updated FROM dhrun.backfill_progress"))
+    assert.is_true(proc:running())
+
+    standby:query("SELECT pg_wal_replay_resume()")
+    local r = assert(proc:wait(60))
+    assert.are.equal(0, r.code, sh.read(dir .. "/err"))
+    local summary = cjson.decode(sh.read(dir .. "/out"):match("[^\n]+\n$"))
+    assert.are.equal(3000, summary.updated)
+    assert.is_true(summary.tables[1].throttle["replica lag"] >= 1)
+    assert.are.equal(digest(conn, "ref", "Account"), digest(conn, "public", "Account"))
+    -- and the replica, once it has replayed everything, has exactly the same rows
+    local rconn = db.connect(replica.conninfo(env.db.name))
+    env.cleanup[#env.cleanup + 1] = function() rconn:close() end
+    local final = conn:query_value("SELECT pg_current_wal_lsn()::text")
+    wait_for(function() return standby:query_value("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", final) end, 30,
+      "the replica to catch up")
+    assert.are.equal(digest(conn, "ref", "Account"), digest(rconn, "public", "Account"))
+  end)
+end)
+
+describe("dhrun.tenancy workers", function()
+  -- A backfill of "Account" in TEN_WORKERS parallel ranges, by a real dhrun
+  -- process; prints the summary as JSON on its last line.
+  local WORKERS_SCRIPT = [[
+    local conn = require("dhrun.db").connect(os.getenv("TEN_DB"))
+    local t = require("dhrun.tenancy").new(conn, {
+      column = "workspaceId", tables = { "Account" },
+      backfill = { Account = { value = [=['ws-' || (t.id % 5)]=] } },
+      batch_size = 10, min_batch_size = 10, max_batch_size = 10, pause = tonumber(os.getenv("TEN_PAUSE")),
+      workers = tonumber(os.getenv("TEN_WORKERS")),
+    })
+    print(require("cjson").encode(t:backfill { connect = os.getenv("TEN_DB") }))
+  ]]
+
+  it("fills disjoint key ranges in N processes, each committing its own cursor, with exactly the expected data",
+    function()
+      local env = setup()
+      local conn = env.conn
+      populate(conn, 600)
+      make_reference(env, spec { tables = { "Account" } })
+      local script = sh.tmpfile("workers.lua", WORKERS_SCRIPT)
+      local r = sh.dhrun({ script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0", TEN_WORKERS = "3" } })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches("backfill Account: pass 1 in 3 workers", r.stdout, 1, true)
+      local summary = cjson.decode(r.stdout:match("[^\n]+\n$"))
+      assert.are.equal(600, summary.updated)
+      assert.are.equal(digest(conn, "ref", "Account"), digest(conn, "public", "Account"))
+      local rows = conn:query([[SELECT task, rows_updated, finished_at IS NOT NULL AS finished
+                                  FROM dhrun.backfill_progress ORDER BY task]])
+      assert.are.equal(4, #rows)
+      local sum = 0
+      for i = 2, 4 do
+        assert.matches("#%d/3$", rows[i].task)
+        assert.is_true(rows[i].finished)
+        assert.is_true(rows[i].rows_updated > 0)
+        sum = sum + rows[i].rows_updated
+      end
+      assert.are.equal(600, sum)
+      assert.are.same({ "workspaceId:public.Account", 600, true }, { rows[1].task, rows[1].rows_updated,
+        rows[1].finished })
+      -- the three sessions ran at the same time: each range was started before any finished
+      local overlap = conn:query_value([[SELECT max(started_at) < min(finished_at) FROM dhrun.backfill_progress
+                                          WHERE task LIKE '%#%']])
+      assert.is_true(overlap)
+    end)
+
+  it("after kill -9 of the run, each range resumes after its own committed cursor and the data is exact",
+    function()
+      local env = setup()
+      local conn = env.conn
+      populate(conn, 900)
+      make_reference(env, spec { tables = { "Account" } })
+      local script = sh.tmpfile("workers.lua", WORKERS_SCRIPT)
+      local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0.02",
+        TEN_WORKERS = "2" } })
+      wait_for(function()
+        local ok, v = pcall(conn.query_value, conn, [[SELECT count(*) FROM dhrun.backfill_progress
+                                                        WHERE task LIKE '%#%' AND rows_updated >= 50]])
+        return ok and v == 2
+      end, 20, "both workers to commit 50 rows")
+      proc:kill("KILL")
+      assert.are.equal("SIGKILL", assert(proc:wait(5)).signame)
+      -- the workers notice that their run is gone and stop after their committed batch
+      wait_for(sessions_gone(conn), 10, "the workers' sessions to end")
+      local rows = conn:query([[SELECT cursor[1]::int AS cursor, range_end[1]::int AS range_end, rows_updated,
+                                       finished_at IS NULL AS open
+                                  FROM dhrun.backfill_progress WHERE task LIKE '%#%' ORDER BY task]])
+      assert.are.equal(2, #rows)
+      -- each range: exactly its keys up to its cursor are filled
+      local lower = 0
+      for _, r in ipairs(rows) do
+        assert.is_true(r.open)
+        local hi = r.range_end == db.null and 900 or r.range_end
+        assert.are.equal(r.rows_updated, count(conn, [["Account" WHERE "workspaceId" IS NOT NULL AND id > $1
+                                                      AND id <= $2]], lower, hi))
+        assert.are.equal(r.cursor - lower, r.rows_updated)
+        lower = hi
+      end
+      local r = sh.dhrun({ script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0", TEN_WORKERS = "1" } })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches("backfill Account: resuming pass 1 in 2 workers", r.stdout, 1, true)
+      assert.are.equal(digest(conn, "ref", "Account"), digest(conn, "public", "Account"))
+      assert.are.equal(900, conn:query_value([[SELECT rows_updated FROM dhrun.backfill_progress
+                                                WHERE task = 'workspaceId:public.Account']]))
+    end)
 end)

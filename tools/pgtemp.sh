@@ -5,6 +5,12 @@
 #                               (DIR) and a free port on 127.0.0.1; prints
 #                               `export PG...=...` lines for eval
 #   tools/pgtemp.sh stop DIR    stop the server (fast) and delete DIR
+#   tools/pgtemp.sh start-replica PRIMARY_DIR DIR
+#                               a streaming replica of the cluster in
+#                               PRIMARY_DIR (pg_basebackup -R), its own
+#                               postmaster on its own socket (DIR) and port;
+#                               prints `export PGTEMP_REPLICA_HOST=... PGTEMP_REPLICA_PORT=...`.
+#                               Stop it with `stop DIR`.
 #
 # As root (CI, containers) initdb and the server run as the `postgres` user,
 # since initdb refuses to run as root.  Settings favour speed over
@@ -50,8 +56,23 @@ new_password() {
 
 cmd=${1:-}; dir=${2:-}
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-  echo "usage: pgtemp.sh start|stop DIR" >&2; exit 2
+  echo "usage: pgtemp.sh start|stop DIR, pgtemp.sh start-replica PRIMARY_DIR DIR" >&2; exit 2
 fi
+
+# Starts the cluster in $1/data on a free port; prints the port.
+start_on_free_port() {
+  local d=$1 port attempt
+  for attempt in 1 2 3 4 5 6 7 8; do
+    port=$(( (RANDOM * 32768 + RANDOM) % 30000 + 20000 ))
+    if as_owner "$bin/pg_ctl" -D "$d/data" -l "$d/server.log" -w -t 60 \
+         -o "-p $port" start >/dev/null 2>&1; then
+      echo "$port"; return 0
+    fi
+    grep -q "could not bind\|already in use" "$d/server.log" 2>/dev/null || break
+  done
+  echo "pgtemp: the server did not start, see $d/server.log:" >&2; tail -5 "$d/server.log" >&2
+  return 1
+}
 
 case "$cmd" in
 start)
@@ -108,6 +129,44 @@ export PGHOST='$dir' PGPORT='$port' PGUSER=postgres PGDATABASE=postgres
 export PGTEMP_DIR='$dir' PGTEMP_BIN='$bin'
 ENV
   ;;
+start-replica)
+  # The replica connects as a replication-only role that the primary trusts
+  # over its own socket (no password in any file: the suite scans for it).
+  bin=$(find_bindir)
+  primary=$(cd "$dir" && pwd)
+  rdir=${3:-}
+  [ -n "$rdir" ] || { echo "usage: pgtemp.sh start-replica PRIMARY_DIR DIR" >&2; exit 2; }
+  pport=$(cat "$primary/port")
+  mkdir -p "$rdir"
+  rdir=$(cd "$rdir" && pwd)
+  if [ -e "$rdir/data" ]; then echo "pgtemp: $rdir/data exists already" >&2; exit 2; fi
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$rdir"; chmod 700 "$rdir"; fi
+  if ! grep -q "^local replication dhrun_repl trust" "$primary/data/pg_hba.conf"; then
+    as_owner sed -i '1i local replication dhrun_repl trust' "$primary/data/pg_hba.conf"
+    PGPASSWORD=$(cat "$primary/password") "$bin/psql" -X -q -h "$primary" -p "$pport" -U postgres -d postgres \
+      -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dhrun_repl') THEN CREATE ROLE dhrun_repl LOGIN REPLICATION; END IF;
+END $$;
+SELECT pg_reload_conf();
+SQL
+  fi
+  as_owner "$bin/pg_basebackup" -h "$primary" -p "$pport" -U dhrun_repl -D "$rdir/data" -R -X stream \
+    -c fast >"$rdir/basebackup.log" 2>&1 || {
+      echo "pgtemp: pg_basebackup failed, see $rdir/basebackup.log:" >&2; tail -5 "$rdir/basebackup.log" >&2; exit 1; }
+  # Its own socket; replay positions reported every second even when no WAL
+  # arrives (a paused backfill writes none), so a caught-up replica is seen soon.
+  as_owner tee -a "$rdir/data/postgresql.conf" >/dev/null <<CONF
+unix_socket_directories = '$rdir'
+hot_standby = on
+wal_receiver_status_interval = 1s
+CONF
+  port=$(start_on_free_port "$rdir") || exit 1
+  echo "$port" >"$rdir/port"
+  cat <<ENV
+export PGTEMP_REPLICA_HOST='$rdir' PGTEMP_REPLICA_PORT='$port'
+ENV
+  ;;
 stop)
   [ -d "$dir" ] || exit 0
   bin=$(find_bindir)
@@ -118,5 +177,5 @@ stop)
   rm -rf "$dir"
   ;;
 *)
-  echo "usage: pgtemp.sh start|stop DIR" >&2; exit 2 ;;
+  echo "usage: pgtemp.sh start|stop DIR, pgtemp.sh start-replica PRIMARY_DIR DIR" >&2; exit 2 ;;
 esac

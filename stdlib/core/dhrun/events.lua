@@ -8,7 +8,8 @@
 -- Each event gets `t`, seconds since the recording started.  Kinds the
 -- stdlib emits: "batch" {table=, pass=, scanned=, updated=, batch_size=,
 -- seconds=}, "lock_wait" {what=, attempt=, retries=, delay=, error=,
--- blockers=}, "ddl" {table=, step=, sql=, lockmode=, seconds=, attempts=}.
+-- blockers=}, "ddl" {table=, step=, sql=, lockmode=, seconds=, attempts=}, "throttle" {table=,
+-- signal=, value=, limit=, text=, seconds=} (a backfill paused by a health signal).
 local sys = require "dhrun.core.sys"
 
 local events = {}

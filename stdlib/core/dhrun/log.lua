@@ -8,6 +8,7 @@
 --   log.to_file(path) -> true | nil, err;  log.close_file()
 --   log.progress{label=, total=, unit=, interval=} -> p
 --       p:update(done)  p:add([n])  p:finish([message])  p:fail([message])
+--       p:note(text)    a detail shown at the end of the line ("batch 5,000"), nil to drop it
 --
 -- debug/info/ok/progress go to stdout, warn/error to stderr.  On a terminal
 -- lines are bare and coloured; anywhere else (a pipe, a CI log, the log file)
@@ -343,7 +344,15 @@ function Progress:text(now)
       s = s .. ", ETA unknown"
     end
   end
+  if self.detail then s = s .. ", " .. self.detail end
   return s
+end
+
+function Progress:note(text)
+  if text ~= nil and type(text) ~= "string" then
+    error("bad argument #1 to 'note' (string or nil expected, got " .. type(text) .. ")", 2)
+  end
+  self.detail = text
 end
 
 local function draw(p, text)

@@ -359,7 +359,7 @@ function report.html(result)
 
   -- backfill
   local by_table, order = {}, {}
-  local waits, ddl = {}, {}
+  local waits, ddl, throttles = {}, {}, {}
   for _, e in ipairs(result.events or {}) do
     if e.kind == "batch" then
       local name = tostring(e.table)
@@ -378,6 +378,8 @@ function report.html(result)
       waits[#waits + 1] = e
     elseif e.kind == "ddl" then
       ddl[#ddl + 1] = e
+    elseif e.kind == "throttle" then
+      throttles[#throttles + 1] = e
     end
   end
   add("<h2>Backfill</h2>")
@@ -387,6 +389,16 @@ function report.html(result)
     add("<h3>", h(name), " <span class=\"muted\">", h(tb.n), " batch(es), ", h(tb.rows), " row(s) visited</span></h3>",
       line_svg(name .. ": rows/s per batch", "rate:" .. name, tb.rate, "rows/s"),
       line_svg(name .. ": batch size", "batch:" .. name, tb.size, "rows"))
+  end
+
+  if #throttles > 0 then
+    add("<h3>Pauses for health signals</h3><table><tr><th>at</th><th>table</th><th>signal</th><th>why</th>",
+      "<th>paused</th></tr>")
+    for _, e in ipairs(throttles) do
+      add("<tr><td>", h(num(e.t or 0)), " s</td><td>", h(e.table), "</td><td>", h(e.signal), "</td><td>", h(e.text),
+        "</td><td>", h(num(e.seconds or 0)), " s</td></tr>")
+    end
+    add("</table>")
   end
 
   -- lock waits

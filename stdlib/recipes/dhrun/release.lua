@@ -900,6 +900,8 @@ function M.steps.backfill()
       for k, v in pairs(ctx.backfill_opts or {}) do opts[k] = v end
       -- each committed batch, for the release report (rate and batch size over time)
       opts.on_batch = function(info) events.emit("batch", info) end
+      -- batch.workers > 1: each worker process connects to the same database
+      opts.connect = opts.connect or (ctx.cfg and ctx.cfg.database_url)
       local s = M.tenancy(ctx):backfill(opts)
       return { summary = format("%d row(s) updated", s.updated or 0), tables = s.tables }
     end,

@@ -10,7 +10,8 @@
 --       migrations = { "..._org_nullable", "..._org_indexes" },   -- applied before the backfill
 --       not_null_migration = "..._org_not_null",
 --       prepare = [[ idempotent SQL, run once before the backfill ]],
---       batch = { size = 5000, min = 200, max = 50000, target = 0.25, pause = 0 },
+--       batch = { size = 5000, min = 200, max = 50000, target = 0.25, pause = 0,
+--                 max_wal_rate = "64MB", max_replica_lag = "1s", probe = { sql = "SELECT 1", max = "50ms" } },
 --       tables = {
 --         { "Project", value = [[...]], from = [[...]], where = [[...]] },
 --         { "Task", parent = "projectId -> Project" },
@@ -34,19 +35,49 @@ M.DEFAULT_NAME = "default"
 
 local seconds = T.either(T.number { min = 0 }, T.duration { seconds = true })
 
-local BATCH = T.record({
+local function check_batch_sizes(b, ctx, path)
+  if b.min and b.max and b.min > b.max then
+    errors.config(format("%s: %s.min (%d) is larger than %s.max (%d)", ctx.file, path, b.min, path, b.max))
+  end
+end
+
+local TABLE_BATCH_KEYS = {
   size = T.integer { min = 1 },
   min = T.integer { min = 1 },
   max = T.integer { min = 1 },
   target = T.either(T.number { min = 0.001 }, T.duration { seconds = true }),
   pause = seconds,
-}, {
-  validate = function(b, ctx, path)
-    if b.min and b.max and b.min > b.max then
-      errors.config(format("%s: %s.min (%d) is larger than %s.max (%d)", ctx.file, path, b.min, path, b.max))
-    end
-  end,
-})
+  step = T.integer { min = 1 },
+}
+
+-- A table's own batch: the sizes and pace only (the health signals are the rollout's).
+local TABLE_BATCH = T.record(TABLE_BATCH_KEYS, { validate = check_batch_sizes })
+
+local SIZE = T.string { pattern = "^%s*%d+%.?%d*%s*[kMG]?B%s*$", what = "a size like \"64MB\"" }
+local OFF = T.enum({ false })
+
+local BATCH_KEYS = {
+  -- health signals (README, "Backfill health signals"); false turns one off
+  max_wal_rate = T.either(OFF, T.either(T.number { min = 1 }, SIZE)),
+  max_replica_lag = T.either(OFF, seconds),
+  max_commit = T.either(OFF, seconds),
+  max_pause = T.either(OFF, seconds),
+  autovacuum = T.enum({ "slow", "pause", "ignore" }),
+  workers = T.integer { min = 1, max = 64 },
+  probe = T.record({
+    sql = T.string(),
+    url = T.string { pattern = "^https?://", what = "an http:// or https:// URL" },
+    max = seconds,
+  }, {
+    validate = function(p, ctx, path)
+      if (p.sql == nil) == (p.url == nil) then
+        errors.config(format("%s: %s needs sql = \"SQL\" or url = \"http://...\" (one of them)", ctx.file, path))
+      end
+    end,
+  }),
+}
+for k, v in pairs(TABLE_BATCH_KEYS) do BATCH_KEYS[k] = v end
+local BATCH = T.record(BATCH_KEYS, { validate = check_batch_sizes })
 
 local NAME = T.string { pattern = "^[%w_][%w_%-%.]*$", what = "a name of letters, digits, '-', '_' or '.'" }
 
@@ -75,7 +106,7 @@ local TABLE = T.record({
   where = T.string(),
   parent = PARENT,
   fallback = T.string(),
-  batch = BATCH,
+  batch = TABLE_BATCH,
   vacuum = T.boolean(),
 }, {
   validate = function(t, ctx, path)
@@ -247,6 +278,9 @@ function M.tenancy_spec(r)
   local spec = {
     column = r.column, tables = {}, backfill = { prepare = r.prepare },
     batch_size = b.size, min_batch_size = b.min, max_batch_size = b.max, batch_target = b.target, pause = b.pause,
+    batch_step = b.step, max_wal_rate = b.max_wal_rate, max_replica_lag = b.max_replica_lag,
+    max_commit = b.max_commit, max_pause = b.max_pause, autovacuum = b.autovacuum, probe = b.probe,
+    workers = b.workers,
     lock_timeout = r.lock_timeout, retries = r.retries, retry_base = r.retry_base, retry_max = r.retry_max,
     schema = r.schema, flush_after = r.flush_after, vacuum = r.vacuum, table_settings = {},
     outwait_autovacuum = r.outwait_autovacuum,
@@ -262,7 +296,7 @@ function M.tenancy_spec(r)
     local tb = t.batch or {}
     if next(tb) or t.vacuum ~= nil then
       spec.table_settings[t.name] = { batch_size = tb.size, min_batch_size = tb.min, max_batch_size = tb.max,
-        batch_target = tb.target, pause = tb.pause, vacuum = t.vacuum }
+        batch_target = tb.target, pause = tb.pause, batch_step = tb.step, vacuum = t.vacuum }
     end
   end
   return spec

@@ -4,7 +4,10 @@
 --   local t = tenancy.new(conn, spec)    -- validates spec against the catalog
 --   t:null_check([opts]) / t:has_nulls() -- catalog first, EXISTS probes, counts only offenders
 --   t:backfill([opts])                   -- keyset batches, resumable (dhrun.backfill_progress); a later
---                                        -- pass visits only the rows left NULL (see _plan_pass)
+--                                        -- pass visits only the rows left NULL (see _plan_pass); the
+--                                        -- batch size follows AIMD toward batch_target, and health
+--                                        -- signals pause or shrink it (see Health); spec.workers > 1
+--                                        -- fills key ranges in parallel processes (see _parallel_pass)
 --   t:enforce_not_null([opts])           -- CHECK NOT VALID -> VALIDATE -> SET NOT NULL -> DROP CHECK
 --   t:drop_not_null([opts])              -- rollback: DROP NOT NULL (optionally all tables in one transaction)
 --   t:state()                            -- nullable / check constraint per table, from the catalog
@@ -27,6 +30,7 @@
 local sys = require "dhrun.core.sys"
 local db = require "dhrun.db"
 local errors = require "dhrun.errors"
+local events = require "dhrun.events"
 
 local format, concat = string.format, table.concat
 
@@ -35,14 +39,20 @@ local M = {}
 M.DEFAULTS = {
   batch_size = 5000, max_batch_size = 50000, min_batch_size = 200, batch_target = 0.25, pause = 0,
   lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5, flush_after = false, vacuum = true,
-  outwait_autovacuum = true,
+  outwait_autovacuum = true, workers = 1,
+  -- health signals (see Health below); false turns one off
+  max_wal_rate = 64 * 1024 * 1024, max_replica_lag = 1, max_commit = 0.2, autovacuum = "slow", max_pause = 300,
 }
+-- AIMD: a batch slower than SLOW x batch_target multiplies the size by
+-- SHRINK; so does an unhealthy signal.  A healthy batch faster than the
+-- target adds batch_step (by default a twentieth of max - min).
+M.SLOW, M.SHRINK = 1.5, 0.5
 
 -- The settings spec.table_settings[table] may override, in the order the
 -- validation reports them: {key, minimum, integer}; vacuum is a boolean.
 local TABLE_KEYS = {
   { "batch_size", 1, true }, { "min_batch_size", 1, true }, { "max_batch_size", 1, true },
-  { "batch_target", 0.001 }, { "pause", 0 }, { "vacuum" },
+  { "batch_target", 0.001 }, { "pause", 0 }, { "batch_step", 1, true }, { "vacuum" },
 }
 M.MAX_PASSES = 3
 M.PROGRESS_TABLE = "dhrun.backfill_progress"
@@ -66,6 +76,7 @@ local function quiet_progress()
   function p.add() end
   function p.finish() end
   function p.fail() end
+  function p.note() end
   return p
 end
 
@@ -112,6 +123,47 @@ local function check_boolean(t, key, where, default)
     config_error(format("%s.%s must be true or false, got %s", where, key, tostring(v)))
   end
   return v
+end
+
+-- "64MB", "512kB", "1GB" or a number of bytes -> bytes, or nil.
+local function parse_bytes(v)
+  if type(v) == "number" and v > 0 then return v end
+  if type(v) ~= "string" then return nil end
+  local n, unit = v:match("^%s*(%d+%.?%d*)%s*([kMG]?B)%s*$")
+  local f = unit and ({ B = 1, kB = 1024, MB = 1024 ^ 2, GB = 1024 ^ 3 })[unit]
+  return f and tonumber(n) * f or nil
+end
+
+-- "1s", "250ms", "5min" or a number of seconds -> seconds, or nil.
+local function parse_seconds(v)
+  if type(v) == "number" then return v >= 0 and v or nil end
+  local ms = type(v) == "string" and require("dhrun.config").parse_duration(v)
+  return ms and ms / 1000 or nil
+end
+
+-- A health threshold: spec[key] parsed by `parse`, false (off), or the default.
+local function check_limit(spec, key, parse, want)
+  local v = spec[key]
+  if v == nil then v = M.DEFAULTS[key] end
+  if v == false then return false end
+  local x = parse(v)
+  if not x then config_error(format("spec.%s must be %s, or false (off), got %s", key, want, tostring(v))) end
+  return x
+end
+
+-- spec.probe = {sql = "..." | url = "http://...", max = "50ms"|seconds, timeout =}
+local function check_probe(p)
+  if p == nil or p == false then return false end
+  if type(p) ~= "table" or (p.sql == nil) == (p.url == nil) then
+    config_error("spec.probe must be a table with sql = \"SQL\" or url = \"http://...\" (one of them), and max")
+  end
+  if p.sql ~= nil and type(p.sql) ~= "string" then config_error("spec.probe.sql must be SQL (a string)") end
+  if p.url ~= nil and (type(p.url) ~= "string" or not p.url:match("^https?://")) then
+    config_error(format("spec.probe.url must be an http:// or https:// URL, got %s", tostring(p.url)))
+  end
+  local max = parse_seconds(p.max == nil and 0.05 or p.max)
+  if not max then config_error(format("spec.probe.max must be a duration like \"50ms\", got %s", tostring(p.max))) end
+  return { sql = p.sql, url = p.url, max = max }
 end
 
 local function check_sizes(s, where)
@@ -162,9 +214,10 @@ local function table_settings(spec, s, names, log)
       if k[1] == "vacuum" then
         e.vacuum = check_boolean(t, "vacuum", where, s.vacuum)
       else
-        e[k[1]] = check_number(t, k[1], k[2], k[3], where, s[k[1]])
+        e[k[1]] = check_number(t, k[1], k[2], k[3], where, s[k[1]] or false)
       end
     end
+    if e.batch_step == false then e.batch_step = math.max(1, (e.max_batch_size - e.min_batch_size) // 20) end
     check_sizes(e, where .. ": ")
     out[name] = e
   end
@@ -206,6 +259,23 @@ function M.new(conn, spec)
   check_sizes(s, "spec.")
   s.batch_target = check_number(spec, "batch_target", 0.001)
   s.pause = check_number(spec, "pause", 0)
+  s.batch_step = check_number(spec, "batch_step", 1, true, nil, false) -- false: per table, see table_settings
+  s.max_wal_rate = check_limit(spec, "max_wal_rate", parse_bytes, "a size per second like \"64MB\"")
+  s.max_replica_lag = check_limit(spec, "max_replica_lag", parse_seconds, "a duration like \"1s\"")
+  s.max_commit = check_limit(spec, "max_commit", parse_seconds, "a duration like \"200ms\"")
+  s.max_pause = check_limit(spec, "max_pause", parse_seconds, "a duration like \"5min\"")
+  s.autovacuum = spec.autovacuum or M.DEFAULTS.autovacuum
+  if s.autovacuum ~= "slow" and s.autovacuum ~= "pause" and s.autovacuum ~= "ignore" then
+    config_error(format("spec.autovacuum must be \"slow\", \"pause\" or \"ignore\", got %s", tostring(s.autovacuum)))
+  end
+  s.probe = check_probe(spec.probe)
+  s.workers = check_number(spec, "workers", 1, true)
+  if s.workers > 1 and type(backfill.prepare) == "function" then
+    config_error("spec.workers > 1 needs spec.backfill.prepare as SQL (each worker runs it in its own session)")
+  end
+  -- what a worker process rebuilds this object from (see _parallel_pass)
+  self.portable = {}
+  for k, v in pairs(spec) do if k ~= "log" then self.portable[k] = v end end
   s.vacuum = check_boolean(spec, "vacuum", "spec", M.DEFAULTS.vacuum)
   s.outwait_autovacuum = check_boolean(spec, "outwait_autovacuum", "spec", M.DEFAULTS.outwait_autovacuum)
   s.retries = check_number(spec, "retries", 0, true)
@@ -409,7 +479,8 @@ CREATE TABLE IF NOT EXISTS dhrun.backfill_progress (
     rows_updated bigint NOT NULL DEFAULT 0,
     started_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
-    finished_at  timestamptz
+    finished_at  timestamptz,
+    range_end    text[]
 );]]
 
 function Tenancy:_progress_exists()
@@ -470,36 +541,59 @@ end
 --   key $2 on: a pass that starts at the first key with a NULL);
 --   sparse: the keys of rows with NULL only, through the column's index (a
 --   pass over what an earlier pass left), instead of every key.
-function Tenancy:_batch_sql(tb, bound, sparse)
+--   upper: a worker's range ends at key $3 (or $2 without a bound), inclusive.
+function Tenancy:_batch_sql(tb, bound, sparse, upper)
   local conn, bf = self.conn, self.backfill_spec[tb.name]
-  local cols, texts, desc, join, after = {}, {}, {}, {}, {}
+  local cols, tcols, texts, desc, join, after, before, last = {}, {}, {}, {}, {}, {}, {}, {}
+  local up = bound and 3 or 2
   for i, c in ipairs(tb.pk) do
     local q = conn:quote_ident(c.name)
-    cols[i], texts[i], desc[i] = q, q .. "::text", q .. " DESC"
+    cols[i], tcols[i], texts[i], desc[i] = q, "t." .. q, q .. "::text", q .. " DESC"
     join[i] = format("t.%s = dhrun_batch.%s", q, q)
     after[i] = format("($2::text[])[%d]::%s", i, c.type)
+    before[i] = format("($%d::text[])[%d]::%s", up, i, c.type)
+    last[i] = format("(SELECT %s FROM dhrun_last)", q)
   end
   local pk, col = concat(cols, ", "), self:_col()
   local where = {}
   if sparse then where[#where + 1] = col .. " IS NULL" end
   if bound then where[#where + 1] = format("(%s) %s (%s)", pk, bound, concat(after, ", ")) end
+  if upper then where[#where + 1] = format("(%s) <= (%s)", pk, concat(before, ", ")) end
+  -- Which rows the UPDATE takes: a pass over every key takes the key range
+  -- the batch's keys span, (cursor, last key], so the planner scans that
+  -- range of the primary key index (a join with the list of keys let it pick
+  -- a merge join whose index scan starts at the table's first key: every
+  -- batch then read all the rows before it).  A pass over the rows left NULL
+  -- joins the list of their keys instead: the range between them may hold
+  -- many rows already filled.
+  local pick
+  if sparse then
+    pick = "FROM dhrun_batch%s\n   WHERE " .. concat(join, " AND ")
+  else
+    local range = {}
+    if bound then range[#range + 1] = format("(%s) %s (%s)", concat(tcols, ", "), bound, concat(after, ", ")) end
+    range[#range + 1] = format("(%s) <= (%s)", concat(tcols, ", "), concat(last, ", "))
+    pick = "%s\n   WHERE " .. concat(range, " AND ")
+  end
+  local from = bf.from and ((sparse and ", " or "FROM ") .. bf.from) or ""
   return format([[
 WITH dhrun_batch AS (
   SELECT %s FROM %s%s ORDER BY %s LIMIT $1
+), dhrun_last AS (
+  SELECT %s FROM dhrun_batch ORDER BY %s LIMIT 1
 ), dhrun_updated AS (
   UPDATE %s AS t SET %s = (%s)
-    FROM dhrun_batch%s
-   WHERE %s AND t.%s IS NULL%s
+    %s AND t.%s IS NULL%s
   RETURNING t.%s AS dhrun_value
 )
 SELECT (SELECT count(*) FROM dhrun_batch) AS scanned,
        (SELECT count(*) FROM dhrun_updated WHERE dhrun_value IS NOT NULL) AS updated,
-       (SELECT ARRAY[%s]::text FROM dhrun_batch ORDER BY %s LIMIT 1) AS cursor]],
+       (SELECT ARRAY[%s]::text FROM dhrun_last) AS cursor]],
     pk, tb.qname, #where > 0 and (" WHERE " .. concat(where, " AND ")) or "", pk,
+    pk, concat(desc, ", "),
     tb.qname, col, bf.value,
-    bf.from and (", " .. bf.from) or "",
-    concat(join, " AND "), col, bf.where and (" AND (" .. bf.where .. ")") or "",
-    col, concat(texts, ", "), concat(desc, ", "))
+    format(pick, from), col, bf.where and (" AND (" .. bf.where .. ")") or "",
+    col, concat(texts, ", "))
 end
 
 -- Stores the new cursor in the batch's own transaction.  The old cursor in the
@@ -564,68 +658,277 @@ function Tenancy:_plan_pass(tb, prog)
   return false, start
 end
 
+---------------------------------------------------------------------------
+-- Health signals, read between batches (see the README, "Backfill health
+-- signals").  Each check is one cheap query on the backfill's own session
+-- (no table is touched), plus the probe when one is configured:
+--   * the WAL generation rate: pg_current_wal_lsn() deltas over the last
+--     WAL_WINDOW seconds (cluster-wide: the application's WAL counts too);
+--   * the replay lag of every streaming replica, from pg_stat_replication
+--     on the primary.  replay_lag stops moving while a replica's replay is
+--     stuck (PostgreSQL keeps its last value), so the lag is also estimated
+--     from the LSN distance: the age of the oldest WAL position the replica
+--     has not replayed, from the history of positions sampled here.  A
+--     replica that has replayed everything has no lag.  (Reading the
+--     replicas needs a superuser or pg_read_all_stats; without it they are
+--     invisible and not checked.)
+--   * a VACUUM (an autovacuum worker, usually) running on the table;
+--   * the probe: the latency of spec.probe.sql, or of a GET of spec.probe.url.
+-- The batch's own duration and commit time come from the batch itself.
+local WAL_WINDOW = 2 -- seconds the WAL rate is averaged over
+local HISTORY = 512 -- WAL position samples kept for the replica lag estimate
+
+local HEALTH_SQL = [[
+SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8 AS lsn,
+       EXISTS (SELECT 1 FROM pg_stat_progress_vacuum v WHERE v.relid = $1::regclass) AS vacuum,
+       r.application_name AS replica, (r.replay_lsn - '0/0'::pg_lsn)::int8 AS replay,
+       extract(epoch FROM r.replay_lag)::float8 AS replay_lag
+  FROM (SELECT 1) one LEFT JOIN pg_stat_replication r ON r.state = 'streaming' AND r.replay_lsn IS NOT NULL]]
+
+local function bytes_text(n)
+  if n >= 1024 ^ 3 then return format("%.1f GB", n / 1024 ^ 3) end
+  if n >= 1024 ^ 2 then return format("%.1f MB", n / 1024 ^ 2) end
+  return format("%.0f kB", n / 1024)
+end
+
+local function seconds_text(v)
+  if v < 1 then return format("%.0f ms", v * 1000) end
+  return format("%.2f s", v)
+end
+
+local Health = {}
+Health.__index = Health
+
+local function new_health(t, tb)
+  return setmetatable({ conn = t.conn, spec = t.spec, tb = tb, hist = {} }, Health)
+end
+
+-- The estimated lag of a replica that has replayed up to `replay`: the age
+-- of the first sample whose WAL position is past it.
+function Health:_lsn_lag(replay, now)
+  local hist = self.hist
+  if replay >= hist[#hist].lsn then return 0 end
+  for i = #hist, 1, -1 do
+    if hist[i].lsn <= replay then return now - hist[i + 1].t end
+  end
+  return now - hist[1].t -- older than the history: at least that old
+end
+
+function Health:_probe_latency()
+  local p, t0 = self.spec.probe, sys.now()
+  if p.sql then
+    local ok, err = pcall(self.conn.exec_script, self.conn, p.sql)
+    if not ok then return nil, "failed: " .. tostring(type(err) == "table" and err.message or err) end
+  else
+    local res, err = require("dhrun.http").get(p.url, { timeout = math.max(1, p.max * 20) })
+    if not res then return nil, "failed: " .. tostring(err.message or err) end
+    if not res.ok then return nil, "failed: HTTP " .. tostring(res.status) end
+  end
+  return sys.now() - t0
+end
+
+-- Reads the signals.  Returns nil when all are within their limits, else the
+-- first one over: {signal=, value=, limit=, text=, pause=, wait=}.  pause:
+-- the backfill waits until it clears; otherwise the batch size only shrinks.
+-- batch = {seconds=, commit=} for the batch that just ended, or nil.
+function Health:check(batch)
+  local s, now = self.spec, sys.now()
+  local rows = self.conn:query(HEALTH_SQL, self.tb.qname)
+  local hist = self.hist
+  hist[#hist + 1] = { t = now, lsn = rows[1].lsn }
+  if #hist > HISTORY then table.remove(hist, 1) end
+  local found
+  local function over(signal, value, limit, text, pause, wait)
+    found = found or { signal = signal, value = value, limit = limit, text = text, pause = pause, wait = wait }
+  end
+  if s.max_replica_lag then
+    for _, r in ipairs(rows) do
+      if not isnull(r.replica) and not isnull(r.replay) then
+        local lag = self:_lsn_lag(r.replay, now)
+        if lag > 0 and not isnull(r.replay_lag) then lag = math.max(lag, r.replay_lag) end
+        if lag > s.max_replica_lag then
+          over("replica lag", lag, s.max_replica_lag, format("replica lag %s > %s (replica %s, %s behind)",
+            seconds_text(lag), seconds_text(s.max_replica_lag), r.replica,
+            bytes_text(hist[#hist].lsn - r.replay)), true)
+        end
+      end
+    end
+  end
+  if s.max_wal_rate then
+    local base
+    for i = #hist - 1, 1, -1 do
+      if now - hist[i].t > WAL_WINDOW then break end
+      base = hist[i]
+    end
+    if base and now - base.t > 0.05 then
+      local bytes = hist[#hist].lsn - base.lsn
+      local rate = bytes / (now - base.t)
+      if rate > s.max_wal_rate then
+        -- how long until the average over the window is back at the limit
+        local wait = math.min(0.5, bytes / s.max_wal_rate - (now - base.t))
+        over("WAL rate", rate, s.max_wal_rate, format("WAL rate %s/s > %s/s", bytes_text(rate),
+          bytes_text(s.max_wal_rate)), true, wait)
+      end
+    end
+  end
+  if s.probe then
+    local took, err = self:_probe_latency()
+    if not took then
+      over("probe", -1, s.probe.max, "probe " .. err, true)
+    elseif took > s.probe.max then
+      over("probe", took, s.probe.max, format("probe %s > %s", seconds_text(took), seconds_text(s.probe.max)), true)
+    end
+  end
+  if s.autovacuum ~= "ignore" and rows[1].vacuum then
+    over("vacuum", 1, 0, format("a VACUUM (autovacuum) is running on %s", self.tb.name), s.autovacuum == "pause")
+  end
+  if batch and s.max_commit and batch.commit > s.max_commit then
+    over("commit time", batch.commit, s.max_commit, format("commit took %s > %s", seconds_text(batch.commit),
+      seconds_text(s.max_commit)), false)
+  end
+  return found
+end
+
+local function count_text(n)
+  return (tostring(math.floor(n)):reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", ""))
+end
+
+-- Between two batches: reads the health signals, waits while one that
+-- pauses is over its limit, and returns the next batch size (AIMD toward
+-- batch_target within the table's min and max) and what limits it.
+function Tenancy:_control(tb, health, s, size, retried, batch, res)
+  local sig = health:check(batch)
+  local limiting
+  if sig and sig.pause then
+    local t0, first = sys.now(), sig
+    -- pacing to the WAL rate is routine: it neither shrinks the batch nor
+    -- gets a line of its own each time
+    if sig.signal ~= "WAL rate" then size = math.max(s.min_batch_size, math.floor(size * M.SHRINK)) end
+    local quiet = sig.signal == "WAL rate" and self._wal_said
+    if not quiet then
+      self.log.info(format("backfill %s: paused: %s", tb.name, sig.text))
+      if sig.signal == "WAL rate" then self._wal_said = true end
+    end
+    local max_pause = self.spec.max_pause
+    while sig and sig.pause do
+      local waited = sys.now() - t0
+      if max_pause and waited > max_pause then
+        errors.raise("state", format("backfill of %s paused for %s and %s is still over its limit: %s", tb.name,
+          seconds_text(waited), sig.signal, sig.text), { hint = "the backfill resumes after its last committed "
+          .. "batch: run it again once this is healthy, or raise the limit (batch.max_pause and the signal's own)",
+          signal = sig.signal, value = sig.value })
+      end
+      sys.sleep(math.max(0.01, sig.wait or 0.1))
+      sig = health:check(nil)
+    end
+    local waited = sys.now() - t0
+    res.throttle = res.throttle or {}
+    res.throttle[first.signal] = (res.throttle[first.signal] or 0) + waited
+    if not quiet then
+      self.log.debug(format("backfill %s: resumed after %s (%s)", tb.name, seconds_text(waited), first.signal))
+      events.emit("throttle", { table = tb.name, signal = first.signal, value = first.value, limit = first.limit,
+        text = first.text, seconds = waited })
+    end
+    limiting = first.signal
+  elseif sig then
+    size = math.max(s.min_batch_size, math.floor(size * M.SHRINK))
+    limiting = sig.signal
+  elseif not retried then
+    -- a retried batch's time is mostly waiting: it says nothing about its size
+    if batch.seconds > M.SLOW * s.batch_target then
+      size = math.max(s.min_batch_size, math.floor(size * M.SHRINK))
+      limiting = "batch time"
+    elseif batch.seconds < s.batch_target then
+      size = math.min(s.max_batch_size, size + s.batch_step)
+      if size == s.max_batch_size then limiting = "max batch size" end
+    else
+      limiting = "batch time"
+    end
+  end
+  if size == s.min_batch_size and not limiting then limiting = "min batch size" end
+  return size, limiting
+end
+
 -- One pass from the stored cursor to the end of the table.
 function Tenancy:_pass(tb, prog, res, opts)
   local conn, log = self.conn, self.log
   local s = run_settings(tb, opts)
   local size = self.batch_size or s.batch_size
   local sparse, start, nothing = self:_plan_pass(tb, prog)
-  local first_sql = self:_batch_sql(tb, start and ">=" or nil, sparse)
-  local next_sql = self:_batch_sql(tb, ">", sparse)
+  local upper = prog.upper -- a worker's range (see _parallel_pass)
+  local task = prog.task or tb.task
+  local first_sql = self:_batch_sql(tb, start and ">=" or nil, sparse, upper)
+  local next_sql = self:_batch_sql(tb, ">", sparse, upper)
   local estimate = not sparse and conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass",
     tb.qname)
+  if estimate and not isnull(estimate) and prog.workers then estimate = estimate // prog.workers end
   local p = log.progress and log.progress {
-    label = format("backfill %s (pass %d)", tb.name, prog.pass), unit = "rows",
-    total = (estimate and not isnull(estimate) and estimate > 0) and estimate or nil,
+    label = format("backfill %s (pass %d%s)", tb.name, prog.pass, prog.worker and (", worker " .. prog.worker) or ""),
+    unit = "rows", total = (estimate and not isnull(estimate) and estimate > 0) and estimate or nil,
   } or quiet_progress()
+  -- the batch statement's parameters, and a worker's upper bound after them
+  local function batch(c, sql, ...)
+    local args = table.pack(...)
+    if upper then args.n = args.n + 1; args[args.n] = upper end
+    return c:query_one(sql, table.unpack(args, 1, args.n))
+  end
   local scanned, updated = 0, 0
+  local health = new_health(self, tb)
+  local limiting -- what holds the batch size back, for the progress line
   local ok, err = pcall(function()
     while true do
-      local t0, out = sys.now(), nil
+      local t0, out, worked = sys.now(), nil, nil
+      local retried = false
       local _, attempts = db.retry(conn, function(c)
         local cursor = prog.cursor
         if nothing then
           out = { scanned = 0, updated = 0 }
         elseif cursor then
-          out = c:query_one(next_sql, size, cursor)
+          out = batch(c, next_sql, size, cursor)
         elseif start then
-          out = c:query_one(first_sql, size, start)
+          out = batch(c, first_sql, size, start)
         else
-          out = c:query_one(first_sql, size)
+          out = batch(c, first_sql, size)
         end
         local new_cursor = isnull(out.cursor) and cursor or out.cursor
         local done = out.scanned < size
-        if c:exec(PROGRESS_UPDATE, tb.task, new_cursor, out.updated, done, prog.pass, cursor) ~= 1 then
+        if c:exec(PROGRESS_UPDATE, task, new_cursor, out.updated, done, prog.pass, cursor) ~= 1 then
           errors.raise("lock", format("backfill of %s: the progress row %q moved under us: another backfill of this "
             .. "table is running", tb.qname, tb.task), { hint = "let the other run finish, then run again" })
         end
         out.cursor, out.done = new_cursor, done
+        worked = sys.now()
       end, self:_retry_opts(tb, "backfill batch on " .. tb.qname, "RowExclusiveLock", {
-        -- fewer rows per attempt: fewer row locks to wait for
-        on_retry = function() size = math.max(s.min_batch_size, size // 2) end,
+        -- a lock timeout: fewer rows per attempt, fewer row locks to wait for
+        on_retry = function()
+          retried = true
+          size = math.max(s.min_batch_size, math.floor(size * M.SHRINK))
+          limiting = "lock timeout"
+        end,
         hint = "long transactions hold locks on these rows or the table; run the backfill again later: it resumes "
           .. "after the last committed batch",
       }))
-      local took = sys.now() - t0
+      local ended = sys.now()
+      local took, commit = ended - t0, ended - worked
       prog.cursor = out.cursor
       scanned, updated = scanned + out.scanned, updated + out.updated
       res.batches = res.batches + 1
       p:update(scanned)
       if opts.on_batch then
         opts.on_batch { table = tb.name, pass = prog.pass, batch = res.batches, scanned = out.scanned,
-                        updated = out.updated, cursor = out.cursor, batch_size = size, seconds = took }
+                        updated = out.updated, cursor = out.cursor, batch_size = size, seconds = took,
+                        commit = commit, limit = limiting, eta = p.eta and p:eta() or nil }
       end
       if out.done then break end
-      -- Adapt toward batch_target seconds per batch (only on clean attempts:
-      -- a retried batch's time is mostly waiting).
-      if attempts == 1 then
-        if took > 2 * s.batch_target then
-          size = math.max(s.min_batch_size, size // 2)
-        elseif took < s.batch_target / 2 then
-          size = math.min(s.max_batch_size, math.floor(size * 1.5))
-        end
+      if prog.parent_alive and not prog.parent_alive() then
+        -- the run that started this worker is gone (kill -9): stop after the committed batch
+        errors.raise("state", format("backfill %s: worker %s stops: the run that started it is gone", tb.name,
+          prog.worker))
       end
       if s.pause > 0 then sys.sleep(s.pause) end
+      size, limiting = self:_control(tb, health, s, size, retried or attempts > 1, { seconds = took, commit = commit },
+        res)
+      p:note(format("batch %s%s", count_text(size), limiting and (", limited by " .. limiting) or ""))
     end
   end)
   self.batch_size = size -- a further pass over this table starts at the adapted size
@@ -639,6 +942,147 @@ function Tenancy:_pass(tb, prog, res, opts)
     :reverse():gsub("^,", "") .. " updated"))
   res.scanned, res.updated = res.scanned + scanned, res.updated + updated
   return updated
+end
+
+---------------------------------------------------------------------------
+-- Workers: spec.workers > 1 fills a table's first pass in that many
+-- disjoint key ranges, each by a dhrun process of its own (dhrun is single
+-- threaded; a session per process).  Each range has its own progress row
+-- ("<task>#2/4": cursor, range_end) that its worker commits with each batch,
+-- as a single backfill does, so kill -9 and a rerun stay exact per range: a
+-- rerun finds the rows of an unfinished parallel pass and starts a worker for
+-- each range not finished (whatever spec.workers now says).  A worker stops
+-- after its committed batch once the run that started it is gone.  The health
+-- signals are read by every worker, so a pause holds all of them.
+
+local WORKER_CODE = [[require("dhrun.tenancy")._worker(os.getenv("DHRUN_BACKFILL_WORKER"))]]
+
+function Tenancy:_worker_rows(tb, pass)
+  if not self:_progress_exists() or isnull(self.conn:query_value([[SELECT 1 FROM pg_attribute
+      WHERE attrelid = 'dhrun.backfill_progress'::regclass AND attname = 'range_end' AND NOT attisdropped]])) then
+    return {}
+  end
+  return self.conn:query([[
+    SELECT task, cursor::text AS cursor, range_end::text AS range_end, rows_updated, finished_at IS NOT NULL AS finished
+      FROM dhrun.backfill_progress
+     WHERE left(task, length($1)) = $1 AND pass = $2 ORDER BY task]], tb.task .. "#", pass)
+end
+
+-- Range boundaries for n workers: keys at the quantiles of a sample.
+function Tenancy:_split(tb, n)
+  local conn, texts, order = self.conn, {}, {}
+  for i, c in ipairs(tb.pk) do
+    texts[i], order[i] = conn:quote_ident(c.name) .. "::text", conn:quote_ident(c.name)
+  end
+  local est = conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass", tb.qname)
+  local pct = (not isnull(est) and est > 0) and math.min(100, 100 * 20000 / est) or 100
+  local keys = conn:query(format("SELECT ARRAY[%s]::text AS k FROM %s TABLESAMPLE SYSTEM (%.6f) ORDER BY %s",
+    concat(texts, ", "), tb.qname, pct, concat(order, ", ")))
+  local bounds = {}
+  for i = 1, n - 1 do
+    local k = keys[math.floor(i * #keys / n)]
+    if k and k.k ~= bounds[#bounds] then bounds[#bounds + 1] = k.k end
+  end
+  return bounds
+end
+
+function Tenancy:_parallel_pass(tb, prog, res, opts, n)
+  local conn = self.conn
+  if isnull(conn:query_value([[SELECT 1 FROM pg_attribute WHERE attrelid = 'dhrun.backfill_progress'::regclass
+                                 AND attname = 'range_end' AND NOT attisdropped]])) then
+    conn:exec("ALTER TABLE dhrun.backfill_progress ADD COLUMN IF NOT EXISTS range_end text[]")
+  end
+  local rows = self:_worker_rows(tb, prog.pass)
+  if #rows == 0 then
+    local bounds = self:_split(tb, n)
+    local count = #bounds + 1
+    conn:transaction(function(c)
+      for i = 1, count do
+        c:exec([[INSERT INTO dhrun.backfill_progress (task, pass, cursor, range_end) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (task) DO UPDATE SET pass = excluded.pass, cursor = excluded.cursor,
+                   range_end = excluded.range_end, rows_updated = 0, started_at = now(), updated_at = now(),
+                   finished_at = NULL]], format("%s#%d/%d", tb.task, i, count), prog.pass,
+          bounds[i - 1] or db.null, bounds[i] or db.null)
+      end
+    end)
+    rows = self:_worker_rows(tb, prog.pass)
+    self.log.info(format("backfill %s: pass %d in %d workers", tb.name, prog.pass, #rows))
+  else
+    self.log.info(format("backfill %s: resuming pass %d in %d workers", tb.name, prog.pass, #rows))
+  end
+  local before = 0
+  for _, r in ipairs(rows) do before = before + r.rows_updated end
+  local process = require "dhrun.process"
+  local payload = { spec = self.portable, table = tb.name, parent = sys.pid(), n = #rows,
+                    batch_size = opts.batch_size, pause = opts.pause }
+  local procs = {}
+  for _, r in ipairs(rows) do
+    if not r.finished then
+      payload.task, payload.worker = r.task, r.task:match("#([^#]*)$")
+      procs[#procs + 1] = { task = r.task, proc = process.spawn({ sys.exepath(), "-e", WORKER_CODE }, {
+        env = { DHRUN_BACKFILL_WORKER = require("cjson").encode(payload), DHRUN_BACKFILL_DB = opts.connect or false },
+        stdout = process.INHERIT, stderr = process.INHERIT }) }
+    end
+  end
+  local failed = {}
+  for _, w in ipairs(procs) do
+    local r = w.proc:wait()
+    if not r or r.code ~= 0 then failed[#failed + 1] = format("%s (%s)", w.task, r and (r.signame or ("exit "
+      .. tostring(r.code))) or "?") end
+  end
+  rows = self:_worker_rows(tb, prog.pass)
+  local total, last = 0, nil
+  for _, r in ipairs(rows) do total, last = total + r.rows_updated, r.cursor end
+  res.updated_in_workers = (res.updated_in_workers or 0) + total - before
+  res.batches = res.batches + #procs
+  if #failed > 0 then
+    errors.raise("failed", format("backfill of %s: worker %s failed; the ranges of the others are committed",
+      tb.name, concat(failed, ", ")), { hint = "run the backfill again: it resumes each range after its last "
+      .. "committed batch" })
+  end
+  conn:exec([[UPDATE dhrun.backfill_progress SET rows_updated = $2, cursor = $3, updated_at = now(),
+              finished_at = now() WHERE task = $1]], tb.task, total, last or db.null)
+  prog.finished = true
+  res.scanned, res.updated = res.scanned + total - before, res.updated + total - before
+  return total - before
+end
+
+-- The body of a worker process (see above): its range of one table.
+function M._worker(payload)
+  local w = require("cjson").decode((assert(payload, "DHRUN_BACKFILL_WORKER not set")))
+  -- JSON has no integers: whole numbers back to Lua integers (batch sizes must be)
+  local function ints(t)
+    for k, v in pairs(t) do
+      if type(v) == "table" then ints(v) elseif math.type(v) == "float" and math.tointeger(v) then
+        t[k] = math.tointeger(v)
+      end
+    end
+  end
+  ints(w)
+  local target = os.getenv("DHRUN_BACKFILL_DB")
+  local conn <close> = db.connect(target ~= "" and target or nil, { application_name = "dhrun" })
+  local t = M.new(conn, w.spec)
+  local tb
+  for _, x in ipairs(t.tables) do if x.name == w.table then tb = x end end
+  local prepare = t.backfill_spec.prepare
+  if prepare then
+    db.retry(conn, function(c) c:exec_script(prepare) end, t:_retry_opts(nil, "backfill prepare", nil))
+  end
+  local _ <close> = conn:with_setting("backend_flush_after", t.spec.flush_after)
+  local r = conn:query_one([[SELECT cursor::text AS cursor, range_end::text AS range_end, pass,
+                                    finished_at IS NOT NULL AS finished
+                               FROM dhrun.backfill_progress WHERE task = $1]], w.task)
+  if not r or r.finished then return end
+  local prog = { task = w.task, pass = r.pass, cursor = not isnull(r.cursor) and r.cursor or nil,
+                 upper = not isnull(r.range_end) and r.range_end or nil, worker = w.worker, workers = w.n }
+  function prog.parent_alive()
+    local f = io.open("/proc/" .. math.tointeger(w.parent) .. "/stat")
+    if f then f:close() end
+    return f ~= nil
+  end
+  local res = { batches = 0, scanned = 0, updated = 0 }
+  t:_pass(tb, prog, res, { batch_size = w.batch_size ~= require("cjson").null and w.batch_size or nil,
+                           pause = w.pause ~= require("cjson").null and w.pause or nil })
 end
 
 -- VACUUM (ANALYZE) after a table's backfill (spec.vacuum, on by default):
@@ -696,7 +1140,13 @@ function Tenancy:_backfill_table(tb, opts)
       prog.analyze = analyze
     end
     local full = prog.cursor == nil
-    local n = self:_pass(tb, prog, res, opts)
+    local n
+    local workers = opts.workers or self.spec.workers
+    if prog.pass == 1 and not prog.finished and (self:_worker_rows(tb, prog.pass)[1] or (full and workers > 1)) then
+      n = self:_parallel_pass(tb, prog, res, opts, workers)
+    else
+      n = self:_pass(tb, prog, res, opts)
+    end
     res.passes = res.passes + 1
     if not self:_probe(tb) then break end
     -- A full pass that filled nothing will not fill anything the next time:

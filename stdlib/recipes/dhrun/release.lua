@@ -470,7 +470,7 @@ function M.indented_log(prefix)
   return setmetatable(proxy, { __index = log })
 end
 
--- One line per table with NULLs, e.g. "MetricDaily 120, Insight 3".
+-- One line per table with NULLs, e.g. "Orders 120, Invoices 3".
 function M.offenders_text(report)
   local parts = {}
   for _, t in ipairs(report.tables) do

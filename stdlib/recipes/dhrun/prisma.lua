@@ -178,6 +178,7 @@ function M.compare_names(a, b)
   return a < b
 end
 
+-- A whole file as bytes, or nil when it cannot be read.
 local function read_file(path)
   local f = io.open(path, "rb")
   if not f then return nil end
@@ -185,6 +186,7 @@ local function read_file(path)
   f:close()
   return s
 end
+M.read_file = read_file
 
 -- An entry's checksum is computed the first time it is read: listing the
 -- directory (done before every flow, read-only ones included) hashes nothing.

@@ -316,16 +316,26 @@ end
 -- successful generate here, the generated client is missing, or migrations
 -- were applied in this run.
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
+local read = prisma.read_file
+
+-- Digests of what the last successful generate or build here saw, kept in
+-- app_dir/.dhrun/NAME.sha256.
+local function marker(cfg, name)
+  return cfg.app_dir .. "/.dhrun/" .. name .. ".sha256"
 end
 
-local function marker_path(cfg)
-  return cfg.app_dir .. "/.dhrun/generate.sha256"
+local function marker_matches(cfg, name, digest)
+  local last = read(marker(cfg, name))
+  return last ~= nil and last:gsub("%s+$", "") == digest
+end
+
+local function write_marker(cfg, name, digest)
+  lfs.mkdir(cfg.app_dir .. "/.dhrun")
+  local f = io.open(marker(cfg, name), "w")
+  if f then
+    f:write(digest, "\n")
+    f:close()
+  end
 end
 
 function M.schema_hash(cfg)
@@ -347,8 +357,7 @@ function M.generate_skip_reason(ctx, migrated_this_run)
   if cfg.generated and lfs.attributes(cfg.generated, "mode") == nil then return nil end
   local hash = M.schema_hash(cfg)
   if not hash then return nil end
-  local last = read(marker_path(cfg))
-  if last and last:gsub("%s+$", "") == hash then
+  if marker_matches(cfg, "generate", hash) then
     return "schema unchanged since the last generate (sha256 " .. hash:sub(1, 12) .. ")"
   end
   return nil
@@ -358,11 +367,7 @@ function M.generate(ctx)
   local r = M.command(ctx, "generate")
   ctx.generated = true
   local hash = M.schema_hash(ctx.cfg)
-  if hash then
-    lfs.mkdir(ctx.cfg.app_dir .. "/.dhrun")
-    local f = io.open(marker_path(ctx.cfg), "w")
-    if f then f:write(hash, "\n"); f:close() end
-  end
+  if hash then write_marker(ctx.cfg, "generate", hash) end
   return { summary = "prisma client generated", seconds = r.duration }
 end
 
@@ -371,10 +376,6 @@ end
 -- the digest of those files changed since the last successful build here
 -- (or the client was generated in this run); the digest is recorded after
 -- each successful build.
-
-local function build_marker(cfg)
-  return cfg.app_dir .. "/.dhrun/build.sha256"
-end
 
 -- sha256 over the names and contents of every file under the inputs, in a
 -- fixed order; nil when there is no build_inputs.
@@ -405,8 +406,7 @@ function M.build_skip_reason(ctx)
   if ctx.generated then return nil end
   local digest, n = M.build_digest(ctx.cfg)
   if not digest then return nil end
-  local last = read(build_marker(ctx.cfg))
-  if last and last:gsub("%s+$", "") == digest then
+  if marker_matches(ctx.cfg, "build", digest) then
     return string.format("build inputs unchanged since the last successful build (%d file(s), sha256 %s)", n,
       digest:sub(1, 12))
   end
@@ -415,11 +415,7 @@ end
 function M.build(ctx)
   local digest = M.build_digest(ctx.cfg)
   local r = M.command(ctx, "build")
-  if digest then
-    lfs.mkdir(ctx.cfg.app_dir .. "/.dhrun")
-    local f = io.open(build_marker(ctx.cfg), "w")
-    if f then f:write(digest, "\n"); f:close() end
-  end
+  if digest then write_marker(ctx.cfg, "build", digest) end
   -- the build's own last word ("Compiled successfully"), from stdout first
   local last
   for _, stream in ipairs({ r.stderr, r.stdout }) do

@@ -30,7 +30,7 @@ local T = config.types
 local format, concat = string.format, table.concat
 
 local M = {}
-local creates_table, enforce_recorded
+local creates_table, enforce_recorded, enforce_and_apply
 
 -- The keys this recipe reads.  The migrations directory is checked against
 -- the rollouts when the config is loaded, before anything connects.
@@ -745,6 +745,22 @@ function enforce_recorded(t)
   return res
 end
 
+-- Rollout r's NOT NULL migration, applied online (under Prisma's lock, which
+-- the caller holds): NOT NULL enforced table by table, then the migration
+-- file with the rollout's short lock_timeout.  Its SET NOT NULLs are
+-- catalog-only by then, but each still needs ACCESS EXCLUSIVE, which an
+-- autovacuum on a table would hold up like the enforcement's steps:
+-- outwaited the same way.
+function enforce_and_apply(ctx, r, t)
+  local enforced = enforce_recorded(t)
+  local names = {}
+  for i, tb in ipairs(t.tables) do names[i] = tb.qname end
+  local d = M.migrations(ctx):deploy(r.not_null_migration, { lock_timeout = t.spec.lock_timeout,
+    relations = names, outwait_autovacuum = t.spec.outwait_autovacuum, log = t.log })
+  d.not_null = enforced.tables
+  return d
+end
+
 -- Applies `list` (pending migrations, in order) one by one.  A migration
 -- that is another rollout's NOT NULL migration is applied online through
 -- that rollout (CHECK NOT VALID -> VALIDATE -> SET NOT NULL) when its tables
@@ -772,10 +788,7 @@ function M.apply_list(ctx, list)
         state_error(format("migration %s is rollout %s's NOT NULL migration, and %s still has NULLs", m.name, r.name,
           r.column), "finish that rollout first: dhrun deploy --rollout " .. r.name)
       end
-      prisma.with_lock(ctx.conn, function()
-        enforce_recorded(t)
-        M.migrations(ctx):deploy(m.name, { lock_timeout = t.spec.lock_timeout })
-      end)
+      prisma.with_lock(ctx.conn, function() enforce_and_apply(ctx, r, t) end)
     else
       M.migrations(ctx):deploy(m.name)
     end
@@ -936,16 +949,7 @@ function M.deploy_not_null(ctx)
       state_error("migration " .. before[1].name .. " is still pending before " .. r.not_null_migration,
         "run " .. M.cmd(ctx, "deploy") .. ", which applies it first")
     end
-    local enforced = enforce_recorded(t)
-    -- Its SET NOT NULLs are catalog-only now, but each still needs ACCESS
-    -- EXCLUSIVE, which an autovacuum on a table would hold up like the
-    -- enforcement's steps: outwaited the same way.
-    local names = {}
-    for i, tb in ipairs(t.tables) do names[i] = tb.qname end
-    local d = M.migrations(ctx):deploy(r.not_null_migration, { lock_timeout = t.spec.lock_timeout,
-      relations = names, outwait_autovacuum = t.spec.outwait_autovacuum, log = t.log })
-    d.not_null = enforced.tables
-    return d
+    return enforce_and_apply(ctx, r, t)
   end)
 end
 

@@ -13,11 +13,8 @@ local flow = require("dhrun.flow").new {
   description = "resolve --rolled-back -> backfill -> check (must pass) -> NOT NULL migration -> generate -> build",
   config = "required",
   preflight = { release.preflight },
-  options = { release.ROLLOUT_OPTION, { name = "no-build", help = "database steps only: skip generate and build" } },
-  next_ok = function(ctx)
-    if ctx.args["no-build"] then return "build and start the app, then run its smoke test (dhrun smoke)" end
-    return "start or reload the app, then run its smoke test (dhrun smoke; dhrun release does all three)"
-  end,
+  options = { release.ROLLOUT_OPTION, release.NO_BUILD_OPTION },
+  next_ok = release.next_after_deploy,
 }
 
 flow:step(release.steps.recover_state())

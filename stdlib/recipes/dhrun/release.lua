@@ -61,8 +61,9 @@ config.define("app", T.record {
 })
 config.define("release", T.record { on_smoke_failure = T.enum { "report", "rollback" } })
 
--- The option every rollout flow takes.
+-- The option every rollout flow takes, and deploy's and recover's --no-build.
 M.ROLLOUT_OPTION = { name = "rollout", arg = "NAME", help = "the rollout to act on (default: the config's last one)" }
+M.NO_BUILD_OPTION = { name = "no-build", help = "database steps only: skip generate and build" }
 
 local function config_error(msg, hint)
   errors.config(msg, hint)
@@ -1054,6 +1055,12 @@ function M.steps.build(title)
     plan = function(ctx) return concat(ctx.cfg.commands.build, " ") end,
     run = M.build,
   }
+end
+
+-- What deploy and recover say to do next, when they end well.
+function M.next_after_deploy(ctx)
+  if ctx.args["no-build"] then return "build and start the app, then run its smoke test (dhrun smoke)" end
+  return "start or reload the app, then run its smoke test (dhrun smoke; dhrun release does all three)"
 end
 
 ---------------------------------------------------------------------------

@@ -297,16 +297,24 @@ static int dl_close_all(lua_State *L)
  * build/lib/dhrun), the installed layout (PREFIX/bin/../lib/dhrun), and the
  * PREFIX this binary was built for.  Pushes the module's path and returns 1,
  * or pushes the list of the directories tried and returns 0. */
+/* The directory of the running binary, in buf; 0 when /proc cannot say. */
+static int exe_dir(char *buf, size_t cap)
+{
+    ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *slash = strrchr(buf, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    return 1;
+}
+
 static int dl_find(lua_State *L, const char *file)
 {
     int base = lua_gettop(L);
     char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash != NULL)
-            *slash = '\0';
+    if (exe_dir(exe, sizeof exe)) {
         lua_pushfstring(L, "%s/lib/dhrun", exe);
         lua_pushfstring(L, "%s/../lib/dhrun", exe);
     }                           /* no /proc: the PREFIX directory only */
@@ -612,13 +620,8 @@ static void push_search_path(lua_State *L)
         }
     }
     char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     int found = 0;
-    if (len > 0) {
-        exe[len] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash != NULL)
-            *slash = '\0';
+    if (exe_dir(exe, sizeof exe)) {
         const char *installed = lua_pushfstring(L, "%s/../share/dhrun/scripts", exe);
         if (is_dir(installed)) {
             lua_rawseti(L, -2, ++n);

@@ -281,7 +281,6 @@ static int sys_exepath(lua_State *L)
     return 1;
 }
 
-/* sys.realpath(p) -> absolute path, or fail, message */
 /* Closes a file made by sys.mkstemp (the io library's handle protocol). */
 static int mkstemp_close(lua_State *L)
 {
@@ -363,6 +362,7 @@ static int sys_trusted(lua_State *L)
     return 2;
 }
 
+/* sys.realpath(p) -> absolute path, or fail, message */
 static int sys_realpath(lua_State *L)
 {
     const char *p = luaL_checkstring(L, 1);

@@ -19,6 +19,7 @@ local core = require "dhrun.core.db"
 local sys = require "dhrun.core.sys"
 local errors = require "dhrun.errors"
 local events = require "dhrun.events"
+local secret = require "dhrun.secret"
 
 local db = {}
 
@@ -43,13 +44,12 @@ local function keywords()
   return libpq_keywords
 end
 
+local pct_decode = secret.pct_decode
+
 local function is_url(s)
   return s:find("^postgres://") ~= nil or s:find("^postgresql://") ~= nil
 end
 
-local function pct_decode(s)
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
 
 local function pct_encode(s)
   return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
@@ -77,19 +77,8 @@ local function item_key(item)
   return pct_decode(item:match("^[^=]*"))
 end
 
-local secret = require "dhrun.secret"
 local add_secret = secret.add
-
--- A password with an unencoded '/' or '@' (a base64 one has '/') makes libpq
--- read the URL as something else (host "user", port "pass..."), and pieces
--- of the password would then reach messages unmasked.  Such a URL has, before
--- its query, a '/' or '@' ahead of its last '@'.  Returns that part (with what
--- looks like the password: after the first ':'), or nil for a sound URL.
-local function misread_userinfo(url)
-  local before = (url:match("^%a+://([^?]*)") or ""):match("^(.*)@")
-  if before and before:find("[/@]") then return before, before:match("^[^:/@]*:(.*)$") end
-end
-
+local misread_userinfo = secret.misread_userinfo
 local register_url_secrets = secret.register_url
 
 local function config_error(reason)

@@ -7,6 +7,7 @@
 --   secret.register_conninfo(s)   the password of a libpq "key=value" string
 --   secret.register_text(s)       any URL with a password inside an argument or a value
 --   secret.register_environment() DATABASE_URL's and PGPASSWORD's, at start-up (the prelude calls it)
+--   secret.misread_userinfo(url)  the part of a URL libpq would misread (an unencoded '/' or '@'), or nil
 --
 -- No libpq here: the host registers the environment's password before any
 -- script runs, and a script that never connects still prints it masked.
@@ -45,6 +46,16 @@ function secret.split_url(url)
   return scheme, userinfo, main or "", items
 end
 
+-- A password with an unencoded '/' or '@' (a base64 one has '/') makes libpq
+-- read the URL as something else (host "user", port "pass..."), and pieces
+-- of the password would then reach messages unmasked.  Such a URL has, before
+-- its query, a '/' or '@' ahead of its last '@'.  Returns that part and what
+-- looks like the password in it (after the first ':'), or nil for a sound URL.
+function secret.misread_userinfo(url)
+  local before = (url:match("^%a[%w+.-]*://([^?]*)") or ""):match("^(.*)@")
+  if before and before:find("[/@]") then return before, before:match("^[^:/@]*:(.*)$") end
+end
+
 function secret.register_url(url)
   local scheme, userinfo, _, items = secret.split_url(url)
   if not scheme then return end
@@ -54,8 +65,8 @@ function secret.register_url(url)
   end
   -- a password with an unencoded '/' or '@' (libpq misreads such a URL):
   -- what looks like it, up to the last '@'
-  local before = (url:match("^%a[%w+.-]*://([^?]*)") or ""):match("^(.*)@")
-  if before and before:find("[/@]") then secret.add(before:match("^[^:/@]*:(.*)$")) end
+  local misread, password = secret.misread_userinfo(url)
+  if misread then secret.add(password) end
 end
 
 function secret.register_conninfo(s)

@@ -24,6 +24,7 @@ local config = require "dhrun.config"
 local journal = require "dhrun.journal"
 local errors = require "dhrun.errors"
 local db = require "dhrun.db"
+local report = require "dhrun.report"
 
 local M = {}
 M.RELEASE_LOCK = 1684566645 -- "dhru"
@@ -297,11 +298,7 @@ local function describe(err)
   return tostring(err)
 end
 
-local function fmt_duration(s)
-  if s < 1 then return string.format("%d ms", math.floor(s * 1000 + 0.5)) end
-  if s < 120 then return string.format("%.1f s", s) end
-  return string.format("%dm%02ds", math.floor(s / 60), math.floor(s % 60))
-end
+local fmt_duration = report.duration
 M.fmt_duration = fmt_duration
 
 local function detail_summary(detail)
@@ -425,7 +422,7 @@ function Flow:run(...)
     titles[i] = type(s.title) == "function" and s.title(ctx) or s.title
   end
   local result = { flow = self.name, title = self.title, project = ctx.cfg and ctx.cfg.project,
-    dry_run = ctx.dry_run, steps = require("dhrun.report").array(), events = require("dhrun.report").array(),
+    dry_run = ctx.dry_run, steps = report.array(), events = report.array(),
     database = ctx.conn and ctx.conn:info().url, started_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
     user = sys.user(), host = sys.hostname(), version = sys.options().version }
   -- what happens inside the steps (batches, lock waits, DDL), for the reports
@@ -639,7 +636,6 @@ end
 function Flow.write_reports(_, args, result)
   local path_json, path_junit, path_html = args["report-json"], args["report-junit"], args["report-html"]
   if not path_json and not path_junit and not path_html then return end
-  local report = require "dhrun.report"
   if path_json then report.write_json(path_json, result) end
   if path_html then report.write_html(path_html, result) end
   if path_junit then

@@ -255,12 +255,14 @@ local function num(x, digits)
   return format("%." .. (digits or 1) .. "f", x)
 end
 
-local function dur(sec)
+-- "12 ms", "3.4 s", "2m05s" ("" for nil): how runs and steps state durations.
+function report.duration(sec)
   if not sec then return "" end
   if sec < 1 then return format("%d ms", math.floor(sec * 1000 + 0.5)) end
   if sec < 120 then return format("%.1f s", sec) end
   return format("%dm%02ds", math.floor(sec / 60), math.floor(sec % 60))
 end
+local dur = report.duration
 
 local STATUS_COLOR = { ok = "#2e7d32", skipped = "#9e9e9e", planned = "#1565c0", failed = "#c62828",
   interrupted = "#ef6c00" }

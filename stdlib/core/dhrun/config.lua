@@ -279,11 +279,6 @@ function M.define(key, t, opts)
   ORDER[#ORDER + 1] = key
 end
 
--- Whether a key is registered (for tests and tools).
-function M.defined(key)
-  return KEYS[key] ~= nil
-end
-
 -- Core's own keys.
 M.define("project", T.string())
 M.define("database_url", T.string())
@@ -377,14 +372,6 @@ function M.load(path, optional)
     config_error(errors.describe(raw), "fix the error in " .. file)
   end
   return M.validate(raw, abs, dir)
-end
-
--- Re-validates a section a flow registered after the config was loaded
--- (its own section): cfg[key] is replaced by the validated value.
-function M.section(cfg, key)
-  local k = KEYS[key]
-  if not k or not cfg or cfg[key] == nil then return cfg and cfg[key] end
-  return k.type.check(cfg[key], { file = cfg.file, dir = cfg.dir }, key)
 end
 
 return M

@@ -92,32 +92,9 @@ local function inline_scripts(html)
   return out
 end
 
--- Headless Chromium, when installed: loads a page, runs its scripts, and
--- reports what the browser console showed.
-local function find_chromium()
-  for _, name in ipairs({ "chromium", "chromium-browser", "google-chrome" }) do
-    for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
-      if lfs.attributes(dir .. "/" .. name, "mode") == "file" then return dir .. "/" .. name end
-    end
-  end
-end
-local CHROMIUM = find_chromium()
-
--- {dom = the DOM after the scripts ran, console = {message, ...}}
-local function browse(url)
-  local r = process.run({ CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--user-data-dir=" .. sh.tmpdir(), "--enable-logging=stderr", "--v=0", "--virtual-time-budget=4000",
-    "--dump-dom", url }, { timeout = 60 })
-  assert(r.ok, "chromium failed: " .. (r.error or r.stderr:sub(-2000)))
-  local console = {}
-  for line in r.stderr:gmatch("[^\n]+") do
-    -- Chromium logs console output as `...:INFO:CONSOLE:12] "text", source: URL (12)`
-    local msg = line:match(":CONSOLE[:%(]%d+%)?%]%s*(.*)$")
-    if msg then console[#console + 1] = msg end
-  end
-  return { dom = r.stdout, console = console }
-end
+-- Headless Chromium, when installed (tests/helpers/browser.lua).
+local browser = require "browser"
+local CHROMIUM, browse = browser.path, browser.browse
 
 ---------------------------------------------------------------------------
 -- The database's view, computed independently of the app.

@@ -5,15 +5,7 @@ local dh = require "datahub"
 local sys = require "dhrun.core.sys"
 local process = require "dhrun.process"
 local testdb = require "testdb"
-local lfs = require "lfs"
-
-local function find_chromium()
-  for _, name in ipairs({ "chromium", "chromium-browser", "google-chrome" }) do
-    for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
-      if lfs.attributes(dir .. "/" .. name, "mode") == "file" then return dir .. "/" .. name end
-    end
-  end
-end
+local browser = require "browser"
 
 local function eventually(seconds, fn)
   local deadline = sys.now() + seconds
@@ -22,32 +14,6 @@ local function eventually(seconds, fn)
     if v then return v end
     sys.sleep(0.02)
   until sys.now() > deadline
-end
-
--- {dom = the DOM after loading, console = {message, ...}} (no network:
--- everything the page needs must be in it)
-local function browse(path)
-  local chromium = assert(find_chromium(), "chromium is not installed (make deps installs it)")
-  local r = process.run({ chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--user-data-dir=" .. sh.tmpdir(), "--enable-logging=stderr", "--v=0", "--dump-dom",
-    "file://" .. path }, { timeout = 60 })
-  assert(r.ok, "chromium failed: " .. (r.error or r.stderr:sub(-2000)))
-  local console = {}
-  for line in r.stderr:gmatch("[^\n]+") do
-    local msg = line:match(":CONSOLE[:%(]%d+%)?%]%s*(.*)$")
-    if msg then console[#console + 1] = msg end
-  end
-  return { dom = r.stdout, console = console }
-end
-
-local function count(s, needle)
-  local n, pos = 0, 1
-  while true do
-    local i = s:find(needle, pos, true)
-    if not i then return n end
-    n, pos = n + 1, i + 1
-  end
 end
 
 describe("--report-html", function()
@@ -77,13 +43,13 @@ describe("--report-html", function()
     for _, ref in ipairs({ 'src="http', 'href="http', "url(http", "@import" }) do
       assert.is_nil(html:find(ref, 1, true), "nothing loaded from the network: " .. ref)
     end
-    local page = browse(out)
+    local page = browser.browse("file://" .. out) -- no network: everything the page needs is in it
     assert.are.same({}, page.console, "no console messages")
     assert.matches("dhrun deploy — Normal Deployment", page.dom, 1, true)
     assert.matches("ok, exit code 0", page.dom, 1, true)
-    assert.are.equal(8, count(page.dom, 'data-series="steps"'), "one bar per step")
-    assert.is_true(count(page.dom, 'data-series="rate:MetricDaily"') >= 10, "the rate chart has its points")
-    assert.is_true(count(page.dom, 'data-series="batch:MetricDaily"') >= 10, "the batch-size chart has its points")
+    assert.are.equal(8, sh.count(page.dom, 'data-series="steps"'), "one bar per step")
+    assert.is_true(sh.count(page.dom, 'data-series="rate:MetricDaily"') >= 10, "the rate chart has its points")
+    assert.is_true(sh.count(page.dom, 'data-series="batch:MetricDaily"') >= 10, "the batch-size chart has its points")
     assert.matches('enforce NOT NULL on "public"."Insight" (step add_check)', page.dom, 1, true)
     assert.matches('(client backend, application "dhrun", idle in transaction, holds AccessShareLock on "Insight"',
       page.dom, 1, true)

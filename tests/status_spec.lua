@@ -2,20 +2,12 @@
 -- for scripts that grep them, but never under a headline the next line
 -- refutes; every hint fits the failure it follows.
 local dh = require "datahub"
+local sh = require "sh"
 
 local function lines(s)
   local out = {}
   for line in s:gmatch("[^\n]+") do out[#out + 1] = line:gsub("^%S+Z %u+%s+", "") end
   return out
-end
-
-local function count(s, needle)
-  local n, pos = 0, 1
-  while true do
-    local i = s:find(needle, pos, true)
-    if not i then return n end
-    n, pos = n + 1, i + 1
-  end
 end
 
 describe("dhrun status", function()
@@ -26,7 +18,7 @@ describe("dhrun status", function()
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
     local l = lines(r.stdout)
     assert.matches("^verdict: up to date: 3 migration%(s%) applied; Data Hub workspaceId backfilled, no NULLs$", l[2])
-    assert.are.equal(1, count(r.stdout, "Database schema is up to date!"))
+    assert.are.equal(1, sh.count(r.stdout, "Database schema is up to date!"))
   end)
 
   it("after a rollback: NOT up to date first, and Prisma's words only as what Prisma would say", function()
@@ -39,7 +31,7 @@ describe("dhrun status", function()
     local said = r.stdout:find("prisma migrate status would say:", 1, true)
     local prisma_line = r.stdout:find("Database schema is up to date!", 1, true)
     assert.is_truthy(said and prisma_line and said < prisma_line, "Prisma's line only under 'would say'")
-    assert.are.equal(1, count(r.stdout, "Database schema is up to date!"))
+    assert.are.equal(1, sh.count(r.stdout, "Database schema is up to date!"))
   end)
 
   it("before the rollout: NOT up to date, naming the migration still to apply and the flow that does it", function()
@@ -92,7 +84,6 @@ describe("the build", function()
     local cfg, dir = dh.config(nil, [[
 cfg.build_inputs = { "src" }
 cfg.commands.build = { "sh", "-c", "echo built >> build.log; echo 'Compiled successfully'" }]])
-    local sh = require "sh"
     sh.write(dir .. "/src/app.ts", "export const a = 1;\n")
     -- the first deploy here generates the client, so it builds
     local r = dh.flow(t, "deploy", {}, { config = cfg })
@@ -118,7 +109,6 @@ describe("deploy --dry-run", function()
   it("plans generate when the real run would apply migrations, even with the schema unchanged", function()
     local t = dh.create("pre")
     finally(function() dh.drop(t) end)
-    local sh = require "sh"
     local sys = require "dhrun.core.sys"
     local cfg, dir = dh.config()
     sh.write(dir .. "/.dhrun/generate.sha256", sys.sha256(sh.read(dir .. "/schema.prisma")) .. "\n")

@@ -41,6 +41,16 @@ function sh.write(path, content)
   return path
 end
 
+-- How many times `needle` (plain text) occurs in s.
+function sh.count(s, needle)
+  local n, pos = 0, 1
+  while true do
+    local i = s:find(needle, pos, true)
+    if not i then return n end
+    n, pos = n + 1, i + 1
+  end
+end
+
 function sh.tmpdir()
   counter = counter + 1
   local dir = string.format("%s/t%d-%d-%d", tmproot, require("dhrun.core.sys").pid(), os.time(), counter)

@@ -22,7 +22,7 @@ local flow = require("dhrun.flow").new {
   preflight = { release.preflight },
   options = {
     release.ROLLOUT_OPTION,
-    { name = "batch-size", arg = "N", help = "rows per batch, kept fixed (default: adapts toward ~0.25 s per batch)" },
+    { name = "batch-size", arg = "N", help = "rows per batch, kept fixed (default: adapts toward ~0.1 s per batch)" },
     { name = "pause", arg = "SECONDS", help = "pause between batches (to let replicas and vacuum keep up)" },
   },
   next_ok = function(ctx) return "verify: " .. release.cmd(ctx, "check") end,

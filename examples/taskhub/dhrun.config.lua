@@ -46,7 +46,7 @@ return {
 
       lock_timeout = "300ms",           -- per DDL / batch attempt; retried with jittered backoff
       retries = 20,
-      batch = { size = 5000, min = 200, max = 50000, target = 0.25, pause = 0 },
+      batch = { size = 5000, min = 200, max = 50000, target = 0.1, pause = 0 },
 
       -- Backfill order: parents first.  Only NULL values are ever written.
       tables = {

@@ -10,7 +10,7 @@
 --       migrations = { "..._org_nullable", "..._org_indexes" },   -- applied before the backfill
 --       not_null_migration = "..._org_not_null",
 --       prepare = [[ idempotent SQL, run once before the backfill ]],
---       batch = { size = 5000, min = 200, max = 50000, target = 0.25, pause = 0,
+--       batch = { size = 5000, min = 200, max = 50000, target = 0.1, pause = 0,
 --                 max_wal_rate = "64MB", max_replica_lag = "1s", probe = { sql = "SELECT 1", max = "50ms" } },
 --       tables = {
 --         { "Project", value = [[...]], from = [[...]], where = [[...]] },
@@ -289,7 +289,9 @@ function M.tenancy_spec(r)
     spec.tables[i] = t.name
     if t.hops then
       local value, from, where = chain_sql(r.column, t.hops, t.fallback)
-      spec.backfill[t.name] = { value = value, from = from, where = where }
+      local lookups = {}
+      for j, h in ipairs(t.hops) do lookups[j] = { table = h.table, key = h.key } end
+      spec.backfill[t.name] = { value = value, from = from, where = where, lookups = lookups }
     else
       spec.backfill[t.name] = { value = t.value, from = t.from, where = t.where }
     end

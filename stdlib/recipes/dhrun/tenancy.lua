@@ -37,7 +37,7 @@ local format, concat = string.format, table.concat
 local M = {}
 
 M.DEFAULTS = {
-  batch_size = 5000, max_batch_size = 50000, min_batch_size = 200, batch_target = 0.25, pause = 0,
+  batch_size = 5000, max_batch_size = 50000, min_batch_size = 200, batch_target = 0.1, pause = 0,
   lock_timeout = "300ms", retries = 20, retry_base = 0.2, retry_max = 5, flush_after = false, vacuum = true,
   outwait_autovacuum = true, workers = 1,
   -- health signals (see Health below); false turns one off
@@ -727,6 +727,15 @@ function Health:_probe_latency()
   return sys.now() - t0
 end
 
+-- The WAL position at the start of a pass: the first batch's WAL counts
+-- toward the rate too.
+function Health:mark()
+  if self.spec.max_wal_rate then
+    self.hist[#self.hist + 1] = { t = sys.now(), lsn = self.conn:query_value(
+      "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8") }
+  end
+end
+
 -- Reads the signals.  Returns nil when all are within their limits, else the
 -- first one over: {signal=, value=, limit=, text=, pause=, wait=}.  pause:
 -- the backfill waits until it clears; otherwise the batch size only shrinks.
@@ -760,7 +769,7 @@ function Health:check(batch)
       if now - hist[i].t > WAL_WINDOW then break end
       base = hist[i]
     end
-    if base and now - base.t > 0.05 then
+    if base and now - base.t > 0.01 then
       local bytes = hist[#hist].lsn - base.lsn
       local rate = bytes / (now - base.t)
       if rate > s.max_wal_rate then
@@ -779,12 +788,14 @@ function Health:check(batch)
       over("probe", took, s.probe.max, format("probe %s > %s", seconds_text(took), seconds_text(s.probe.max)), true)
     end
   end
-  if s.autovacuum ~= "ignore" and rows[1].vacuum then
-    over("vacuum", 1, 0, format("a VACUUM (autovacuum) is running on %s", self.tb.name), s.autovacuum == "pause")
-  end
   if batch and s.max_commit and batch.commit > s.max_commit then
     over("commit time", batch.commit, s.max_commit, format("commit took %s > %s", seconds_text(batch.commit),
       seconds_text(s.max_commit)), false)
+  end
+  -- last: it only holds the size, any other signal over its limit comes first
+  if s.autovacuum ~= "ignore" and rows[1].vacuum then
+    over("vacuum", 1, 0, format("a VACUUM (autovacuum) is running on %s", self.tb.name), s.autovacuum == "pause")
+    if found.signal == "vacuum" then found.hold = true end
   end
   return found
 end
@@ -830,7 +841,13 @@ function Tenancy:_control(tb, health, s, size, retried, batch, res)
         text = first.text, seconds = waited })
     end
     limiting = first.signal
-  elseif sig then
+  elseif sig and sig.hold and not (not retried and batch.seconds > M.SLOW * s.batch_target) then
+    -- a VACUUM on the table ("slow"): the batch size stops growing while it
+    -- runs; it still shrinks when the batches get slower than the target.
+    -- (Shrinking on the VACUUM itself sent the batches to their floor for as
+    -- long as an autovacuum ran: on the benchmark, a fifth of the throughput.)
+    limiting = sig.signal
+  elseif sig and not sig.hold then
     size = math.max(s.min_batch_size, math.floor(size * M.SHRINK))
     limiting = sig.signal
   elseif not retried then
@@ -849,9 +866,37 @@ function Tenancy:_control(tb, health, s, size, retried, batch, res)
   return size, limiting
 end
 
+-- A parent chain's lookups (spec.backfill[table].lookups = { {table=,
+-- key=}, ... }: each batch row finds its parent by key) are index lookups
+-- when every key leads an index.  The planner cannot know a batch is a few
+-- thousand rows (its upper key is found by the statement itself), so it
+-- hashes the whole parent table in every batch; on the benchmark's 10M-row
+-- table that was a fixed cost per batch, which small batches paid most.
+-- Nested loops over the parents' indexes (with Memoize, a handful of
+-- lookups per batch) cost next to nothing instead.
+function Tenancy:_lookups_indexed(tb)
+  local bf = self.backfill_spec[tb.name] or {}
+  if type(bf.lookups) ~= "table" or #bf.lookups == 0 then return false end
+  if tb.lookups_indexed == nil then
+    local ok = true
+    for _, l in ipairs(bf.lookups) do
+      ok = ok and self.conn:query_value([[
+        SELECT EXISTS (SELECT 1 FROM pg_index i
+                         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                        WHERE i.indrelid = to_regclass($1) AND a.attname = $2 AND i.indisvalid)]],
+        self.conn:quote_ident(self.schema) .. "." .. self.conn:quote_ident(l.table), l.key) == true
+    end
+    tb.lookups_indexed = ok
+  end
+  return tb.lookups_indexed
+end
+
 -- One pass from the stored cursor to the end of the table.
 function Tenancy:_pass(tb, prog, res, opts)
   local conn, log = self.conn, self.log
+  local indexed = self:_lookups_indexed(tb)
+  local _ <close> = conn:with_setting("enable_hashjoin", indexed and "off")
+  local _ <close> = conn:with_setting("enable_mergejoin", indexed and "off")
   local s = run_settings(tb, opts)
   local size = self.batch_size or s.batch_size
   local sparse, start, nothing = self:_plan_pass(tb, prog)
@@ -874,6 +919,7 @@ function Tenancy:_pass(tb, prog, res, opts)
   end
   local scanned, updated = 0, 0
   local health = new_health(self, tb)
+  health:mark()
   local limiting -- what holds the batch size back, for the progress line
   local ok, err = pcall(function()
     while true do
@@ -986,6 +1032,39 @@ function Tenancy:_split(tb, n)
   return bounds
 end
 
+-- The workers' events, in the order they happened, passed on to the run's
+-- own (opts.on_batch for batches, events.emit for the rest), each with its
+-- worker.  Returns how many batches the workers committed.
+local function worker_events(procs, opts)
+  local cjson = require "cjson"
+  local list = {}
+  for _, w in ipairs(procs) do
+    local f = io.open(w.events)
+    if f then
+      for line in f:lines() do
+        local ok, e = pcall(cjson.decode, line)
+        if ok and type(e) == "table" and type(e.at) == "number" then list[#list + 1] = e end
+      end
+      f:close()
+      os.remove(w.events)
+    end
+  end
+  table.sort(list, function(a, b) return a.at < b.at end)
+  local start, batches = sys.now() - events.now(), 0
+  for _, e in ipairs(list) do
+    local kind = e.kind
+    e.kind, e.t, e.at = nil, e.at - start, nil
+    for k, v in pairs(e) do if v == cjson.null then e[k] = nil end end
+    if kind == "batch" then
+      batches = batches + 1
+      if opts.on_batch then opts.on_batch(e) end
+    else
+      events.emit(kind, e)
+    end
+  end
+  return batches
+end
+
 function Tenancy:_parallel_pass(tb, prog, res, opts, n)
   local conn = self.conn
   if isnull(conn:query_value([[SELECT 1 FROM pg_attribute WHERE attrelid = 'dhrun.backfill_progress'::regclass
@@ -1015,12 +1094,19 @@ function Tenancy:_parallel_pass(tb, prog, res, opts, n)
   local process = require "dhrun.process"
   local payload = { spec = self.portable, table = tb.name, parent = sys.pid(), n = #rows,
                     batch_size = opts.batch_size, pause = opts.pause }
+  -- each worker writes its batch and throttle events to a file of its own
+  -- (private directory); they are passed on below, so the run's report has
+  -- every worker's batches
+  local evdir = (opts.on_batch or events.recording()) and
+    sys.mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/dhrun-workers.XXXXXX") or nil
   local procs = {}
-  for _, r in ipairs(rows) do
+  for i, r in ipairs(rows) do
     if not r.finished then
       payload.task, payload.worker = r.task, r.task:match("#([^#]*)$")
-      procs[#procs + 1] = { task = r.task, proc = process.spawn({ sys.exepath(), "-e", WORKER_CODE }, {
-        env = { DHRUN_BACKFILL_WORKER = require("cjson").encode(payload), DHRUN_BACKFILL_DB = opts.connect or false },
+      local evfile = evdir and format("%s/%d.jsonl", evdir, i) or false
+      procs[#procs + 1] = { task = r.task, events = evfile, proc = process.spawn({ sys.exepath(), "-e", WORKER_CODE }, {
+        env = { DHRUN_BACKFILL_WORKER = require("cjson").encode(payload), DHRUN_BACKFILL_DB = opts.connect or false,
+                DHRUN_BACKFILL_EVENTS = evfile },
         stdout = process.INHERIT, stderr = process.INHERIT }) }
     end
   end
@@ -1030,6 +1116,8 @@ function Tenancy:_parallel_pass(tb, prog, res, opts, n)
     if not r or r.code ~= 0 then failed[#failed + 1] = format("%s (%s)", w.task, r and (r.signame or ("exit "
       .. tostring(r.code))) or "?") end
   end
+  if evdir then res.batches = res.batches + worker_events(procs, opts) - #procs end
+  if evdir then os.remove(evdir) end
   rows = self:_worker_rows(tb, prog.pass)
   local total, last = 0, nil
   for _, r in ipairs(rows) do total, last = total + r.rows_updated, r.cursor end
@@ -1081,8 +1169,23 @@ function M._worker(payload)
     return f ~= nil
   end
   local res = { batches = 0, scanned = 0, updated = 0 }
+  -- this worker's events, one JSON line each, for the run that started it
+  -- (see worker_events); `at` is the monotonic clock, which every
+  -- process on the machine shares
+  local evfile = os.getenv("DHRUN_BACKFILL_EVENTS")
+  local out = evfile and evfile ~= "" and assert(io.open(evfile, "w"))
+  if out then
+    local cjson = require "cjson"
+    events.record(function(e)
+      e.at, e.t, e.worker = sys.now(), nil, w.worker
+      out:write(cjson.encode(e), "\n")
+      out:flush()
+    end)
+  end
   t:_pass(tb, prog, res, { batch_size = w.batch_size ~= require("cjson").null and w.batch_size or nil,
-                           pause = w.pause ~= require("cjson").null and w.pause or nil })
+                           pause = w.pause ~= require("cjson").null and w.pause or nil,
+                           on_batch = out and function(info) events.emit("batch", info) end or nil })
+  if out then out:close() end
 end
 
 -- VACUUM (ANALYZE) after a table's backfill (spec.vacuum, on by default):

@@ -49,9 +49,10 @@ local function seeded_rows(template)
 end
 
 -- One strategy on a fresh clone: probe on, run, probe off, measure.
-local function measure(template, dbname, label, fn, with_probe, sample)
+local function measure(template, dbname, label, fn, with_probe, sample, ready)
   lib.clone(template, dbname)
   lib.checkpoint()
+  if ready then ready() end -- e.g. a replica has replayed the clone
   local before = lib.table_sizes(dbname)
   local lsn = lib.wal_lsn()
   local probe = with_probe and lib.probe_start(dbname, "b1-" .. label)
@@ -100,11 +101,13 @@ end
 -- The adaptive backfill (health signals, AIMD): at 1/10 of the scale on a
 -- full run (the 1M template the RSS series seeded), else at the scale.
 
-local function dhrun_with(batch)
+local function dhrun_with(batch, extra_env)
   return function(dbname)
     local rep = format("%s/b1-%s.json", lib.out, dbname)
+    local env = { BENCH_BATCH = cjson.encode(batch or {}) }
+    for k, v in pairs(extra_env or {}) do env[k] = v end
     local r, wall, rss = lib.timed(lib.dhrun_argv("backfill", "--config", lib.config, "--report-json", rep),
-      { env = lib.dhrun_env(dbname, { BENCH_BATCH = cjson.encode(batch or {}) }) })
+      { env = lib.dhrun_env(dbname, env) })
     lib.write(format("%s/b1-%s.log", lib.out, dbname), r.stdout .. r.stderr)
     -- batch sizes and pauses from the run's events
     local sizes, throttles, at_min, md = {}, {}, 0, {}
@@ -158,29 +161,92 @@ local function under_stress(fn)
   end
 end
 
+-- A streaming replica for the runs inside fn(start_ready): started before
+-- them (its base backup is not part of any measured window), and the
+-- ready() it passes waits until the replica has replayed everything the
+-- primary wrote (the clone of the template included).
 local function with_replica(fn)
-  return function(dbname)
-    local dir = lib.out .. "/replica"
-    process.run({ "tools/pgtemp.sh", "stop", dir })
-    local r = process.run({ "tools/pgtemp.sh", "start-replica", lib.pgdir, dir }, { timeout = 300 })
-    if not r.ok then error("could not start a replica: " .. r.stderr, 0) end
-    local ok, res = pcall(fn, dbname)
-    process.run({ "tools/pgtemp.sh", "stop", dir })
-    if not ok then error(res, 0) end
-    return res
+  local dir = lib.out .. "/replica"
+  process.run({ "tools/pgtemp.sh", "stop", dir })
+  local r = process.run({ "tools/pgtemp.sh", "start-replica", lib.pgdir, dir }, { timeout = 600 })
+  if not r.ok then error("could not start a replica: " .. r.stderr, 0) end
+  local function ready()
+    local conn <close> = lib.connect("postgres")
+    local target = conn:query_value("SELECT pg_current_wal_lsn()::text")
+    local deadline = sys.now() + 300
+    while not conn:query_value([[SELECT coalesce(bool_and(replay_lsn >= $1::pg_lsn), false)
+                                   FROM pg_stat_replication]], target) do
+      if sys.now() > deadline then error("the replica did not catch up within 300 s", 0) end
+      sys.sleep(0.1)
+    end
   end
+  local ok, res = pcall(fn, ready)
+  process.run({ "tools/pgtemp.sh", "stop", dir })
+  if not ok then error(res, 0) end
+  return res
 end
 
-function M.adaptive(rows)
+-- The target sweep as a picture (SVG, no library needed): rows/s against
+-- the write probe's p99 (filled) and max (hollow), one pair per
+-- batch.target, the latency axis logarithmic.
+local function tradeoff_svg(points)
+  local W, H, L, R, T, B = 640, 360, 70, 20, 30, 50
+  local xs, ys = {}, {}
+  for _, p in ipairs(points) do
+    xs[#xs + 1], xs[#xs + 2], ys[#ys + 1] = p.p99, p.max, p.rate
+  end
+  local lo = 10 ^ math.floor(math.log(math.min(table.unpack(xs)), 10))
+  local hi = 10 ^ math.ceil(math.log(math.max(table.unpack(xs)), 10))
+  local ymax = math.max(table.unpack(ys)) * 1.15
+  local function x(v) return L + (W - L - R) * (math.log(v / lo) / math.log(hi / lo)) end
+  local function y(v) return H - B - (H - T - B) * v / ymax end
+  local o = {}
+  local function add(fmt, ...) o[#o + 1] = format(fmt, ...) end
+  add('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">', W, H)
+  add('<rect width="%d" height="%d" fill="white"/>', W, H)
+  add('<text x="%d" y="18" font-size="14">%s</text>', L,
+    "Backfill throughput against the write probe's latency, by batch.target")
+  local d = lo
+  while d <= hi * 1.0001 do
+    add('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>', x(d), T, x(d), H - B)
+    add('<text x="%.1f" y="%d" text-anchor="middle">%s ms</text>', x(d), H - B + 16, lib.fmt_int(d))
+    d = d * 10
+  end
+  for i = 0, 4 do
+    local v = ymax * i / 5
+    add('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/>', L, y(v), W - R, y(v))
+    add('<text x="%d" y="%.1f" text-anchor="end">%s</text>', L - 6, y(v) + 4, lib.fmt_int(v))
+  end
+  add('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#c00" stroke-dasharray="4"/>', x(100), T, x(100), H - B)
+  add('<text x="%.1f" y="%d" fill="#c00">100 ms</text>', x(100) + 4, T + 12)
+  add('<text x="%d" y="%d" text-anchor="middle">probe latency (log scale): p99 filled, max hollow</text>',
+    (L + W - R) // 2, H - 12)
+  add('<text transform="translate(16 %d) rotate(-90)" text-anchor="middle">rows/s</text>', (T + H - B) // 2)
+  for _, p in ipairs(points) do
+    add('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#36c"/>', x(p.p99), y(p.rate), x(p.max), y(p.rate))
+    add('<circle cx="%.1f" cy="%.1f" r="5" fill="#36c"/>', x(p.p99), y(p.rate))
+    add('<circle cx="%.1f" cy="%.1f" r="5" fill="white" stroke="#36c" stroke-width="2"/>', x(p.max), y(p.rate))
+    add('<text x="%.1f" y="%.1f">%s</text>', x(p.p99), y(p.rate) - 9, p.label)
+  end
+  add("</svg>")
+  return table.concat(o, "\n") .. "\n"
+end
+
+-- for experiments (bench/run.sh with a script of one's own)
+M.internal = { measure = measure, dhrun_with = dhrun_with, single_update = single_update, seeded_rows = seeded_rows,
+               with_replica = with_replica, under_stress = under_stress, sizes_text = sizes_text,
+               throttle_text = throttle_text }
+
+function M.adaptive(rows, ctx)
   local s = lib.full_scale and lib.scale // 10 or lib.scale
   local t = lib.template(s)
   local total = seeded_rows(t)
   local tag = lib.tag(s)
   local details = {}
   local function add(fmt, ...) details[#details + 1] = format(fmt, ...) end
-  local function run(label, fn, probe, sample)
+  local function run(label, fn, probe, sample, ready)
     lib.say("B1 adaptive (%s): %s", tag, label)
-    local r = measure(t, "b1_adapt", label:gsub("[^%w]+", "-"), fn, probe, sample)
+    local r = measure(t, "b1_adapt", label:gsub("[^%w]+", "-"), fn, probe, sample, ready)
     r.rows = total - r.nulls_left
     r.rate = r.rows / r.seconds
     lib.drop_db("b1_adapt")
@@ -188,12 +254,21 @@ function M.adaptive(rows)
       r.probe and ("; probe " .. lib.probe_text(r.probe)) or "")
     return r
   end
+  -- A run that is not measured first: a new cluster creates its WAL segment
+  -- files as it first writes them (IO:WALInitWrite), and the run that did
+  -- that would pay for all the others.
+  lib.say("B1 adaptive (%s): warm-up (one UPDATE, not measured)", tag)
+  lib.clone(t, "b1_adapt")
+  single_update("b1_adapt")
+  lib.drop_db("b1_adapt")
   local adapt_load = (lib.read("/proc/loadavg") or "?"):match("^(%S+ %S+ %S+)")
   local single = run("one UPDATE, no probe", single_update, false)
   local quiet = run("dhrun defaults, no probe", dhrun_with(), false)
-  local idle = run("dhrun defaults, probe and replica", with_replica(dhrun_with()), true)
+  local idle = with_replica(function(ready)
+    return run("dhrun defaults, probe and replica", dhrun_with(), true, false, ready)
+  end)
   local sweep = {}
-  for _, target in ipairs({ 0.1, 0.25, 0.5, 1.0 }) do
+  for _, target in ipairs({ 0.05, 0.1, 0.25, 0.5 }) do
     sweep[#sweep + 1] = run(format("dhrun target %.2f s, probe", target), dhrun_with { target = target }, true)
     sweep[#sweep].target = target
   end
@@ -240,7 +315,7 @@ function M.adaptive(rows)
   add("")
   add("## B1 adaptive backfill (%s MetricDaily rows)", tag)
   add("")
-  add("Each run on a fresh clone of tmpl for %s; dhrun with the rollout's defaults (batch.target 0.25 s, "
+  add("Each run on a fresh clone of tmpl for %s; dhrun with the rollout's defaults (batch.target 0.1 s, "
     .. "max_wal_rate 64MB, max_replica_lag 1s, max_commit 200ms, autovacuum slow) unless the row says otherwise. "
     .. "Batch sizes are MetricDaily's (min / median / max).", tag)
   add("")
@@ -257,10 +332,26 @@ function M.adaptive(rows)
   line("dhrun, no probe", quiet, single)
   line("dhrun, probe + replica", idle, single)
   for _, r in ipairs(sweep) do line(format("dhrun, target %.2f s, probe", r.target), r, single) end
+  local points = {}
+  for _, r in ipairs(sweep) do
+    points[#points + 1] = { label = format("%.2f s", r.target), rate = r.rate, p99 = r.probe.p99, max = r.probe.max }
+  end
+  ctx.files = ctx.files or {}
+  ctx.files["b1-tradeoff.svg"] = tradeoff_svg(points)
   line("dhrun, 1 worker, limits relaxed, no probe", one_relaxed, single)
   line("dhrun, 2 workers, limits relaxed, no probe", two, single)
   line("one UPDATE, stress-ng --cpu 2", s_single, s_single)
   line("dhrun, stress-ng --cpu 2", s_dhrun, s_single)
+  add("")
+  add("![rows/s against the write probe's p99 (filled) and max (hollow), by batch.target](b1-tradeoff.svg)")
+  add("")
+  add("Probe transactions over 100 ms, by kind (metric_update rewrites a MetricDaily row, which waits while a batch "
+    .. "holds it):")
+  add("")
+  add("- defaults, probe + replica: %s", idle.probe.slow_by_kind ~= "" and idle.probe.slow_by_kind or "none")
+  for _, r in ipairs(sweep) do
+    add("- target %.2f s: %s", r.target, r.probe.slow_by_kind ~= "" and r.probe.slow_by_kind or "none")
+  end
   add("")
   add("Load average: %s at the start of these runs (other work on the machine counts: the ratios compare runs "
     .. "made one after another).", adapt_load)
@@ -276,6 +367,10 @@ function M.adaptive(rows)
 end
 
 function M.run(ctx)
+  -- The adaptive runs first, while the cluster holds only their template:
+  -- the replica's base backup then copies little.
+  local adapt_rows = {}
+  local adapt = M.adaptive(adapt_rows, ctx)
   local scale = lib.scale
   local template = lib.template(scale)
   local total_rows = seeded_rows(template)
@@ -374,7 +469,7 @@ function M.run(ctx)
       target = "info", key = "b1_growth" },
   }
 
-  local adapt = M.adaptive(rows)
+  for _, r in ipairs(adapt_rows) do rows[#rows + 1] = r end
 
   -- details for RESULTS.md
   local d = {}

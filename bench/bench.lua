@@ -194,5 +194,7 @@ for _, s in ipairs(sections) do
 end
 local path = complete and "bench/RESULTS.md" or (lib.out .. "/RESULTS.md")
 lib.write(path, concat(md, "\n"))
+-- pictures the sections refer to (ctx.files: name -> content), next to it
+for name, content in pairs(ctx.files or {}) do lib.write(path:gsub("[^/]*$", "") .. name, content) end
 lib.ok("results written to %s (%.1f min)", path, total / 60)
 return errors == 0 and 0 or 1

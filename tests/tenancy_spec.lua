@@ -1016,6 +1016,40 @@ describe("dhrun.tenancy health signals", function()
       assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
     end)
 
+  it("commits the batches asynchronously, one a second synchronously, whose commit time is the max_commit signal",
+    function()
+      local env = setup()
+      populate(env.conn, 600)
+      env.conn:exec("SET synchronous_commit = on") -- the server's default (the test cluster's is off)
+      local s = spec { tables = { "Account" }, batch_size = 80, min_batch_size = 10, max_batch_size = 200,
+        batch_step = 40, batch_target = 10, max_commit = 0.000001 }
+      make_reference(env, s)
+      local seen = {}
+      tenancy.new(env.conn, s):backfill { on_batch = function(info)
+        info.setting = env.conn:get("synchronous_commit")
+        seen[#seen + 1] = info
+      end }
+      assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
+      assert.are.equal("on", env.conn:get("synchronous_commit")) -- restored
+      assert.are.equal("off", seen[1].setting)
+      -- the first batch commits synchronously: its commit is over the (tiny) limit, the next batch is halved
+      assert.is_true(seen[1].synchronous)
+      assert.are.same({ 40, false, "commit time" }, { seen[2].batch_size, seen[2].synchronous, seen[2].limit })
+      -- the batches within the second after it do not wait for the flush: no commit signal, they grow again
+      assert.are.same({ 80, false }, { seen[3].batch_size, seen[3].synchronous })
+
+      -- async_commit = false: every batch commits synchronously, the setting untouched
+      env.conn:exec([[UPDATE "Account" SET "workspaceId" = NULL]])
+      s = spec { tables = { "Account" }, async_commit = false }
+      seen = {}
+      tenancy.new(env.conn, s):backfill { on_batch = function(info)
+        info.setting = env.conn:get("synchronous_commit")
+        seen[#seen + 1] = info
+      end }
+      assert.is_true(#seen > 2)
+      for _, b in ipairs(seen) do assert.are.same({ true, "on" }, { b.synchronous, b.setting }) end
+    end)
+
   it("paces the batches to max_wal_rate", function()
     local env = setup()
     populate(env.conn, 2000)

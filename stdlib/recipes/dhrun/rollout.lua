@@ -64,6 +64,7 @@ local BATCH_KEYS = {
   max_pause = T.either(OFF, seconds),
   autovacuum = T.enum({ "slow", "pause", "ignore" }),
   workers = T.integer { min = 1, max = 64 },
+  async_commit = T.boolean(),
   probe = T.record({
     sql = T.string(),
     url = T.string { pattern = "^https?://", what = "an http:// or https:// URL" },
@@ -280,7 +281,7 @@ function M.tenancy_spec(r)
     batch_size = b.size, min_batch_size = b.min, max_batch_size = b.max, batch_target = b.target, pause = b.pause,
     batch_step = b.step, max_wal_rate = b.max_wal_rate, max_replica_lag = b.max_replica_lag,
     max_commit = b.max_commit, max_pause = b.max_pause, autovacuum = b.autovacuum, probe = b.probe,
-    workers = b.workers,
+    workers = b.workers, async_commit = b.async_commit,
     lock_timeout = r.lock_timeout, retries = r.retries, retry_base = r.retry_base, retry_max = r.retry_max,
     schema = r.schema, flush_after = r.flush_after, vacuum = r.vacuum, table_settings = {},
     outwait_autovacuum = r.outwait_autovacuum,

@@ -8,7 +8,8 @@
 #   tools/pgtemp.sh start-replica PRIMARY_DIR DIR
 #                               a streaming replica of the cluster in
 #                               PRIMARY_DIR (pg_basebackup -R), its own
-#                               postmaster on its own socket (DIR) and port;
+#                               postmaster on its own socket (DIR) and port
+#                               (fsync off unless PGTEMP_DURABLE=1);
 #                               prints `export PGTEMP_REPLICA_HOST=... PGTEMP_REPLICA_PORT=...`.
 #                               Stop it with `stop DIR`.
 #
@@ -156,10 +157,15 @@ SQL
       echo "pgtemp: pg_basebackup failed, see $rdir/basebackup.log:" >&2; tail -5 "$rdir/basebackup.log" >&2; exit 1; }
   # Its own socket; replay positions reported every second even when no WAL
   # arrives (a paused backfill writes none), so a caught-up replica is seen soon.
+  # Its fsync is off unless PGTEMP_DURABLE=1, whatever the primary's: on one
+  # machine its flushes would queue with the primary's on the same disk,
+  # which a replica on a machine of its own does not do.
+  rdurable=off; [ "${PGTEMP_DURABLE:-0}" = 1 ] && rdurable=on
   as_owner tee -a "$rdir/data/postgresql.conf" >/dev/null <<CONF
 unix_socket_directories = '$rdir'
 hot_standby = on
 wal_receiver_status_interval = 1s
+fsync = $rdurable
 CONF
   port=$(start_on_free_port "$rdir") || exit 1
   echo "$port" >"$rdir/port"

@@ -385,39 +385,6 @@ describe("dhrun.tenancy", function()
     assert.are.equal("tenancy: spec.outwait_autovacuum must be true or false, got no", err.message)
   end)
 
-  it("looks parents up by index (no hash of the parent table per batch) when every lookup key is indexed",
-    function()
-      local env = setup()
-      populate(env.conn, 60)
-      env.conn:exec([[UPDATE "Account" SET "workspaceId" = 'w']])
-      local function plan_during(lookups)
-        env.conn:exec([[UPDATE "Metric" SET "workspaceId" = NULL]])
-        local s = spec { tables = { "Metric" } }
-        s.backfill.Metric.lookups = lookups
-        local during = {}
-        tenancy.new(env.conn, s):backfill { on_batch = function()
-          during[#during + 1] = env.conn:get("enable_hashjoin") .. "/" .. env.conn:get("enable_mergejoin")
-        end }
-        assert.are.equal(0, count(env.conn, [["Metric" WHERE "workspaceId" IS DISTINCT FROM 'w']]))
-        return during[1]
-      end
-      -- Account.id is its primary key: joins by index for the batches, the settings restored after
-      assert.are.equal("off/off", plan_during({ { table = "Account", key = "id" } }))
-      assert.are.equal("on/on", env.conn:get("enable_hashjoin") .. "/" .. env.conn:get("enable_mergejoin"))
-      -- Account.name leads no index: the planner keeps its choice
-      assert.are.equal("on/on", plan_during({ { table = "Account", key = "name" } }))
-      assert.are.equal("on/on", plan_during(nil))
-      -- and the plan itself: the batch finds its rows' accounts through the primary key
-      env.conn:exec([[UPDATE "Metric" SET "workspaceId" = NULL]])
-      env.conn:exec("SET enable_hashjoin = off") env.conn:exec("SET enable_mergejoin = off")
-      local plan = env.conn:query([[EXPLAIN (COSTS OFF) UPDATE "Metric" AS t SET "workspaceId" = a."workspaceId"
-        FROM "Account" a WHERE t."accountId" <= 10 AND a.id = t."accountId"]])
-      env.conn:exec("RESET enable_hashjoin") env.conn:exec("RESET enable_mergejoin")
-      local text = {}
-      for _, r in ipairs(plan) do text[#text + 1] = r["QUERY PLAN"] end
-      assert.matches("Index Scan using \"Account_pkey\"", table.concat(text, "\n"))
-    end)
-
   it("flushes the backfill session's writes as it goes when flush_after is set, then restores the setting", function()
     local env = setup()
     populate(env.conn, 60)

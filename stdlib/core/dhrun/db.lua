@@ -692,6 +692,11 @@ SELECT set_config('lock_timeout', CASE WHEN l.setting::int8 = 0 THEN '0'
 --                   For DDL and VALIDATE, not for the application's kind of
 --                   work (a SHARE UPDATE EXCLUSIVE lock serializes with
 --                   VACUUM, ANALYZE and DDL)
+--     autocommit    work is one statement that is its own transaction: no
+--                   BEGIN, SET LOCAL or COMMIT around it (one round trip
+--                   per attempt instead of four), and the session's
+--                   lock_timeout applies (set it with conn:with_setting).
+--                   Not with outwait_autovacuum, nor inside a transaction
 --     message       function{attempts=, lock_timeout=, err=} -> the first
 --                   part of the final error's message
 --     hint          the final error's hint
@@ -722,6 +727,9 @@ function db.retry(conn, work, opts)
   end
   local outwait = opts.outwait_autovacuum and relations ~= nil
   local lock_list = outwait and table.concat(relations, ", ") or nil
+  if opts.autocommit and (outwait or depth[conn]) then
+    error("bad argument #3 to 'retry' (autocommit: not with outwait_autovacuum, nor inside a transaction)", 2)
+  end
   local retries = opts.retries or D.retries
   local base, max = opts.retry_base or D.retry_base, opts.retry_max or D.retry_max
   local log = opts.log
@@ -730,7 +738,7 @@ function db.retry(conn, work, opts)
   while true do
     attempt = attempt + 1
     local waiting -- what the attempt was waiting for when it failed
-    local ok, res = pcall(conn.transaction, conn, function(c)
+    local function in_transaction(c)
       -- set_config(..., true) is SET LOCAL: gone at COMMIT/ROLLBACK, and the
       -- value travels as a parameter, never spliced into SQL.
       c:query("SELECT set_config('lock_timeout', $1, true)", timeout)
@@ -754,7 +762,16 @@ function db.retry(conn, work, opts)
       end
       if type(work) == "string" then return c:exec(work) end
       return work(c)
-    end)
+    end
+    local ok, res
+    if opts.autocommit then
+      ok, res = pcall(function()
+        if type(work) == "string" then return conn:exec(work) end
+        return work(conn)
+      end)
+    else
+      ok, res = pcall(conn.transaction, conn, in_transaction)
+    end
     if ok then return res, attempt end
     if type(res) ~= "table" or not db.RETRYABLE[res.sqlstate] then error(res, 0) end
     local last = one_line(res.message or tostring(res)) .. (waiting and res.sqlstate == "55P03"

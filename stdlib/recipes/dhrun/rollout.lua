@@ -290,9 +290,7 @@ function M.tenancy_spec(r)
     spec.tables[i] = t.name
     if t.hops then
       local value, from, where = chain_sql(r.column, t.hops, t.fallback)
-      local lookups = {}
-      for j, h in ipairs(t.hops) do lookups[j] = { table = h.table, key = h.key } end
-      spec.backfill[t.name] = { value = value, from = from, where = where, lookups = lookups }
+      spec.backfill[t.name] = { value = value, from = from, where = where }
     else
       spec.backfill[t.name] = { value = t.value, from = t.from, where = t.where }
     end

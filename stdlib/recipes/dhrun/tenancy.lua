@@ -580,6 +580,12 @@ function Tenancy:_batch_sql(tb, bound, sparse, upper)
     pick = "%s\n   WHERE " .. concat(range, " AND ")
   end
   local from = bf.from and ((sparse and ", " or "FROM ") .. bf.from) or ""
+  -- The progress row moves in the same statement (one round trip per
+  -- batch): the new cursor, the rows updated, finished when the batch came
+  -- back short.  Its old cursor in the WHERE clause makes a second run of
+  -- the same task update no progress row (progressed = 0) instead of both
+  -- moving it.  Parameters after the batch's own: task, pass, old cursor.
+  local n = (bound and 2 or 1) + (upper and 1 or 0)
   return format([[
 WITH dhrun_batch AS (
   SELECT %s FROM %s%s ORDER BY %s LIMIT $1
@@ -589,15 +595,25 @@ WITH dhrun_batch AS (
   UPDATE %s AS t SET %s = (%s)
     %s AND t.%s IS NULL%s
   RETURNING t.%s AS dhrun_value
+), dhrun_progress AS (
+  UPDATE dhrun.backfill_progress
+     SET cursor = coalesce((SELECT ARRAY[%s]::text[] FROM dhrun_last), $%d::text[]),
+         rows_updated = rows_updated + (SELECT count(*) FROM dhrun_updated WHERE dhrun_value IS NOT NULL),
+         updated_at = now(),
+         finished_at = CASE WHEN (SELECT count(*) FROM dhrun_batch) < $1 THEN now() END
+   WHERE task = $%d AND pass = $%d AND cursor IS NOT DISTINCT FROM $%d::text[] AND finished_at IS NULL
+  RETURNING 1
 )
 SELECT (SELECT count(*) FROM dhrun_batch) AS scanned,
        (SELECT count(*) FROM dhrun_updated WHERE dhrun_value IS NOT NULL) AS updated,
-       (SELECT ARRAY[%s]::text FROM dhrun_last) AS cursor]],
+       (SELECT ARRAY[%s]::text FROM dhrun_last) AS cursor,
+       (SELECT count(*) FROM dhrun_progress) AS progressed]],
     pk, tb.qname, #where > 0 and (" WHERE " .. concat(where, " AND ")) or "", pk,
     pk, concat(desc, ", "),
     tb.qname, col, bf.value,
     format(pick, from), col, bf.where and (" AND (" .. bf.where .. ")") or "",
-    col, concat(texts, ", "))
+    col, concat(texts, ", "), n + 3, n + 1, n + 2, n + 3,
+    concat(texts, ", "))
 end
 
 -- Stores the new cursor in the batch's own transaction.  The old cursor in the
@@ -870,37 +886,9 @@ function Tenancy:_control(tb, health, s, size, retried, batch, res)
   return size, limiting
 end
 
--- A parent chain's lookups (spec.backfill[table].lookups = { {table=,
--- key=}, ... }: each batch row finds its parent by key) are index lookups
--- when every key leads an index.  The planner cannot know a batch is a few
--- thousand rows (its upper key is found by the statement itself), so it
--- hashes the whole parent table in every batch; on the benchmark's 10M-row
--- table that was a fixed cost per batch, which small batches paid most.
--- Nested loops over the parents' indexes (with Memoize, a handful of
--- lookups per batch) cost next to nothing instead.
-function Tenancy:_lookups_indexed(tb)
-  local bf = self.backfill_spec[tb.name] or {}
-  if type(bf.lookups) ~= "table" or #bf.lookups == 0 then return false end
-  if tb.lookups_indexed == nil then
-    local ok = true
-    for _, l in ipairs(bf.lookups) do
-      ok = ok and self.conn:query_value([[
-        SELECT EXISTS (SELECT 1 FROM pg_index i
-                         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                        WHERE i.indrelid = to_regclass($1) AND a.attname = $2 AND i.indisvalid)]],
-        self.conn:quote_ident(self.schema) .. "." .. self.conn:quote_ident(l.table), l.key) == true
-    end
-    tb.lookups_indexed = ok
-  end
-  return tb.lookups_indexed
-end
-
 -- One pass from the stored cursor to the end of the table.
 function Tenancy:_pass(tb, prog, res, opts)
   local conn, log = self.conn, self.log
-  local indexed = self:_lookups_indexed(tb)
-  local _ <close> = conn:with_setting("enable_hashjoin", indexed and "off")
-  local _ <close> = conn:with_setting("enable_mergejoin", indexed and "off")
   -- async_commit: the batches' commits do not wait for the WAL flush (the
   -- WAL writer flushes it within a fraction of a second).  A crash can lose
   -- the last batches, but each batch's cursor commits with it, so the resume
@@ -925,12 +913,21 @@ function Tenancy:_pass(tb, prog, res, opts)
     label = format("backfill %s (pass %d%s)", tb.name, prog.pass, prog.worker and (", worker " .. prog.worker) or ""),
     unit = "rows", total = (estimate and not isnull(estimate) and estimate > 0) and estimate or nil,
   } or quiet_progress()
-  -- the batch statement's parameters, and a worker's upper bound after them
+  -- the batch statement's parameters, a worker's upper bound after them,
+  -- then the progress row's task, pass and old cursor (see _batch_sql)
   local function batch(c, sql, ...)
     local args = table.pack(...)
     if upper then args.n = args.n + 1; args[args.n] = upper end
+    args[args.n + 1], args[args.n + 2], args[args.n + 3] = task, prog.pass, prog.cursor or db.null
+    args.n = args.n + 3
     return c:query_one(sql, table.unpack(args, 1, args.n))
   end
+  local function moved()
+    errors.raise("lock", format("backfill of %s: the progress row %q moved under us: another backfill of this "
+      .. "table is running", tb.qname, task), { hint = "let the other run finish, then run again" })
+  end
+  -- a session lock_timeout for the batches that run on their own (below)
+  local _ <close> = async and conn:with_setting("lock_timeout", self.spec.lock_timeout) or nil
   local scanned, updated = 0, 0
   local health = new_health(self, tb)
   health:mark()
@@ -941,27 +938,35 @@ function Tenancy:_pass(tb, prog, res, opts)
       local retried = false
       local sync = not async or t0 - last_sync >= M.SYNC_EVERY
       if sync then last_sync = t0 end
+      -- An asynchronous batch is one statement on its own (the batch and its
+      -- progress row): one round trip.  Under CPU contention every round
+      -- trip waits for the backend and then dhrun to get a CPU; BEGIN,
+      -- SET LOCAL, the progress UPDATE and COMMIT cost about 20 ms per batch
+      -- on the benchmark under stress-ng.  The synchronous batch runs in a
+      -- transaction of its own, to time its commit.
       local _, attempts = db.retry(conn, function(c)
         if async and sync then c:query("SELECT set_config('synchronous_commit', 'on', true)") end
         local cursor = prog.cursor
+        local new_cursor, done = cursor, true
         if nothing then
           out = { scanned = 0, updated = 0 }
-        elseif cursor then
-          out = batch(c, next_sql, size, cursor)
-        elseif start then
-          out = batch(c, first_sql, size, start)
+          if c:exec(PROGRESS_UPDATE, task, cursor, 0, true, prog.pass, cursor) ~= 1 then moved() end
         else
-          out = batch(c, first_sql, size)
-        end
-        local new_cursor = isnull(out.cursor) and cursor or out.cursor
-        local done = out.scanned < size
-        if c:exec(PROGRESS_UPDATE, task, new_cursor, out.updated, done, prog.pass, cursor) ~= 1 then
-          errors.raise("lock", format("backfill of %s: the progress row %q moved under us: another backfill of this "
-            .. "table is running", tb.qname, tb.task), { hint = "let the other run finish, then run again" })
+          if cursor then
+            out = batch(c, next_sql, size, cursor)
+          elseif start then
+            out = batch(c, first_sql, size, start)
+          else
+            out = batch(c, first_sql, size)
+          end
+          if out.progressed ~= 1 then moved() end
+          new_cursor = isnull(out.cursor) and cursor or out.cursor
+          done = out.scanned < size
         end
         out.cursor, out.done = new_cursor, done
         worked = sys.now()
       end, self:_retry_opts(tb, "backfill batch on " .. tb.qname, "RowExclusiveLock", {
+        autocommit = async and not sync,
         -- a lock timeout: fewer rows per attempt, fewer row locks to wait for
         on_retry = function()
           retried = true

@@ -563,6 +563,30 @@ conn:query("SELECT * FROM nope")
         "bad argument #2 to 'retry' (SQL string or function expected, got number)")
     end)
 
+    it("autocommit: runs one statement on its own under the session's lock_timeout, and retries it", function()
+      conn:exec("CREATE TABLE r_auto (n int)")
+      conn:exec("CREATE SEQUENCE r_auto_attempts")
+      local holder <close> = hold("r_auto")
+      holder:exec("LOCK TABLE r_auto IN EXCLUSIVE MODE") -- no INSERT until it commits
+      local _ <close> = conn:with_setting("lock_timeout", "100ms")
+      local statuses = {}
+      local ok, err = pcall(db.retry, conn, function(c)
+        statuses[#statuses + 1] = c:status() -- no BEGIN around it
+        c:query("SELECT nextval('r_auto_attempts')")
+        return c:exec("INSERT INTO r_auto VALUES (1)")
+      end, { autocommit = true, retries = 1, retry_base = 0.01 })
+      assert.is_false(ok)
+      assert.are.same({ "lock", 2 }, { err.kind, err.attempts })
+      assert.are.same({ "idle", "idle" }, statuses)
+      -- each attempt's own statements committed on their own: the sequence moved twice
+      assert.are.equal(2, conn:query_value("SELECT last_value FROM r_auto_attempts"))
+      holder:exec("ROLLBACK")
+      assert.are.same({ 1, 1 }, { db.retry(conn, "INSERT INTO r_auto VALUES (2)", { autocommit = true }) })
+      assert.has_error(function()
+        conn:transaction(function(c) db.retry(c, "SELECT 1", { autocommit = true }) end)
+      end, "bad argument #3 to 'retry' (autocommit: not with outwait_autovacuum, nor inside a transaction)")
+    end)
+
     it("blockers names each session holding a conflicting lock, also for a role that sees few details", function()
       conn:exec("CREATE TABLE r_blk (n int)")
       conn:exec("CREATE TABLE r_other (n int)")

@@ -285,7 +285,9 @@ function M.template(scale)
 end
 
 -- The backfill as one UPDATE per table (same prepare SQL, same rules as the
--- example config's rollout), as a psql script: the speed limit.
+-- example config's rollout), as a psql script: the speed limit.  Each table
+-- is then VACUUMed (ANALYZE), as dhrun's backfill does after each table by
+-- default, so that both end in the same state and pay for the same cleanup.
 function M.single_update_sql()
   local t = M.spec
   local col = db.quote_ident(t.column)
@@ -294,6 +296,7 @@ function M.single_update_sql()
     local b = t.backfill[name]
     parts[#parts + 1] = format("UPDATE %s AS t SET %s = (%s)%s WHERE t.%s IS NULL%s;", db.quote_ident(name), col,
       b.value, b.from and (" FROM " .. b.from) or "", col, b.where and (" AND (" .. b.where .. ")") or "")
+    parts[#parts + 1] = format("VACUUM (ANALYZE) %s;", db.quote_ident(name))
   end
   return M.write(M.out .. "/single-update.sql", concat(parts, "\n") .. "\n")
 end

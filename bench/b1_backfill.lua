@@ -198,7 +198,8 @@ local function tradeoff_svg(points)
   end
   local lo = 10 ^ math.floor(math.log(math.min(table.unpack(xs)), 10))
   local hi = 10 ^ math.ceil(math.log(math.max(table.unpack(xs)), 10))
-  local ymax = math.max(table.unpack(ys)) * 1.15
+  local step = 10000
+  local ymax = math.ceil(math.max(table.unpack(ys)) * 1.1 / step) * step
   local function x(v) return L + (W - L - R) * (math.log(v / lo) / math.log(hi / lo)) end
   local function y(v) return H - B - (H - T - B) * v / ymax end
   local o = {}
@@ -210,11 +211,11 @@ local function tradeoff_svg(points)
   local d = lo
   while d <= hi * 1.0001 do
     add('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>', x(d), T, x(d), H - B)
-    add('<text x="%.1f" y="%d" text-anchor="middle">%s ms</text>', x(d), H - B + 16, lib.fmt_int(d))
+    add('<text x="%.1f" y="%d" text-anchor="%s">%s ms</text>', x(d), H - B + 16,
+      d * 10 > hi * 1.0001 and "end" or "middle", lib.fmt_int(d))
     d = d * 10
   end
-  for i = 0, 4 do
-    local v = ymax * i / 5
+  for v = 0, ymax, step do
     add('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/>', L, y(v), W - R, y(v))
     add('<text x="%d" y="%.1f" text-anchor="end">%s</text>', L - 6, y(v) + 4, lib.fmt_int(v))
   end
@@ -227,11 +228,12 @@ local function tradeoff_svg(points)
     add('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#36c"/>', x(p.p99), y(p.rate), x(p.max), y(p.rate))
     add('<circle cx="%.1f" cy="%.1f" r="5" fill="#36c"/>', x(p.p99), y(p.rate))
     add('<circle cx="%.1f" cy="%.1f" r="5" fill="white" stroke="#36c" stroke-width="2"/>', x(p.max), y(p.rate))
-    add('<text x="%.1f" y="%.1f">%s</text>', x(p.p99), y(p.rate) - 9, p.label)
+    add('<text x="%.1f" y="%.1f">%s</text>', x(p.max) + 9, y(p.rate) + 4, p.label)
   end
   add("</svg>")
   return table.concat(o, "\n") .. "\n"
 end
+M.tradeoff_svg = tradeoff_svg
 
 -- for experiments (bench/run.sh with a script of one's own)
 M.internal = { measure = measure, dhrun_with = dhrun_with, single_update = single_update, seeded_rows = seeded_rows,

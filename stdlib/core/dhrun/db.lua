@@ -727,7 +727,7 @@ function db.retry(conn, work, opts)
   end
   local outwait = opts.outwait_autovacuum and relations ~= nil
   local lock_list = outwait and table.concat(relations, ", ") or nil
-  if opts.autocommit and (outwait or depth[conn]) then
+  if opts.autocommit and (outwait or conn:status() ~= "idle") then
     error("bad argument #3 to 'retry' (autocommit: not with outwait_autovacuum, nor inside a transaction)", 2)
   end
   local retries = opts.retries or D.retries

@@ -102,11 +102,10 @@ end
 -- The adaptive backfill (health signals, AIMD): at 1/10 of the scale on a
 -- full run (the 1M template the RSS series seeded), else at the scale.
 
-local function dhrun_with(batch, extra_env)
+local function dhrun_with(batch)
   return function(dbname)
     local rep = format("%s/b1-%s.json", lib.out, dbname)
     local env = { BENCH_BATCH = cjson.encode(batch or {}) }
-    for k, v in pairs(extra_env or {}) do env[k] = v end
     local r, wall, rss = lib.timed(lib.dhrun_argv("backfill", "--config", lib.config, "--report-json", rep),
       { env = lib.dhrun_env(dbname, env) })
     lib.write(format("%s/b1-%s.log", lib.out, dbname), r.stdout .. r.stderr)
@@ -233,12 +232,6 @@ local function tradeoff_svg(points)
   add("</svg>")
   return table.concat(o, "\n") .. "\n"
 end
-M.tradeoff_svg = tradeoff_svg
-
--- for experiments (bench/run.sh with a script of one's own)
-M.internal = { measure = measure, dhrun_with = dhrun_with, single_update = single_update, seeded_rows = seeded_rows,
-               with_replica = with_replica, under_stress = under_stress, sizes_text = sizes_text,
-               throttle_text = throttle_text }
 
 function M.adaptive(rows, ctx)
   local s = lib.full_scale and lib.scale // 10 or lib.scale

@@ -937,7 +937,7 @@ function Tenancy:_pass(tb, prog, res, opts)
       .. "table is running", tb.qname, task), { hint = "let the other run finish, then run again" })
   end
   -- a session lock_timeout for the batches that run on their own (below)
-  local _ <close> = async and conn:with_setting("lock_timeout", self.spec.lock_timeout) or nil
+  local _ <close> = conn:with_setting("lock_timeout", async and self.spec.lock_timeout)
   local scanned, updated = 0, 0
   local health = new_health(self, tb)
   health:mark()
@@ -1156,13 +1156,17 @@ function Tenancy:_parallel_pass(tb, prog, res, opts, n)
     if not r or r.code ~= 0 then failed[#failed + 1] = format("%s (%s)", w.task, r and (r.signame or ("exit "
       .. tostring(r.code))) or "?") end
   end
-  if evdir then res.batches = res.batches + worker_events(procs, opts) - #procs end
-  if evdir then os.remove(evdir) end
+  -- without the events, one count per worker (how many batches it ran is not known)
+  local batches = #procs
+  if evdir then
+    batches = worker_events(procs, opts)
+    os.remove(evdir)
+  end
   rows = self:_worker_rows(tb, prog.pass)
   local total, last = 0, nil
   for _, r in ipairs(rows) do total, last = total + r.rows_updated, r.cursor end
   res.updated_in_workers = (res.updated_in_workers or 0) + total - before
-  res.batches = res.batches + #procs
+  res.batches = res.batches + batches
   if #failed > 0 then
     errors.raise("failed", format("backfill of %s: worker %s failed; the ranges of the others are committed",
       tb.name, concat(failed, ", ")), { hint = "run the backfill again: it resumes each range after its last "

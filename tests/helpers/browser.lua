@@ -5,18 +5,10 @@
 --   browser.browse(url)     {dom = the DOM after the scripts ran, console = {message, ...}}
 local sh = require "sh"
 local process = require "dhrun.process"
-local lfs = require "lfs"
 
 local M = {}
 
-local function find_chromium()
-  for _, name in ipairs({ "chromium", "chromium-browser", "google-chrome" }) do
-    for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
-      if lfs.attributes(dir .. "/" .. name, "mode") == "file" then return dir .. "/" .. name end
-    end
-  end
-end
-M.path = find_chromium()
+M.path = process.which("chromium", "chromium-browser", "google-chrome")
 
 function M.browse(url)
   local chromium = assert(M.path, "chromium is not installed (make deps installs it)")

@@ -100,12 +100,8 @@ function M.project()
   -- whether the database can be reached (6.19 skips that for an adapter only
   -- on --applied): `true` answers nothing and exits 0, which the CLI takes
   -- for yes.
-  local true_bin
-  for d in (os.getenv("PATH") or "/usr/bin:/bin"):gmatch("[^:]+") do
-    if not true_bin and lfs.attributes(d .. "/true", "mode") == "file" then true_bin = d .. "/true" end
-  end
   local env = {
-    PRISMA_SCHEMA_ENGINE_BINARY = assert(true_bin, "no `true` on PATH"),
+    PRISMA_SCHEMA_ENGINE_BINARY = assert(require("dhrun.process").which("true"), "no `true` on PATH"),
     PRISMA_QUERY_ENGINE_LIBRARY = M.cli,
     CHECKPOINT_DISABLE = "1",
     PRISMA_HIDE_UPDATE_MESSAGE = "1",

@@ -369,11 +369,7 @@ flow:step {
 local function find_browser(ctx)
   local configured = ctx.cfg.smoke and ctx.cfg.smoke.browser_path
   if configured then return configured end
-  for _, name in ipairs({ "chromium", "chromium-browser", "google-chrome" }) do
-    for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
-      if lfs.attributes(dir .. "/" .. name, "mode") == "file" then return dir .. "/" .. name end
-    end
-  end
+  return process.which("chromium", "chromium-browser", "google-chrome")
 end
 
 flow:step {

@@ -6,6 +6,7 @@
 --   process.shell(cmdline [, opts]) -> result  {"/bin/sh", "-c", cmdline}
 --   process.must(argv [, opts])     -> result  raises a dhrun.Error (kind "process", exit 1) unless ok
 --   process.spawn(argv [, opts])    -> proc    background child: pid, running, wait, kill, stop
+--   process.which(name, ...)        -> path | nil  the first name found as a file on PATH
 --   process.INHERIT, process.NULL              sentinels for stdin/stdout/stderr
 --
 -- opts: cwd, env = {NAME = "value" | false}, stdin = string | INHERIT | NULL (nil: /dev/null),
@@ -339,6 +340,22 @@ end
 -- prefix, on_line, stdout, stderr.
 function process.run(argv, opts)
   return run("process.run", argv, opts)
+end
+
+--- process.which(name, ...) -> the path of the first of the names found as a
+-- file in a directory of PATH (PATH's order within each name), or nil.
+function process.which(...)
+  local lfs = require "lfs"
+  for i = 1, select("#", ...) do
+    local name = select(i, ...)
+    if type(name) ~= "string" then
+      error("process.which: names must be strings, got " .. type(name), 2)
+    end
+    for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
+      if lfs.attributes(dir .. "/" .. name, "mode") == "file" then return dir .. "/" .. name end
+    end
+  end
+  return nil
 end
 
 --- process.shell(cmdline [, opts]) -> result: runs cmdline with /bin/sh -c.

@@ -73,4 +73,52 @@ describe("--report-html", function()
     assert.matches("<td>Task</td><td>replica lag</td><td>replica lag 1.40 s &gt; 1.00 s (replica standby1, 12.0 MB "
       .. "behind)</td><td>3.5", html, 1, true)
   end)
+  it("keeps a long backfill's batches bounded: merged neighbours, the same totals and rates", function()
+    local dir = sh.tmpdir()
+    -- 20,000 batches of two tables and a worker, as a long run emits them
+    local script = sh.write(dir .. "/long.lua", [[
+      local events = require "dhrun.events"
+      local kept = events.collector()
+      events.record(function(e) kept:add(e) end)
+      for i = 1, 10000 do
+        events.emit("batch", { t = i, table = "Task", pass = 1, batch = i, scanned = 100, updated = 90,
+          seconds = 0.1, batch_size = i <= 5000 and 100 or 300, cursor = tostring(i) })
+        events.emit("batch", { t = i + 0.5, table = "Log", pass = 1, worker = "2/2", batch = i, scanned = 50,
+          updated = 50, seconds = 0.05, batch_size = 50 })
+      end
+      for i = 1, 2500 do events.emit("lock_wait", { t = 20000 + i, what = "x", attempt = i }) end
+      events.record(nil)
+      local list = kept:list()
+      local n, sums, ordered = {}, {}, true
+      for i, e in ipairs(list) do
+        if e.kind == "batch" then
+          n[e.table] = (n[e.table] or 0) + 1
+          sums[e.table] = (sums[e.table] or 0) + e.batches
+          sums[e.table .. ".scanned"] = (sums[e.table .. ".scanned"] or 0) + e.scanned
+          sums[e.table .. ".rate"] = e.scanned / e.seconds
+          sums[e.table .. ".last"] = e.cursor
+          sums[e.table .. ".max"] = e.batch_size_max
+        end
+        if i > 1 and list[i - 1].t > e.t then ordered = false end
+      end
+      print(n.Task, n.Log, sums.Task, sums.Log, sums["Task.scanned"], sums["Log.scanned"],
+        string.format("%.0f", sums["Task.rate"]), sums["Task.last"], sums["Task.max"], kept:dropped(), ordered)
+      require("dhrun.report").write_html(arg[1], { flow = "deploy", status = "ok", steps = {}, events = list,
+        events_dropped = kept:dropped() })
+    ]])
+    local r = sh.dhrun({ script, dir .. "/r.html" })
+    assert.are.equal(0, r.code, r.stderr)
+    local f = {}
+    for w in r.stdout:gmatch("%S+") do f[#f + 1] = w end
+    -- each table keeps between 200 and 400 entries, and they add up to every batch
+    local kept_task, kept_log = tonumber(f[1]), tonumber(f[2])
+    assert.is_true(kept_task >= 200 and kept_task < 400, r.stdout)
+    assert.is_true(kept_log >= 200 and kept_log < 400, r.stdout)
+    assert.are.same({ "10000", "10000", "1000000", "500000", "1000", "10000", "300", "500", "true" },
+      { table.unpack(f, 3) })
+    local html = sh.read(dir .. "/r.html")
+    assert.truthy(html:find("10000 batch(es), 1000000 row(s) visited", 1, true), "no totals in the report")
+    assert.truthy(html:find("500 later lock wait(s), pause(s) or DDL event(s) not kept", 1, true),
+      "no count of the events not kept")
+  end)
 end)

@@ -38,4 +38,95 @@ function events.recording()
   return sink ~= nil
 end
 
+---------------------------------------------------------------------------
+-- A bounded record of a run's events, for the reports: memory does not grow
+-- with the length of the run.  Batch events are kept per series (table,
+-- pass, worker) at full detail up to `per_series` of them; past twice that,
+-- neighbours are merged in pairs and later batches are added to the newest
+-- entry until it covers as many, so a long backfill keeps between
+-- `per_series` and twice as many entries, all of the same width.  A
+-- merged entry has `batches` (how many), `t` of its first batch and `t_last`
+-- of its last, sums of scanned, updated and seconds (so scanned / seconds is
+-- still its rate), batch_size as the mean with batch_size_min and _max,
+-- commit as the longest, and cursor, limit and eta of its last batch.
+-- Other events are kept as they come, the first `limit` of them; the rest
+-- are counted in dropped().
+--
+--   local c = events.collector()
+--   events.record(function(e) c:add(e) end)
+--   ... c:list() -- the kept events in time order
+
+local Collector = {}
+Collector.__index = Collector
+
+function events.collector(opts)
+  opts = opts or {}
+  return setmetatable({ per_series = opts.per_series or 200, limit = opts.limit or 2000, series = {},
+    order = {}, other = {}, dropped_n = 0, seq = 0, rank = setmetatable({}, { __mode = "k" }) }, Collector)
+end
+
+local function merge(a, b)
+  local na, nb = a.batches or 1, b.batches or 1
+  local size_a, size_b = a.batch_size or 0, b.batch_size or 0
+  a.batch_size_min = math.min(a.batch_size_min or size_a, b.batch_size_min or size_b)
+  a.batch_size_max = math.max(a.batch_size_max or size_a, b.batch_size_max or size_b)
+  a.batch_size = math.floor((size_a * na + size_b * nb) / (na + nb) + 0.5)
+  a.batches, a.t_last = na + nb, b.t_last or b.t
+  for _, k in ipairs { "scanned", "updated", "seconds" } do
+    if a[k] or b[k] then a[k] = (a[k] or 0) + (b[k] or 0) end
+  end
+  if a.commit or b.commit then a.commit = math.max(a.commit or 0, b.commit or 0) end
+  a.synchronous = a.synchronous or b.synchronous or nil
+  a.batch, a.cursor, a.limit, a.eta = b.batch, b.cursor, b.limit, b.eta
+  return a
+end
+
+function Collector:add(e)
+  self.seq = self.seq + 1
+  self.rank[e] = self.seq -- ties in t keep their order
+  if e.kind ~= "batch" then
+    if #self.other < self.limit then self.other[#self.other + 1] = e else self.dropped_n = self.dropped_n + 1 end
+    return
+  end
+  local key = table.concat({ tostring(e.table), tostring(e.pass), tostring(e.worker) }, "\0")
+  local s = self.series[key]
+  if not s then
+    s = { width = 1 }
+    self.series[key] = s
+    self.order[#self.order + 1] = key
+  end
+  -- every entry covers `width` batches (the newest one up to that): merging
+  -- in pairs then doubles the width for the whole series alike
+  local last = s[#s]
+  if last and (last.batches or 1) < s.width then
+    merge(last, e)
+    return
+  end
+  s[#s + 1] = e
+  if #s >= 2 * self.per_series then
+    local out = { width = s.width * 2 }
+    for i = 1, #s - 1, 2 do out[#out + 1] = merge(s[i], s[i + 1]) end
+    if #s % 2 == 1 then out[#out + 1] = s[#s] end
+    self.series[key] = out
+  end
+end
+
+-- How many events past `limit` were not kept.
+function Collector:dropped() return self.dropped_n end
+
+-- The kept events in time order (ties in the order they came).
+function Collector:list()
+  local out = {}
+  for _, e in ipairs(self.other) do out[#out + 1] = e end
+  for _, key in ipairs(self.order) do
+    for _, e in ipairs(self.series[key]) do out[#out + 1] = e end
+  end
+  local rank = self.rank
+  table.sort(out, function(a, b)
+    if (a.t or 0) ~= (b.t or 0) then return (a.t or 0) < (b.t or 0) end
+    return rank[a] < rank[b]
+  end)
+  return out
+end
+
 return events

@@ -427,7 +427,9 @@ function Flow:run(...)
     user = sys.user(), host = sys.hostname(), version = sys.options().version }
   -- what happens inside the steps (batches, lock waits, DDL), for the reports
   local events = require "dhrun.events"
-  events.record(function(e) result.events[#result.events + 1] = e end)
+  -- bounded: a long backfill's batches are merged as they pile up
+  local kept = events.collector()
+  events.record(function(e) kept:add(e) end)
 
   local header = "dhrun " .. self.name .. " — " .. self.title
   if ctx.cfg then header = header .. " · " .. ctx.cfg.project end
@@ -489,6 +491,8 @@ function Flow:run(...)
 
   local function finish(status, code, message)
     events.record(nil)
+    for _, e in ipairs(kept:list()) do result.events[#result.events + 1] = e end
+    if kept:dropped() > 0 then result.events_dropped = kept:dropped() end
     result.status, result.exit_code, result.message = status, code, message
     result.duration = sys.now() - started
     if ctx.run_id then pcall(journal.end_run, ctx.conn, ctx.run_id, status, code, message) end

@@ -370,7 +370,8 @@ function report.html(result)
         order[#order + 1] = name
       end
       local tb = by_table[name]
-      tb.n, tb.rows = tb.n + 1, tb.rows + (e.scanned or 0)
+      -- a long run's record merges neighbouring batches (dhrun.events.collector)
+      tb.n, tb.rows = tb.n + (e.batches or 1), tb.rows + (e.scanned or 0)
       -- the last batch of a pass finds the end of the table: not a rate
       if (e.seconds or 0) > 0 and (e.scanned or 0) > 0 then
         tb.rate[#tb.rate + 1] = { e.t or 0, e.scanned / e.seconds }
@@ -401,6 +402,11 @@ function report.html(result)
         "</td><td>", h(num(e.seconds or 0)), " s</td></tr>")
     end
     add("</table>")
+  end
+
+  if (result.events_dropped or 0) > 0 then
+    add("<p class=\"muted\">", h(result.events_dropped), " later lock wait(s), pause(s) or DDL event(s) not kept "
+      .. "(the report keeps the first ", h(#waits + #ddl + #throttles), ")</p>")
   end
 
   -- lock waits

@@ -290,7 +290,8 @@ function M.tenancy_spec(r)
     spec.tables[i] = t.name
     if t.hops then
       local value, from, where = chain_sql(r.column, t.hops, t.fallback)
-      spec.backfill[t.name] = { value = value, from = from, where = where }
+      -- parents: the chain's hops, so that a batch can look them up by index
+      spec.backfill[t.name] = { value = value, from = from, where = where, parents = from and t.hops or nil }
     else
       spec.backfill[t.name] = { value = t.value, from = t.from, where = t.where }
     end

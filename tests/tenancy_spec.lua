@@ -1067,23 +1067,47 @@ describe("dhrun.tenancy health signals", function()
     assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
   end)
 
+  -- A VACUUM as slow as a throttled autovacuum worker, in a real process of
+  -- its own, running on `tbl` until the test ends.
+  local function slow_vacuum(env, tbl)
+    local vac = process.spawn({ sh.bin, "-e", [[
+      local c = require("dhrun.db").connect(os.getenv("TEN_DB"))
+      c:exec("SET vacuum_cost_delay = 100") c:exec("SET vacuum_cost_limit = 1")
+      c:exec('VACUUM ]] .. q(tbl) .. [[')]] }, { env = { TEN_DB = env.db.conninfo } })
+    env.cleanup[#env.cleanup + 1] = function()
+      pcall(env.conn.query, env.conn, [[SELECT pg_cancel_backend(pid) FROM pg_stat_progress_vacuum]])
+      vac:wait(10)
+    end
+    wait_for(function()
+      return count(env.conn, "pg_stat_progress_vacuum WHERE relid = $1::regclass", q(tbl)) > 0
+    end, 10, "the VACUUM to start")
+  end
+
+  it("with a VACUUM running, a batch shrunk by slow batches grows back to its largest size, and no further",
+    function()
+      local env = setup()
+      populate(env.conn, 400)
+      env.conn:exec([[UPDATE "Account" SET name = name]]) -- dead rows for the VACUUM to visit
+      slow_vacuum(env, "Account")
+      local s = spec { tables = { "Account" }, batch_size = 80, min_batch_size = 10, max_batch_size = 200,
+        batch_step = 40, batch_target = 0.03, max_commit = false, vacuum = false }
+      -- the batches with keys up to 160 sleep 50 ms once (slower than 1.5 x target), the others are fast
+      s.backfill.Account = { value = [[CASE WHEN t.id <= 160 THEN 'ws-' || (t.id % 5) || (SELECT '' FROM pg_sleep(0.05))
+                                           ELSE 'ws-' || (t.id % 5) END]] }
+      make_reference(env, s)
+      local seen = {}
+      tenancy.new(env.conn, s):backfill { on_batch = function(info) seen[#seen + 1] = info.batch_size end }
+      -- 80 (the largest), halved by the slow ones to the floor, then back up by 40 to 80 and held there
+      assert.are.same({ 80, 40, 20, 10, 10, 10, 50, 80, 80 }, { table.unpack(seen, 1, 9) })
+      assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
+    end)
+
   it("with a VACUUM running on the table, batches stop growing (autovacuum = \"slow\") and the data is exact",
     function()
       local env = setup()
       populate(env.conn, 400)
       env.conn:exec([[UPDATE "Metric" SET clicks = clicks + 1]]) -- dead rows for the VACUUM to visit
-      -- a VACUUM as slow as a throttled autovacuum worker, in a real process of its own
-      local vac = process.spawn({ sh.bin, "-e", [[
-        local c = require("dhrun.db").connect(os.getenv("TEN_DB"))
-        c:exec("SET vacuum_cost_delay = 100") c:exec("SET vacuum_cost_limit = 1")
-        c:exec('VACUUM "Metric"')]] }, { env = { TEN_DB = env.db.conninfo } })
-      env.cleanup[#env.cleanup + 1] = function()
-        pcall(env.conn.query, env.conn, [[SELECT pg_cancel_backend(pid) FROM pg_stat_progress_vacuum]])
-        vac:wait(10)
-      end
-      wait_for(function()
-        return count(env.conn, [[pg_stat_progress_vacuum WHERE relid = '"Metric"'::regclass]]) > 0
-      end, 10, "the VACUUM to start")
+      slow_vacuum(env, "Metric")
       env.conn:exec([[UPDATE "Account" SET "workspaceId" = 'ws-' || (id % 3)]])
       local s = spec { tables = { "Metric" }, batch_size = 80, min_batch_size = 10, max_batch_size = 200,
         batch_step = 40, vacuum = false }

@@ -891,6 +891,8 @@ end
 function Tenancy:_control(tb, health, s, size, retried, batch, res)
   local sig = health:check(batch)
   local limiting
+  -- the largest batch of the pass so far (see the VACUUM hold below)
+  health.peak = math.max(health.peak or 0, size)
   if sig and sig.pause then
     local t0, first = sys.now(), sig
     -- pacing to the WAL rate is routine: it neither shrinks the batch nor
@@ -923,10 +925,16 @@ function Tenancy:_control(tb, health, s, size, retried, batch, res)
     end
     limiting = first.signal
   elseif sig and sig.hold and not (not retried and batch.seconds > M.SLOW * s.batch_target) then
-    -- a VACUUM on the table ("slow"): the batch size stops growing while it
-    -- runs; it still shrinks when the batches get slower than the target.
-    -- (Shrinking on the VACUUM itself sent the batches to their floor for as
-    -- long as an autovacuum ran: on the benchmark, a fifth of the throughput.)
+    -- a VACUUM on the table ("slow"): the batch size grows no larger than
+    -- the largest it has been in this pass while it runs; it still shrinks
+    -- when the batches get slower than the target, and grows back after
+    -- that.  (Shrinking on the VACUUM itself sent the batches to their floor
+    -- for as long as an autovacuum ran: on the benchmark, a fifth of the
+    -- throughput.  Holding the size as it was kept a batch shrunk by one slow
+    -- batch small for the minutes an autovacuum of 10M rows takes.)
+    if not retried and batch.seconds < s.batch_target and size < health.peak then
+      size = math.min(health.peak, size + s.batch_step)
+    end
     limiting = sig.signal
   elseif sig and not sig.hold then
     size = math.max(s.min_batch_size, math.floor(size * M.SHRINK))

@@ -110,10 +110,10 @@ describe("--report-html", function()
     assert.are.equal(0, r.code, r.stderr)
     local f = {}
     for w in r.stdout:gmatch("%S+") do f[#f + 1] = w end
-    -- each table keeps between 200 and 400 entries, and they add up to every batch
+    -- each table keeps between 100 and 200 entries, and they add up to every batch
     local kept_task, kept_log = tonumber(f[1]), tonumber(f[2])
-    assert.is_true(kept_task >= 200 and kept_task < 400, r.stdout)
-    assert.is_true(kept_log >= 200 and kept_log < 400, r.stdout)
+    assert.is_true(kept_task >= 100 and kept_task < 200, r.stdout)
+    assert.is_true(kept_log >= 100 and kept_log < 200, r.stdout)
     assert.are.same({ "10000", "10000", "1000000", "500000", "1000", "10000", "300", "500", "true" },
       { table.unpack(f, 3) })
     local html = sh.read(dir .. "/r.html")

@@ -61,7 +61,7 @@ Collector.__index = Collector
 
 function events.collector(opts)
   opts = opts or {}
-  return setmetatable({ per_series = opts.per_series or 200, limit = opts.limit or 2000, series = {},
+  return setmetatable({ per_series = opts.per_series or 100, limit = opts.limit or 2000, series = {},
     order = {}, other = {}, dropped_n = 0, seq = 0, rank = setmetatable({}, { __mode = "k" }) }, Collector)
 end
 

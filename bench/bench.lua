@@ -137,7 +137,7 @@ add("- Run: %s, benchmarks %s, BENCH_SCALE = %s MetricDaily rows, %.1f min in al
   .. "start, %s at the end.", os.date("!%Y-%m-%d %H:%M UTC"), concat(names, ", "), lib.fmt_int(lib.scale), total / 60,
   load_start, loadavg())
 add("- Each strategy runs once, except where a row says \"median of\" (the whole suite must fit in 20 minutes). "
-  .. "Single runs of one configuration moved by up to ±20 %% on this 2-core VM, and latency maxima move more. "
+  .. "Single runs of one configuration moved by up to ±20 % on this 2-core VM, and latency maxima move more. "
   .. "Read the ratios, not the third digit.")
 add("- Machine: %s; %s memory; %s.", info.cpu, info.memory, info.kernel)
 add("- PostgreSQL: %s, a throwaway cluster (tools/pgtemp.sh, PGTEMP_DURABLE=1), local socket.", info.postgres)

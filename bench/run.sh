@@ -12,7 +12,7 @@
 #
 # Environment: DHRUN (binary, default build/dhrun), BENCH_SCALE (MetricDaily
 # rows, default 10000000; smaller for a quick run), BENCH_PRISMA_SECONDS
-# (cap of the Prisma script, default 45), BENCH_SHARED_BUFFERS (default 1GB).
+# (cap of the Prisma script, default 30), BENCH_SHARED_BUFFERS (default 1GB).
 # Needs: PostgreSQL 15 server programs, pgbench, node/npm, hyperfine (installed
 # here with apt-get when missing).  Starts its own throwaway PostgreSQL (fsync
 # on) and stops it on every exit path.  Prints the results table; a full

@@ -5,24 +5,22 @@
 -- the benchmark on this machine; everything else refers to the tables of
 -- the run above.
 local why = {
-  b1_vs_single = "Three costs land on dhrun and not on the one statement. (1) The probe: the one statement stalls "
+  b1_vs_single = "Two costs land on dhrun and not on the one statement. (1) The probe: the one statement stalls "
     .. "it (compare its transactions with the scheduled count), so it runs alone, while dhrun serves 200 writes/s "
     .. "throughout, on the same 2 cores. The adaptive section compares the two without the probe, at 1M rows. "
     .. "(2) Autovacuum: committed batches leave dead row versions, and autovacuum may start reclaiming them during "
-    .. "the run (autovacuum column); the one statement's are invisible to it until it commits. (3) A fixed cost "
-    .. "per batch: the parent rule joins Connection, and not knowing a batch's upper key, the planner hashes all "
-    .. "of Connection (34,689 rows at 10M) in every batch, about 10-15 ms per batch of 0.1 s. Turning hash joins "
-    .. "off made it worse (the planner then drove the join from Connection); passing the upper key as a "
-    .. "parameter is the next step.",
-  b1_adapt_ratio = "Not fully explained. The one statement's three runs were within 10 % of each other, dhrun's "
-    .. "spread over 20 % with the same settings, and the target sweep's runs at batch.target 0.05-0.25 s with the "
-    .. "probe reached 0.86-0.91×: the loss is in some runs, not in every batch. Candidates measured in part: "
-    .. "autovacuum starting on MetricDaily in some runs (dead rows of committed batches), and the fixed cost of "
-    .. "each batch (the parent hash, commit, progress), which a 0.1 s target pays 2.5 times as often as 0.25 s.",
-  b1_rss_flat = "The run's events: dhrun keeps every batch event for the report (--report-json/--report-html), "
-    .. "about 1 kB each, and at batch.target 0.1 s a 10M-row backfill has about 3,500 batches. Peak RSS is still "
-    .. "14 MB against the Prisma script's 223 MB, but it is not flat; keeping a bounded summary of the batches "
-    .. "for the report is the fix.",
+    .. "the run (autovacuum column); the one statement's are invisible to it until it commits. The fixed cost of "
+    .. "a batch is small since each batch is planned for its own key range (measured once: planning 1-2 ms and "
+    .. "the upper-key lookup under 1 ms, per batch of about 0.1 s); before that, the parent rule hashed all of "
+    .. "Connection in every batch, and this row was 0.70×.",
+  b1_adapt_ratio = "Single runs of the same configuration moved by up to 20 % (the \"median of\" column lists "
+    .. "them): autovacuum starts on MetricDaily in some runs and not in others (dead rows of committed batches), "
+    .. "and checkpoints land in some. The fixed cost of each batch (planning, the upper-key lookup, the health "
+    .. "query) is paid 2.5 times as often at batch.target 0.1 s as at 0.25 s.",
+  b1_rss_flat = "The rest of the growth is Lua's garbage collector, which lets the heap grow to about twice its "
+    .. "live size between collections, and the libpq result buffers of the larger batches. The run's record "
+    .. "of its batches for the report is bounded (dhrun.events.collector: 100 to 200 entries per table, "
+    .. "neighbours merged); before that it kept every batch event, and this row was 1.39×.",
   b1_vs_prisma = "The target assumes a row-at-a-time ORM loop. The Prisma script a team would write here is "
     .. "set-based per user. Each updateMany is one UPDATE … WHERE EXISTS (…) of about 1,000 rows, so the "
     .. "server does the same per-row work as for dhrun. The loop adds only about 6 round trips per user, plus "

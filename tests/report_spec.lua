@@ -87,6 +87,10 @@ describe("--report-html", function()
           updated = 50, seconds = 0.05, batch_size = 50 })
       end
       for i = 1, 2500 do events.emit("lock_wait", { t = 20000 + i, what = "x", attempt = i }) end
+      -- past the cap: a wait that gave up and a DDL statement are still kept
+      events.emit("lock_wait", { t = 30000, what = "x", attempt = 21, gave_up = true })
+      events.emit("ddl", { t = 30001, table = "Task", step = "set_not_null", lockmode = "AccessExclusiveLock",
+        seconds = 0.004, attempts = 3, sql = "ALTER TABLE ..." })
       events.record(nil)
       local list = kept:list()
       local n, sums, ordered = {}, {}, true
@@ -114,11 +118,13 @@ describe("--report-html", function()
     local kept_task, kept_log = tonumber(f[1]), tonumber(f[2])
     assert.is_true(kept_task >= 100 and kept_task < 200, r.stdout)
     assert.is_true(kept_log >= 100 and kept_log < 200, r.stdout)
-    assert.are.same({ "10000", "10000", "1000000", "500000", "1000", "10000", "300", "500", "true" },
+    assert.are.same({ "10000", "10000", "1000000", "500000", "1000", "10000", "300", "1500", "true" },
       { table.unpack(f, 3) })
     local html = sh.read(dir .. "/r.html")
     assert.truthy(html:find("10000 batch(es), 1000000 row(s) visited", 1, true), "no totals in the report")
-    assert.truthy(html:find("500 later lock wait(s), pause(s) or DDL event(s) not kept", 1, true),
+    assert.truthy(html:find("1500 later lock wait(s) or pause(s) not kept", 1, true),
       "no count of the events not kept")
+    assert.truthy(html:find("(gave up)", 1, true), "the wait that gave up is not in the report")
+    assert.truthy(html:find("set_not_null", 1, true), "the DDL statement is not in the report")
   end)
 end)

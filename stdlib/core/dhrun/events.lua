@@ -49,8 +49,9 @@ end
 -- of its last, sums of scanned, updated and seconds (so scanned / seconds is
 -- still its rate), batch_size as the mean with batch_size_min and _max,
 -- commit as the longest, and cursor, limit and eta of its last batch.
--- Other events are kept as they come, the first `limit` of them; the rest
--- are counted in dropped().
+-- Other events are kept as they come, the first `limit` of each kind; the
+-- rest are counted in dropped().  DDL events and lock waits that gave up are
+-- always kept (a run has few, and the report's verdicts rest on them).
 --
 --   local c = events.collector()
 --   events.record(function(e) c:add(e) end)
@@ -61,8 +62,9 @@ Collector.__index = Collector
 
 function events.collector(opts)
   opts = opts or {}
-  return setmetatable({ per_series = opts.per_series or 100, limit = opts.limit or 2000, series = {},
-    order = {}, other = {}, dropped_n = 0, seq = 0, rank = setmetatable({}, { __mode = "k" }) }, Collector)
+  return setmetatable({ per_series = opts.per_series or 100, limit = opts.limit or 1000, series = {},
+    order = {}, other = {}, kinds = {}, dropped_n = 0, seq = 0, rank = setmetatable({}, { __mode = "k" }) },
+    Collector)
 end
 
 local function merge(a, b)
@@ -82,12 +84,18 @@ local function merge(a, b)
 end
 
 function Collector:add(e)
+  if e.kind ~= "batch" then
+    local n = (self.kinds[e.kind] or 0) + 1
+    self.kinds[e.kind] = n
+    if n > self.limit and e.kind ~= "ddl" and not e.gave_up then
+      self.dropped_n = self.dropped_n + 1
+      return
+    end
+    self.other[#self.other + 1] = e
+  end
   self.seq = self.seq + 1
   self.rank[e] = self.seq -- ties in t keep their order
-  if e.kind ~= "batch" then
-    if #self.other < self.limit then self.other[#self.other + 1] = e else self.dropped_n = self.dropped_n + 1 end
-    return
-  end
+  if e.kind ~= "batch" then return end
   local key = table.concat({ tostring(e.table), tostring(e.pass), tostring(e.worker) }, "\0")
   local s = self.series[key]
   if not s then

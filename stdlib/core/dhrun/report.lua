@@ -405,8 +405,8 @@ function report.html(result)
   end
 
   if (result.events_dropped or 0) > 0 then
-    add("<p class=\"muted\">", h(result.events_dropped), " later lock wait(s), pause(s) or DDL event(s) not kept "
-      .. "(the report keeps the first ", h(#waits + #ddl + #throttles), ")</p>")
+    add("<p class=\"muted\">", h(result.events_dropped), " later lock wait(s) or pause(s) not kept (the report "
+      .. "keeps the first 1,000 of each kind, and every DDL statement and every wait that gave up)</p>")
   end
 
   -- lock waits

@@ -597,7 +597,7 @@ function Tenancy:_batch_sql(tb, bound, sparse, upper)
   -- NULL in that index (millions of entries per batch at 10M rows: the
   -- benchmark's batches fell to about a hundred rows).
   local null_test = sparse and format("t.%s IS NULL", col) or format("(t.%s IS NULL) IS TRUE", col)
-  -- The progress row moves in the same statement (one round trip per
+  -- The progress row moves in the same statement (one statement per
   -- batch): the new cursor, the rows updated, finished when the batch came
   -- back short.  Its old cursor in the WHERE clause makes a second run of
   -- the same task update no progress row (progressed = 0) instead of both
@@ -655,19 +655,30 @@ function Tenancy:_upper_sql(tb, bound, upper)
 end
 
 -- Whether the table's rule is a parent chain whose every hop finds its row
--- by an index (a foreign key's target always has one).  Its batches then
--- look each parent up through that index (a nested loop, with PostgreSQL's
--- memoize for repeated parents) instead of hashing the whole parent table:
--- a batch costs the same whatever the size of the parent table.
+-- by a btree or hash index on the key (a foreign key's target always has
+-- one), the foreign key column having the key's type (else the index cannot
+-- serve the join).  Its batches then look each parent up through that index
+-- (a nested loop, with PostgreSQL's memoize for repeated parents) instead of
+-- hashing the whole parent table: a batch costs the same whatever the size
+-- of the parent table.
 function Tenancy:_indexed_parents(tb)
   local hops = self.backfill_spec[tb.name].parents
   if not hops then return false end
+  local child = tb.qname
   for _, h in ipairs(hops) do
+    -- tables as the rule's SQL names them (search_path)
+    local parent = self.conn:quote_ident(h.table)
     local found = self.conn:query_value([[
-      SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                      WHERE i.indrelid = to_regclass($1) AND a.attname = $2 AND i.indisvalid AND i.indpred IS NULL)]],
-      self.conn:quote_ident(h.table), h.key) -- as the rule's SQL names it (search_path)
+      SELECT EXISTS (
+        SELECT 1 FROM pg_index i
+          JOIN pg_class ic ON ic.oid = i.indexrelid
+          JOIN pg_am am ON am.oid = ic.relam
+          JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = i.indkey[0]
+          JOIN pg_attribute f ON f.attrelid = to_regclass($3) AND f.attname = $4 AND NOT f.attisdropped
+         WHERE i.indrelid = to_regclass($1) AND k.attname = $2 AND i.indisvalid AND i.indpred IS NULL
+           AND am.amname IN ('btree', 'hash') AND f.atttypid = k.atttypid)]], parent, h.key, child, h.fk)
     if found ~= true then return false end
+    child = parent
   end
   return true
 end
@@ -792,10 +803,15 @@ end
 
 function Health:_probe_latency()
   local p = self.spec.probe
-  -- the probe's SQL is planned as the application's is, not with the
-  -- batches' join settings
-  local _ <close> = p.sql and self.by_index and self.conn:with_setting("enable_hashjoin", "on") or nil
-  local _ <close> = p.sql and self.by_index and self.conn:with_setting("enable_mergejoin", "on") or nil
+  -- the probe's SQL is planned with the session's own join settings, as the
+  -- application's is, not with the batches' (see _pass)
+  local joins = p.sql and self.joins
+  if joins then
+    for name, value in pairs(joins) do self.conn:set(name, value) end
+  end
+  local _ <close> = joins and setmetatable({}, { __close = function()
+    for name in pairs(joins) do pcall(self.conn.set, self.conn, name, "off") end
+  end }) or nil
   local t0 = sys.now()
   if p.sql then
     local ok, err = pcall(self.conn.exec_script, self.conn, p.sql)
@@ -996,8 +1012,8 @@ function Tenancy:_pass(tb, prog, res, opts)
   -- table in every batch (see _indexed_parents); with the upper key known,
   -- the planner drives the join from the batch's rows
   local by_index = lookup and self:_indexed_parents(tb)
-  local _ <close> = conn:with_setting("enable_hashjoin", by_index and "off")
-  local _ <close> = conn:with_setting("enable_mergejoin", by_index and "off")
+  local hashjoin <close> = conn:with_setting("enable_hashjoin", by_index and "off")
+  local mergejoin <close> = conn:with_setting("enable_mergejoin", by_index and "off")
   local estimate = not sparse and conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass",
     tb.qname)
   if estimate and not isnull(estimate) and prog.workers then estimate = estimate // prog.workers end
@@ -1032,7 +1048,8 @@ function Tenancy:_pass(tb, prog, res, opts)
   local _ <close> = conn:with_setting("lock_timeout", async and self.spec.lock_timeout)
   local scanned, updated = 0, 0
   local health = new_health(self, tb)
-  health.by_index = by_index
+  -- the join settings as they were before the pass, for a probe's SQL
+  health.joins = by_index and { enable_hashjoin = hashjoin.previous, enable_mergejoin = mergejoin.previous } or nil
   health:mark()
   local limiting -- what holds the batch size back, for the progress line
   local ok, err = pcall(function()
@@ -1042,10 +1059,11 @@ function Tenancy:_pass(tb, prog, res, opts)
       local sync = not async or t0 - last_sync >= M.SYNC_EVERY
       if sync then last_sync = t0 end
       -- An asynchronous batch is one statement on its own (the batch and its
-      -- progress row): one round trip.  Under CPU contention every round
-      -- trip waits for the backend and then dhrun to get a CPU; BEGIN,
-      -- SET LOCAL, the progress UPDATE and COMMIT cost about 20 ms per batch
-      -- on the benchmark under stress-ng.  The synchronous batch runs in a
+      -- progress row), after the lookup of its last key in a pass over every
+      -- key: two round trips.  Under CPU contention every round trip waits
+      -- for the backend and then dhrun to get a CPU; BEGIN, SET LOCAL, the
+      -- progress UPDATE and COMMIT cost about 20 ms per batch on the
+      -- benchmark under stress-ng.  The synchronous batch runs in a
       -- transaction of its own, to time its commit.
       local _, attempts = db.retry(conn, function(c)
         if async and sync then c:query("SELECT set_config('synchronous_commit', 'on', true)") end

@@ -995,6 +995,30 @@ describe("dhrun.tenancy health signals", function()
       assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
     end)
 
+  it("runs the probe's SQL with the session's own settings, not the batches' (async commit, jit, join methods)",
+    function()
+      local env = setup()
+      local conn = env.conn
+      populate(conn, 40)
+      conn:exec([[UPDATE "Account" SET "workspaceId" = 'ws-' || (id % 3)]])
+      conn:exec("CREATE TABLE probe_seen (settings text)")
+      local SETTINGS = [[SELECT concat_ws(' ', current_setting('synchronous_commit'), current_setting('jit'),
+                           current_setting('enable_hashjoin'), current_setting('enable_mergejoin'),
+                           current_setting('lock_timeout'))]]
+      local before = conn:query_value(SETTINGS)
+      -- a parent chain: the batches run with hash and merge joins off, and asynchronous commits
+      local s = spec { tables = { "Note" }, async_commit = true,
+        probe = { sql = "INSERT INTO probe_seen " .. SETTINGS, max = "10s" } }
+      s.backfill.Note.parents = { { fk = "accountId", table = "Account", key = "id" } }
+      local during = {}
+      tenancy.new(conn, s):backfill { on_batch = function() during[#during + 1] = conn:query_value(SETTINGS) end }
+      assert.are.equal("off off off off 1s", during[1])
+      local seen = conn:query("SELECT settings FROM probe_seen")
+      assert.is_true(#seen >= 3, tostring(#seen))
+      for _, r in ipairs(seen) do assert.are.equal(before, r.settings) end
+      assert.are.equal(before, conn:query_value(SETTINGS))
+    end)
+
   it("stops with a clear error when a signal stays over its limit longer than max_pause, and resumes later",
     function()
       local env = setup()

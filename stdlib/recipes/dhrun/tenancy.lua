@@ -803,15 +803,21 @@ end
 
 function Health:_probe_latency()
   local p = self.spec.probe
-  -- the probe's SQL is planned with the session's own join settings, as the
-  -- application's is, not with the batches' (see _pass)
-  local joins = p.sql and self.joins
-  if joins then
-    for name, value in pairs(joins) do self.conn:set(name, value) end
+  -- The probe's SQL runs with the session's settings as they were before the
+  -- pass (synchronous_commit, jit, the join settings, lock_timeout), as the
+  -- application's statements do, not with the batches' (see _pass): one
+  -- statement before it and one after.
+  local session = p.sql and self.session and #self.session > 0 and self.session
+  local function apply(which)
+    local calls, args = {}, {}
+    for i, st in ipairs(session) do
+      calls[i] = format("set_config($%d, $%d, false)", 2 * i - 1, 2 * i)
+      args[2 * i - 1], args[2 * i] = st.name, st[which]
+    end
+    self.conn:query("SELECT " .. concat(calls, ", "), table.unpack(args, 1, 2 * #session))
   end
-  local _ <close> = joins and setmetatable({}, { __close = function()
-    for name in pairs(joins) do pcall(self.conn.set, self.conn, name, "off") end
-  end }) or nil
+  if session then apply("previous") end
+  local _ <close> = session and setmetatable({}, { __close = function() pcall(apply, "value") end }) or nil
   local t0 = sys.now()
   if p.sql then
     local ok, err = pcall(self.conn.exec_script, self.conn, p.sql)
@@ -974,6 +980,15 @@ end
 -- One pass from the stored cursor to the end of the table.
 function Tenancy:_pass(tb, prog, res, opts)
   local conn, log = self.conn, self.log
+  -- The settings this pass changes in its session, with what they were: a
+  -- probe's SQL runs with them as they were, as the application's does (see
+  -- Health:_probe_latency).
+  local changed = {}
+  local function setting(name, value)
+    local h = conn:with_setting(name, value)
+    if h then changed[#changed + 1] = { name = name, previous = h.previous, value = conn:get(name) } end
+    return h
+  end
   -- async_commit: the batches' commits do not wait for the WAL flush (the
   -- WAL writer flushes it within a fraction of a second).  A crash can lose
   -- the last batches, but each batch's cursor commits with it, so the resume
@@ -982,11 +997,11 @@ function Tenancy:_pass(tb, prog, res, opts)
   -- then waits for a CPU).  One batch a second still commits synchronously:
   -- its commit time is the max_commit signal (how busy the WAL disk is).
   local async = self.spec.async_commit
-  local _ <close> = conn:with_setting("synchronous_commit", async and "off")
+  local _ <close> = setting("synchronous_commit", async and "off")
   -- JIT compiles a statement whose estimated cost is high, as a batch's is on
   -- a big table (it cannot know the batch's upper key): tens of ms per batch
   -- spent compiling a statement that runs for about 0.1 s
-  local _ <close> = conn:with_setting("jit", "off")
+  local _ <close> = setting("jit", "off")
   local last_sync = -math.huge
   local s = run_settings(tb, opts)
   local size = self.batch_size or s.batch_size
@@ -1012,8 +1027,8 @@ function Tenancy:_pass(tb, prog, res, opts)
   -- table in every batch (see _indexed_parents); with the upper key known,
   -- the planner drives the join from the batch's rows
   local by_index = lookup and self:_indexed_parents(tb)
-  local hashjoin <close> = conn:with_setting("enable_hashjoin", by_index and "off")
-  local mergejoin <close> = conn:with_setting("enable_mergejoin", by_index and "off")
+  local _ <close> = setting("enable_hashjoin", by_index and "off")
+  local _ <close> = setting("enable_mergejoin", by_index and "off")
   local estimate = not sparse and conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass",
     tb.qname)
   if estimate and not isnull(estimate) and prog.workers then estimate = estimate // prog.workers end
@@ -1045,11 +1060,10 @@ function Tenancy:_pass(tb, prog, res, opts)
       .. "table is running", tb.qname, task), { hint = "let the other run finish, then run again" })
   end
   -- a session lock_timeout for the batches that run on their own (below)
-  local _ <close> = conn:with_setting("lock_timeout", async and self.spec.lock_timeout)
+  local _ <close> = setting("lock_timeout", async and self.spec.lock_timeout)
   local scanned, updated = 0, 0
   local health = new_health(self, tb)
-  -- the join settings as they were before the pass, for a probe's SQL
-  health.joins = by_index and { enable_hashjoin = hashjoin.previous, enable_mergejoin = mergejoin.previous } or nil
+  health.session = changed
   health:mark()
   local limiting -- what holds the batch size back, for the progress line
   local ok, err = pcall(function()

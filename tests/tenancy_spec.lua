@@ -335,6 +335,30 @@ describe("dhrun.tenancy", function()
                                        WHERE e."workspaceId" IS DISTINCT FROM a."workspaceId"]]))
   end)
 
+  it("looks parents up by index only where an index can serve the join", function()
+    local env = setup()
+    env.conn:exec_script([[
+      CREATE TABLE "P" (id int PRIMARY KEY, "workspaceId" text);
+      CREATE TABLE "PBrin" (id int, "workspaceId" text); CREATE INDEX ON "PBrin" USING brin (id);
+      CREATE TABLE "PHash" (id int, "workspaceId" text); CREATE INDEX ON "PHash" USING hash (id);
+      CREATE TABLE "CInt" (id int PRIMARY KEY, pid int, "workspaceId" text);
+      CREATE TABLE "CBig" (id int PRIMARY KEY, pid bigint, "workspaceId" text);
+      CREATE TABLE "CNum" (id int PRIMARY KEY, pid numeric, "workspaceId" text);
+      CREATE TABLE "CBrin" (id int PRIMARY KEY, pid int, "workspaceId" text);
+      CREATE TABLE "CHash" (id int PRIMARY KEY, pid int, "workspaceId" text);]])
+    local function rule(name, parent) return { name = name, hops = { { fk = "pid", table = parent, key = "id" } } } end
+    local s = require("dhrun.rollout").tenancy_spec { column = "workspaceId", tables = {
+      rule("CInt", "P"), rule("CBig", "P"), rule("CNum", "P"), rule("CBrin", "PBrin"), rule("CHash", "PHash") } }
+    s.log = quiet_log()
+    local t = tenancy.new(env.conn, s)
+    local got = {}
+    for _, name in ipairs { "CInt", "CBig", "CNum", "CBrin", "CHash" } do
+      got[name] = t:_indexed_parents(t:_describe(name))
+    end
+    -- int8 = int4 is in the btree family; numeric = int4 is not; a BRIN index cannot look one key up
+    assert.are.same({ CInt = true, CBig = true, CNum = false, CBrin = false, CHash = true }, got)
+  end)
+
   it("adapts the batch size toward batch_target within min/max", function()
     local env = setup()
     populate(env.conn, 200)

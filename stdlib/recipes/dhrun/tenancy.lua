@@ -656,8 +656,9 @@ end
 
 -- Whether the table's rule is a parent chain whose every hop finds its row
 -- by a btree or hash index on the key (a foreign key's target always has
--- one), the foreign key column having the key's type (else the index cannot
--- serve the join).  Its batches then look each parent up through that index
+-- one) that can serve the join: its operator family has an equality
+-- operator between the foreign key's type and the key's (int8 = int4 is
+-- one; numeric = int4 is not).  Its batches then look each parent up through that index
 -- (a nested loop, with PostgreSQL's memoize for repeated parents) instead of
 -- hashing the whole parent table: a batch costs the same whatever the size
 -- of the parent table.
@@ -673,10 +674,16 @@ function Tenancy:_indexed_parents(tb)
         SELECT 1 FROM pg_index i
           JOIN pg_class ic ON ic.oid = i.indexrelid
           JOIN pg_am am ON am.oid = ic.relam
+          JOIN pg_opclass oc ON oc.oid = i.indclass[0]
           JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = i.indkey[0]
           JOIN pg_attribute f ON f.attrelid = to_regclass($3) AND f.attname = $4 AND NOT f.attisdropped
          WHERE i.indrelid = to_regclass($1) AND k.attname = $2 AND i.indisvalid AND i.indpred IS NULL
-           AND am.amname IN ('btree', 'hash') AND f.atttypid = k.atttypid)]], parent, h.key, child, h.fk)
+           AND am.amname IN ('btree', 'hash')
+           AND EXISTS (SELECT 1 FROM pg_amop o
+                        WHERE o.amopfamily = oc.opcfamily AND o.amopmethod = am.oid
+                          AND o.amoplefttype = k.atttypid AND o.amoprighttype = f.atttypid
+                          AND o.amopstrategy = CASE am.amname WHEN 'btree' THEN 3 ELSE 1 END))]],
+      parent, h.key, child, h.fk)
     if found ~= true then return false end
     child = parent
   end

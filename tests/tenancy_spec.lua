@@ -1326,8 +1326,9 @@ describe("dhrun.tenancy workers", function()
       populate(conn, 900)
       make_reference(env, spec { tables = { "Account" } })
       local script = sh.tmpfile("workers.lua", WORKERS_SCRIPT)
+      -- TMPDIR: the killed run cannot remove its workers' events directory; the suite's temp dir goes with the suite
       local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0.02",
-        TEN_WORKERS = "2" } })
+        TEN_WORKERS = "2", TMPDIR = sh.tmpdir() } })
       wait_for(function()
         local ok, v = pcall(conn.query_value, conn, [[SELECT count(*) FROM dhrun.backfill_progress
                                                         WHERE task LIKE '%#%' AND rows_updated >= 50]])

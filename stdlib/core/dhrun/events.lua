@@ -84,18 +84,19 @@ local function merge(a, b)
 end
 
 function Collector:add(e)
+  self.seq = self.seq + 1
   if e.kind ~= "batch" then
     local n = (self.kinds[e.kind] or 0) + 1
     self.kinds[e.kind] = n
     if n > self.limit and e.kind ~= "ddl" and not e.gave_up then
       self.dropped_n = self.dropped_n + 1
-      return
+    else
+      self.rank[e] = self.seq -- ties in t keep their order
+      self.other[#self.other + 1] = e
     end
-    self.other[#self.other + 1] = e
+    return
   end
-  self.seq = self.seq + 1
-  self.rank[e] = self.seq -- ties in t keep their order
-  if e.kind ~= "batch" then return end
+  self.rank[e] = self.seq
   local key = table.concat({ tostring(e.table), tostring(e.pass), tostring(e.worker) }, "\0")
   local s = self.series[key]
   if not s then

@@ -537,6 +537,25 @@ function Tenancy:_stats_older_than_pass(tb)
      WHERE p.task = $1 AND s.relid = $2::regclass]], tb.task, tb.qname) == true
 end
 
+-- The primary key as SQL: its columns ("a", "b") and the same as text, for
+-- a key's text[] form, the cursor's (ARRAY[...]): "a"::text, "b"::text.
+function Tenancy:_pk_sql(tb)
+  local cols, texts = {}, {}
+  for i, c in ipairs(tb.pk) do
+    cols[i] = self.conn:quote_ident(c.name)
+    texts[i] = cols[i] .. "::text"
+  end
+  return concat(cols, ", "), concat(texts, ", ")
+end
+
+-- Parameter $n, a key as text[], as a row of the key's own types:
+-- ($n::text[])[1]::integer, ($n::text[])[2]::date.
+local function key_param(tb, n)
+  local parts = {}
+  for i, c in ipairs(tb.pk) do parts[i] = format("($%d::text[])[%d]::%s", n, i, c.type) end
+  return concat(parts, ", ")
+end
+
 -- The batch statement: pick the next `limit` keys in primary key order,
 -- update those rows that are still NULL, and return how many keys were
 -- visited, how many rows got a value, and the last key (the new cursor, as
@@ -553,21 +572,20 @@ end
 -- short too).
 function Tenancy:_batch_sql(tb, bound, sparse, upper)
   local conn, bf = self.conn, self.backfill_spec[tb.name]
-  local cols, tcols, texts, desc, join, after, before, last = {}, {}, {}, {}, {}, {}, {}, {}
-  local up = bound and 3 or 2
+  local pk, texts = self:_pk_sql(tb)
+  local after, before = key_param(tb, 2), key_param(tb, bound and 3 or 2)
+  local tcols, desc, join, last = {}, {}, {}, {}
   for i, c in ipairs(tb.pk) do
     local q = conn:quote_ident(c.name)
-    cols[i], tcols[i], texts[i], desc[i] = q, "t." .. q, q .. "::text", q .. " DESC"
+    tcols[i], desc[i] = "t." .. q, q .. " DESC"
     join[i] = format("t.%s = dhrun_batch.%s", q, q)
-    after[i] = format("($2::text[])[%d]::%s", i, c.type)
-    before[i] = format("($%d::text[])[%d]::%s", up, i, c.type)
     last[i] = format("(SELECT %s FROM dhrun_last)", q)
   end
-  local pk, col = concat(cols, ", "), self:_col()
+  local col = self:_col()
   local where = {}
   if sparse then where[#where + 1] = col .. " IS NULL" end
-  if bound then where[#where + 1] = format("(%s) %s (%s)", pk, bound, concat(after, ", ")) end
-  if upper then where[#where + 1] = format("(%s) <= (%s)", pk, concat(before, ", ")) end
+  if bound then where[#where + 1] = format("(%s) %s (%s)", pk, bound, after) end
+  if upper then where[#where + 1] = format("(%s) <= (%s)", pk, before) end
   -- Which rows the UPDATE takes: a pass over every key takes the key range
   -- the batch's keys span, (cursor, last key], so the planner scans that
   -- range of the primary key index (a join with the list of keys let it pick
@@ -580,13 +598,13 @@ function Tenancy:_batch_sql(tb, bound, sparse, upper)
     pick = "FROM dhrun_batch%s\n   WHERE " .. concat(join, " AND ")
   else
     local range = {}
-    if bound then range[#range + 1] = format("(%s) %s (%s)", concat(tcols, ", "), bound, concat(after, ", ")) end
+    if bound then range[#range + 1] = format("(%s) %s (%s)", concat(tcols, ", "), bound, after) end
     -- The upper key as a parameter, known when the statement is planned: the
     -- planner then sees a range of about `limit` rows.  Bounded only by the
     -- last key of dhrun_batch, a value it learns when the statement runs, it
     -- would plan for a large part of the table: with a parent rule, a hash
     -- of the whole parent table in every batch (10-15 ms a batch at 10M).
-    if upper then range[#range + 1] = format("(%s) <= (%s)", concat(tcols, ", "), concat(before, ", ")) end
+    if upper then range[#range + 1] = format("(%s) <= (%s)", concat(tcols, ", "), before) end
     range[#range + 1] = format("(%s) <= (%s)", concat(tcols, ", "), concat(last, ", "))
     pick = "%s\n   WHERE " .. concat(range, " AND ")
   end
@@ -629,8 +647,7 @@ SELECT (SELECT count(*) FROM dhrun_batch) AS scanned,
     pk, concat(desc, ", "),
     tb.qname, col, bf.value,
     format(pick, from), null_test, bf.where and (" AND (" .. bf.where .. ")") or "",
-    col, concat(texts, ", "), n + 3, n + 4, n + 1, n + 2, n + 3,
-    concat(texts, ", "))
+    col, texts, n + 3, n + 4, n + 1, n + 2, n + 3, texts)
 end
 
 -- The key `limit` keys on from the cursor (the batch's last key), as text[],
@@ -638,19 +655,11 @@ end
 -- $1 = limit, $2 = the cursor (with a bound), then the end of a worker's
 -- range (upper).
 function Tenancy:_upper_sql(tb, bound, upper)
-  local conn = self.conn
-  local cols, texts, after, before = {}, {}, {}, {}
-  local up = bound and 3 or 2
-  for i, c in ipairs(tb.pk) do
-    local q = conn:quote_ident(c.name)
-    cols[i], texts[i] = q, q .. "::text"
-    after[i] = format("($2::text[])[%d]::%s", i, c.type)
-    before[i] = format("($%d::text[])[%d]::%s", up, i, c.type)
-  end
-  local pk, where = concat(cols, ", "), {}
-  if bound then where[#where + 1] = format("(%s) %s (%s)", pk, bound, concat(after, ", ")) end
-  if upper then where[#where + 1] = format("(%s) <= (%s)", pk, concat(before, ", ")) end
-  return format("SELECT ARRAY[%s]::text FROM %s%s ORDER BY %s OFFSET $1 - 1 LIMIT 1", concat(texts, ", "), tb.qname,
+  local pk, texts = self:_pk_sql(tb)
+  local where = {}
+  if bound then where[#where + 1] = format("(%s) %s (%s)", pk, bound, key_param(tb, 2)) end
+  if upper then where[#where + 1] = format("(%s) <= (%s)", pk, key_param(tb, bound and 3 or 2)) end
+  return format("SELECT ARRAY[%s]::text FROM %s%s ORDER BY %s OFFSET $1 - 1 LIMIT 1", texts, tb.qname,
     #where > 0 and (" WHERE " .. concat(where, " AND ")) or "", pk)
 end
 
@@ -740,12 +749,9 @@ function Tenancy:_plan_pass(tb, prog)
     return true
   end
   if prog.cursor ~= nil then return false end
-  local conn, texts, order = self.conn, {}, {}
-  for i, c in ipairs(tb.pk) do
-    texts[i], order[i] = conn:quote_ident(c.name) .. "::text", conn:quote_ident(c.name)
-  end
-  local start = conn:query_value(format("SELECT ARRAY[%s]::text FROM %s WHERE %s IS NULL ORDER BY %s LIMIT 1",
-    concat(texts, ", "), tb.qname, self:_col(), concat(order, ", ")))
+  local pk, texts = self:_pk_sql(tb)
+  local start = self.conn:query_value(format("SELECT ARRAY[%s]::text FROM %s WHERE %s IS NULL ORDER BY %s LIMIT 1",
+    texts, tb.qname, self:_col(), pk))
   if isnull(start) then return false, nil, true end
   self.log.info(format("backfill %s: pass %d starts at key %s, the first with NULL %s (with an index on %s, it would "
     .. "visit only the rows with NULL)", tb.name, prog.pass, start, self.column, self.column))
@@ -993,7 +999,7 @@ function Tenancy:_pass(tb, prog, res, opts)
   local changed = {}
   local function setting(name, value)
     local h = conn:with_setting(name, value)
-    if h then changed[#changed + 1] = { name = name, previous = h.previous, value = conn:get(name) } end
+    if h then changed[#changed + 1] = { name = name, previous = h.previous, value = value } end
     return h
   end
   -- async_commit: the batches' commits do not wait for the WAL flush (the
@@ -1024,9 +1030,9 @@ function Tenancy:_pass(tb, prog, res, opts)
   local function sql_for(kind, bounded)
     local key = kind .. (bounded and "+" or "")
     if not sqls[key] then
-      local bound = kind == "next" and ">" or (start and ">=" or nil)
-      sqls[key] = kind:match("^upper") and self:_upper_sql(tb, kind == "upper next" and ">" or bound, bounded)
-        or self:_batch_sql(tb, bound, sparse, bounded)
+      local bound = kind:match("next$") and ">" or (start and ">=" or nil)
+      sqls[key] = kind:match("^upper") and self:_upper_sql(tb, bound, bounded) or self:_batch_sql(tb, bound, sparse,
+        bounded)
     end
     return sqls[key]
   end
@@ -1052,9 +1058,10 @@ function Tenancy:_pass(tb, prog, res, opts)
     if lower then args[#args + 1] = lower end
     local upper, final = range_end, true
     if lookup then
-      local uargs = { limit, lower, range_end }
-      if not lower then uargs = { limit, range_end } end
-      local key = c:query_value(sql_for("upper " .. kind, range_end ~= nil), table.unpack(uargs, 1, #uargs))
+      -- the same limit and lower key, then the end of a worker's range
+      local uargs = { table.unpack(args) }
+      if range_end then uargs[#uargs + 1] = range_end end
+      local key = c:query_value(sql_for("upper " .. kind, range_end ~= nil), table.unpack(uargs))
       if not isnull(key) then upper, final = key, false end
     end
     if upper then args[#args + 1] = upper end
@@ -1185,14 +1192,12 @@ end
 
 -- Range boundaries for n workers: keys at the quantiles of a sample.
 function Tenancy:_split(tb, n)
-  local conn, texts, order = self.conn, {}, {}
-  for i, c in ipairs(tb.pk) do
-    texts[i], order[i] = conn:quote_ident(c.name) .. "::text", conn:quote_ident(c.name)
-  end
+  local conn = self.conn
+  local pk, texts = self:_pk_sql(tb)
   local est = conn:query_value("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass", tb.qname)
   local pct = (not isnull(est) and est > 0) and math.min(100, 100 * 20000 / est) or 100
   local keys = conn:query(format("SELECT ARRAY[%s]::text AS k FROM %s TABLESAMPLE SYSTEM (%.6f) ORDER BY %s",
-    concat(texts, ", "), tb.qname, pct, concat(order, ", ")))
+    texts, tb.qname, pct, pk))
   local bounds = {}
   for i = 1, n - 1 do
     local k = keys[math.floor(i * #keys / n)]

@@ -10,6 +10,7 @@ local lib = require "benchlib"
 local sys = require "dhrun.core.sys"
 local cjson = require "cjson"
 local process = require "dhrun.process"
+local db = require "dhrun.db"
 
 local format = string.format
 
@@ -99,8 +100,8 @@ end
 
 
 ---------------------------------------------------------------------------
--- The adaptive backfill (health signals, AIMD): at 1/10 of the scale on a
--- full run (the 1M template the RSS series seeded), else at the scale.
+-- The adaptive backfill (health signals, AIMD): at 1/10 of the scale from
+-- 1M rows on (the template the RSS series uses), else at the scale.
 
 local function dhrun_with(batch)
   return function(dbname)
@@ -234,18 +235,24 @@ local function tradeoff_svg(points)
 end
 
 function M.adaptive(rows, ctx)
-  local s = lib.full_scale and lib.scale // 10 or lib.scale
+  local s = lib.scale >= 1000000 and lib.scale // 10 or lib.scale
   local t = lib.template(s)
   local total = seeded_rows(t)
   local tag = lib.tag(s)
   local details = {}
   local function add(fmt, ...) details[#details + 1] = format(fmt, ...) end
-  local function run(label, fn, probe, sample, ready)
+  -- keep: a name to keep the backfilled database under (else it is dropped)
+  local function run(label, fn, probe, sample, ready, keep)
     lib.say("B1 adaptive (%s): %s", tag, label)
     local r = measure(t, "b1_adapt", label:gsub("[^%w]+", "-"), fn, probe, sample, ready)
     r.rows = total - r.nulls_left
     r.rate = r.rows / r.seconds
-    lib.drop_db("b1_adapt")
+    if keep then
+      lib.drop_db(keep)
+      lib.sql("postgres", format("ALTER DATABASE b1_adapt RENAME TO %s", db.quote_ident(keep)))
+    else
+      lib.drop_db("b1_adapt")
+    end
     lib.ok("%s: %s rows in %.1f s = %s%s", label, lib.fmt_int(r.rows), r.seconds, lib.fmt_rate(r.rate),
       r.probe and ("; probe " .. lib.probe_text(r.probe)) or "")
     return r
@@ -269,20 +276,26 @@ function M.adaptive(rows, ctx)
     local ra, rb = {}, {}
     for i = 1, REPEAT do
       ra[i] = run(format("%s (%d of %d)", a[1], i, REPEAT), a[2], false, a[3])
-      rb[i] = run(format("%s (%d of %d)", b[1], i, REPEAT), b[2], false, b[3])
+      rb[i] = run(format("%s (%d of %d)", b[1], i, REPEAT), b[2], false, b[3], nil, i == REPEAT and b.keep or nil)
     end
     local function median(list)
       local sorted = { table.unpack(list) }
       table.sort(sorted, function(x, y) return x.rate < y.rate end)
       local m = sorted[(#sorted + 1) // 2]
-      m.runs = {}
+      m.runs, m.runs_list = {}, list
       for i, r in ipairs(list) do m.runs[i] = lib.fmt_int(r.rate) end
       return m
     end
     return median(ra), median(rb)
   end
+  -- The last dhrun run's database stays: it is the RSS series' point at
+  -- this scale, and B2/B3 use it as this scale's backfilled database.
+  local kept = "b1_dhrun_" .. tag:lower():gsub("%.", "_")
   local single, quiet = alternate({ "one UPDATE, no probe", single_update },
-    { "dhrun defaults, no probe", dhrun_with() })
+    { "dhrun defaults, no probe", dhrun_with(), keep = kept })
+  local last_quiet = quiet.runs_list[REPEAT]
+  last_quiet.scale = s
+  lib.set_backfilled(s, kept)
   local idle = with_replica(function(ready)
     return run("dhrun defaults, probe and replica", dhrun_with(), true, false, ready)
   end)
@@ -385,7 +398,7 @@ function M.adaptive(rows, ctx)
   add("- stress-ng --cpu 2, no probe: %s", s_dhrun.locks.dhrun_waits)
   add("")
   add("Busy probe sessions, idle with replica: %s", idle.locks.probe_waits)
-  return { details = details }
+  return { details = details, kept = last_quiet }
 end
 
 function M.run(ctx)
@@ -425,20 +438,25 @@ function M.run(ctx)
     lib.probe_text(c.probe))
   lib.drop_db("b1_prisma")
 
-  -- RSS at 1/10 of the scale (its own template, which B3 reuses; the
-  -- adaptive runs seeded it).
+  -- RSS at 1/10 of the scale, without the probe: on a full run that is the
+  -- last of the adaptive section's "dhrun defaults, no probe" runs (same
+  -- template, same settings), else a run of its own on a template of that
+  -- scale, kept for B2/B3.
   local series = {}
-  for _, f in ipairs({ 1 }) do
-    local s = scale * f // 10
+  local s = scale // 10
+  if adapt.kept.scale == s then
+    series[1] = adapt.kept
+  else
     local t = lib.template(s)
     local name = "b1_dhrun_" .. lib.tag(s):lower():gsub("%.", "_")
     local r = measure(t, name, "dhrun-" .. lib.tag(s), dhrun_backfill, false)
     r.scale, r.rows = s, seeded_rows(t) - r.nulls_left
     r.rate = r.rows / r.seconds
-    series[#series + 1] = r
+    series[1] = r
     lib.set_backfilled(s, name)
-    lib.ok("dhrun at %s: %s rows in %.1f s, peak RSS %d KiB", lib.tag(s), lib.fmt_int(r.rows), r.seconds, r.rss_kb)
   end
+  lib.ok("dhrun at %s: %s rows in %.1f s, peak RSS %d KiB", lib.tag(s), lib.fmt_int(series[1].rows),
+    series[1].seconds, series[1].rss_kb)
   -- B2 and B3 go on from here: the database as dhrun's backfill (a) left it.
   -- (a) is also the series' full-scale point.  (A second full-scale run
   -- without the probe no longer fits the 20 minutes; the adaptive runs

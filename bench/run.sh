@@ -86,4 +86,6 @@ eval "$env_lines"
 
 export DHRUN_BIN="$dhrun" BENCH_OUT="$out"
 unset DATABASE_URL DHRUN_STDLIB_DIR PGOPTIONS
-"$dhrun" bench/bench.lua "$@"
+# The console output is kept in bench/out/bench.log (its timestamps show
+# where the time went).
+"$dhrun" bench/bench.lua "$@" 2>&1 | tee "$out/bench.log"

@@ -1019,7 +1019,8 @@ describe("dhrun.tenancy health signals", function()
       assert.are.equal(digest(env.conn, "ref", "Account"), digest(env.conn, "public", "Account"))
     end)
 
-  it("runs the probe's SQL with the session's own settings, not the batches' (async commit, jit, join methods)",
+  it("runs the probe's SQL with the session's own settings, not the batches' (async commit, jit, join methods, "
+    .. "flush_after)",
     function()
       local env = setup()
       local conn = env.conn
@@ -1028,15 +1029,15 @@ describe("dhrun.tenancy health signals", function()
       conn:exec("CREATE TABLE probe_seen (settings text)")
       local SETTINGS = [[SELECT concat_ws(' ', current_setting('synchronous_commit'), current_setting('jit'),
                            current_setting('enable_hashjoin'), current_setting('enable_mergejoin'),
-                           current_setting('lock_timeout'))]]
+                           current_setting('lock_timeout'), current_setting('backend_flush_after'))]]
       local before = conn:query_value(SETTINGS)
       -- a parent chain: the batches run with hash and merge joins off, and asynchronous commits
-      local s = spec { tables = { "Note" }, async_commit = true,
+      local s = spec { tables = { "Note" }, async_commit = true, flush_after = "256kB",
         probe = { sql = "INSERT INTO probe_seen " .. SETTINGS, max = "10s" } }
       s.backfill.Note.parents = { { fk = "accountId", table = "Account", key = "id" } }
       local during = {}
       tenancy.new(conn, s):backfill { on_batch = function() during[#during + 1] = conn:query_value(SETTINGS) end }
-      assert.are.equal("off off off off 1s", during[1])
+      assert.are.equal("off off off off 1s 256kB", during[1])
       local seen = conn:query("SELECT settings FROM probe_seen")
       assert.is_true(#seen >= 3, tostring(#seen))
       for _, r in ipairs(seen) do assert.are.equal(before, r.settings) end

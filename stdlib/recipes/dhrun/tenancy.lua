@@ -1015,6 +1015,14 @@ function Tenancy:_pass(tb, prog, res, opts)
   -- a big table (it cannot know the batch's upper key): tens of ms per batch
   -- spent compiling a statement that runs for about 0.1 s
   local _ <close> = setting("jit", "off")
+  -- The batches dirty pages much faster than an application does.  Left to
+  -- the kernel, they pile up in the page cache (up to dirty_background_ratio
+  -- of RAM) and are written back in bursts that commits wait behind.
+  -- flush_after (backend_flush_after) makes this session hand its writes to
+  -- the disk as it goes, as PostgreSQL's checkpointer and bgwriter do.  Off by
+  -- default: on the benchmark machine it cost 4 % of the throughput and its
+  -- effect on the write probe's tail was within the noise (bench/why.lua).
+  local _ <close> = setting("backend_flush_after", self.spec.flush_after)
   local last_sync = -math.huge
   local s = run_settings(tb, opts)
   local size = self.batch_size or s.batch_size
@@ -1334,7 +1342,6 @@ function M._worker(payload)
   if prepare then
     db.retry(conn, function(c) c:exec_script(prepare) end, t:_retry_opts(nil, "backfill prepare", nil))
   end
-  local _ <close> = conn:with_setting("backend_flush_after", t.spec.flush_after)
   local r = conn:query_one([[SELECT cursor::text AS cursor, range_end::text AS range_end, pass,
                                     finished_at IS NOT NULL AS finished
                                FROM dhrun.backfill_progress WHERE task = $1]], w.task)
@@ -1478,7 +1485,6 @@ function Tenancy:backfill(opts)
   if opts.dry_run then return self:_backfill_dry_run() end
   -- opts.batch_size, opts.pause: per-run overrides (dhrun backfill
   -- --batch-size N --pause S), see run_settings
-  local s = self.spec
   for _, tb in ipairs(self.tables) do
     if not self.backfill_spec[tb.name] then
       config_error(format("spec.backfill has no entry for table %s (how to compute %s for it)", tb.name,
@@ -1493,14 +1499,6 @@ function Tenancy:backfill(opts)
       c:exec_script(prepare)
     end, self:_retry_opts(nil, "backfill prepare", nil))
   end
-  -- The batches dirty pages much faster than an application does.  Left to
-  -- the kernel, they pile up in the page cache (up to dirty_background_ratio
-  -- of RAM) and are written back in bursts that commits wait behind.
-  -- flush_after (backend_flush_after) makes this session hand its writes to
-  -- the disk as it goes, as PostgreSQL's checkpointer and bgwriter do.  Off by
-  -- default: on the benchmark machine it cost 4 % of the throughput and its
-  -- effect on the write probe's tail was within the noise (bench/why.lua).
-  local _ <close> = self.conn:with_setting("backend_flush_after", s.flush_after)
   local summary = { tables = {}, updated = 0, remaining = 0 }
   for i, tb in ipairs(self.tables) do
     local r = self:_backfill_table(tb, opts)

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +230,16 @@ static int sys_hostname(lua_State *L)
 static int sys_pid(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
+/* sys.alive(pid) -> boolean: whether a process with this pid exists
+ * (kill(pid, 0); a process of another user counts as alive). */
+static int sys_alive(lua_State *L)
+{
+    lua_Integer pid = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, pid > 0 && pid <= INT_MAX, 1, "pid out of range");
+    lua_pushboolean(L, kill((pid_t)pid, 0) == 0 || errno == EPERM);
     return 1;
 }
 
@@ -508,6 +519,7 @@ static int sys_error(lua_State *L)
 
 static const luaL_Reg sys_funcs[] = {
     {"add_secret", sys_add_secret},
+    {"alive", sys_alive},
     {"check_interrupt", sys_check_interrupt},
     {"error", sys_error},
     {"exepath", sys_exepath},

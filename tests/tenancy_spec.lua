@@ -1327,9 +1327,21 @@ describe("dhrun.tenancy workers", function()
       populate(conn, 900)
       make_reference(env, spec { tables = { "Account" } })
       local script = sh.tmpfile("workers.lua", WORKERS_SCRIPT)
-      -- TMPDIR: the killed run cannot remove its workers' events directory; the suite's temp dir goes with the suite
+      -- TMPDIR: where the workers' events directories go
+      local tmp = sh.tmpdir()
+      local function leftovers()
+        local list = {}
+        for name in require("lfs").dir(tmp) do
+          if name:match("^dhrun%-workers") then list[#list + 1] = name:match("^dhrun%-workers%.(%d+)%.") end
+        end
+        table.sort(list)
+        return list
+      end
+      -- another run's directory, whose process is alive (this one): never removed
+      local live = tmp .. "/dhrun-workers." .. sys.pid() .. ".alive1"
+      assert(require("lfs").mkdir(live))
       local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0.02",
-        TEN_WORKERS = "2", TMPDIR = sh.tmpdir() } })
+        TEN_WORKERS = "2", TMPDIR = tmp } })
       wait_for(function()
         local ok, v = pcall(conn.query_value, conn, [[SELECT count(*) FROM dhrun.backfill_progress
                                                         WHERE task LIKE '%#%' AND rows_updated >= 50]])
@@ -1337,6 +1349,10 @@ describe("dhrun.tenancy workers", function()
       end, 20, "both workers to commit 50 rows")
       proc:kill("KILL")
       assert.are.equal("SIGKILL", assert(proc:wait(5)).signame)
+      -- the killed run could not remove its workers' events directory
+      local pids = { tostring(proc:pid()), tostring(sys.pid()) }
+      table.sort(pids)
+      assert.are.same(pids, leftovers())
       -- the workers notice that their run is gone and stop after their committed batch
       wait_for(sessions_gone(conn), 10, "the workers' sessions to end")
       local rows = conn:query([[SELECT cursor[1]::int AS cursor, range_end[1]::int AS range_end, rows_updated,
@@ -1353,9 +1369,12 @@ describe("dhrun.tenancy workers", function()
         assert.are.equal(r.cursor - lower, r.rows_updated)
         lower = hi
       end
-      local r = sh.dhrun({ script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0", TEN_WORKERS = "1" } })
+      local r = sh.dhrun({ script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0", TEN_WORKERS = "1",
+        TMPDIR = tmp } })
       assert.are.equal(0, r.code, r.stderr)
       assert.matches("backfill Account: resuming pass 1 in 2 workers", r.stdout, 1, true)
+      -- the next run removed the killed run's directory (and its own), and left the live one
+      assert.are.same({ tostring(sys.pid()) }, leftovers())
       assert.are.equal(digest(conn, "ref", "Account"), digest(conn, "public", "Account"))
       assert.are.equal(900, conn:query_value([[SELECT rows_updated FROM dhrun.backfill_progress
                                                 WHERE task = 'workspaceId:public.Account']]))

@@ -1247,6 +1247,28 @@ local function worker_events(procs, opts)
   return batches
 end
 
+-- The workers' events directory: private, in $TMPDIR, named after this
+-- process (dhrun-workers.<pid>.XXXXXX), and removed when the pass ends.  A
+-- run killed with SIGKILL cannot remove its own, so the next parallel pass
+-- removes those of this user whose process is gone.
+local function workers_dir()
+  local base = os.getenv("TMPDIR") or "/tmp"
+  local lfs = require "lfs"
+  local ok, iter, dir = pcall(lfs.dir, base)
+  for name in ok and iter or function() end, dir do
+    local pid = name:match("^dhrun%-workers%.(%d+)%.%w+$")
+    local path = base .. "/" .. name
+    local a = pid and lfs.symlinkattributes(path)
+    if a and a.mode == "directory" and a.uid == sys.uid() and not sys.alive(tonumber(pid)) then
+      for f in lfs.dir(path) do
+        if f ~= "." and f ~= ".." then os.remove(path .. "/" .. f) end
+      end
+      os.remove(path)
+    end
+  end
+  return sys.mkdtemp(format("%s/dhrun-workers.%d.XXXXXX", base, sys.pid()))
+end
+
 function Tenancy:_parallel_pass(tb, prog, res, opts, n)
   local conn = self.conn
   if isnull(conn:query_value([[SELECT 1 FROM pg_attribute WHERE attrelid = 'dhrun.backfill_progress'::regclass
@@ -1279,8 +1301,7 @@ function Tenancy:_parallel_pass(tb, prog, res, opts, n)
   -- each worker writes its batch and throttle events to a file of its own
   -- (private directory); they are passed on below, so the run's report has
   -- every worker's batches
-  local evdir = (opts.on_batch or events.recording()) and
-    sys.mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/dhrun-workers.XXXXXX") or nil
+  local evdir = (opts.on_batch or events.recording()) and workers_dir() or nil
   local procs = {}
   for i, r in ipairs(rows) do
     if not r.finished then

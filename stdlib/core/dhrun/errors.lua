@@ -77,6 +77,17 @@ function M.exit_code(err)
   return 1
 end
 
+-- A programming error in a call to a library function: raises the string
+-- `fname: msg` (a plain Lua error, exit 2 like any script error) pointing at
+-- the caller's line, the first stack level outside the file that calls
+-- misuse (its public functions call each other).
+function M.misuse(fname, msg)
+  local here = debug.getinfo(2, "S").source
+  local level = 3
+  while (debug.getinfo(level, "S") or {}).source == here do level = level + 1 end
+  error(fname .. ": " .. msg, level)
+end
+
 -- One line for people: the message of an error value, or the text of any other.
 function M.describe(err)
   if type(err) == "table" then return tostring(err.message or err) end

@@ -51,13 +51,8 @@ local DEFAULTS = {
 ---------------------------------------------------------------------------
 -- Argument checking: misuse raises a string error at the caller's line.
 
--- Raises `fname: msg` at the first stack level outside this file.
-local function misuse(fname, msg)
-  local here = debug.getinfo(1, "S").source
-  local level = 2
-  while (debug.getinfo(level, "S") or {}).source == here do level = level + 1 end
-  error(fname .. ": " .. msg, level)
-end
+-- Raises `fname: msg` pointing at the caller's line (errors.misuse).
+local misuse = errors.misuse
 
 local function is_number(v) return type(v) == "number" and v >= 0 end
 local function is_count(v) return math.type(v) == "integer" and v >= 0 end

@@ -67,14 +67,8 @@ local expected = {
 }
 local not_for_spawn = { capture = true, max_capture = true, timeout = true }
 
--- Raises `fname: msg` pointing at the caller's line: the first stack
--- level outside this file (public functions call each other).
-local function misuse(fname, msg)
-  local here = debug.getinfo(1, "S").source
-  local level = 2
-  while (debug.getinfo(level, "S") or {}).source == here do level = level + 1 end
-  error(fname .. ": " .. msg, level)
-end
+-- Raises `fname: msg` pointing at the caller's line (errors.misuse).
+local misuse = errors.misuse
 
 local function check_args(fname, argv, opts, background)
   if type(argv) ~= "table" then misuse(fname, "argv must be an array of strings, got " .. type(argv)) end

@@ -136,7 +136,8 @@ add("")
 add("- Run: %s, benchmarks %s, BENCH_SCALE = %s MetricDaily rows, %.1f min in all; load average %s at the "
   .. "start, %s at the end.", os.date("!%Y-%m-%d %H:%M UTC"), concat(names, ", "), lib.fmt_int(lib.scale), total / 60,
   load_start, loadavg())
-add("- Each strategy runs once, except where a row says \"median of\" (the whole suite must fit in 20 minutes). "
+add("- Each strategy runs once, except where a row says \"median of\" or \"pairs\" (runs back to back with their "
+  .. "baseline; the ratio is the median of the pairs' ratios). The whole suite must fit in 20 minutes. "
   .. "Single runs of one configuration moved by up to ±20 % on this 2-core VM, and latency maxima move more. "
   .. "Read the ratios, not the third digit.")
 add("- Machine: %s; %s memory; %s.", info.cpu, info.memory, info.kernel)

@@ -14,9 +14,10 @@ local why = {
     .. "the upper-key lookup under 1 ms, per batch of about 0.1 s); before that, the parent rule hashed all of "
     .. "Connection in every batch, and this row was 0.70×.",
   b1_adapt_ratio = "Single runs of the same configuration moved by up to 20 % (the \"median of\" column lists "
-    .. "them): autovacuum starts on MetricDaily in some runs and not in others (dead rows of committed batches), "
-    .. "and checkpoints land in some. The fixed cost of each batch (planning, the upper-key lookup, the health "
-    .. "query) is paid 2.5 times as often at batch.target 0.1 s as at 0.25 s.",
+    .. "them, and the pairs' ratios are listed under the adaptive table): autovacuum starts on MetricDaily in "
+    .. "some runs and not in others (dead rows of committed batches), and checkpoints land in some. The fixed "
+    .. "cost of each batch (planning, the upper-key lookup, the health query) is paid 2.5 times as often at "
+    .. "batch.target 0.1 s as at 0.25 s.",
   b1_rss_flat = "The rest of the growth is Lua's garbage collector, which lets the heap grow to about twice its "
     .. "live size between collections, and the libpq result buffers of the larger batches. The run's record "
     .. "of its batches for the report is bounded (dhrun.events.collector: 100 to 200 entries per table, "

@@ -1409,6 +1409,8 @@ function Tenancy:_vacuum(tb, res)
   local conn = self.conn
   local t0 = sys.now()
   conn:notices()
+  -- flush_after: VACUUM writes the pages it cleans from this backend too
+  local _ <close> = conn:with_setting("backend_flush_after", self.spec.flush_after)
   conn:exec("VACUUM (ANALYZE) " .. tb.qname)
   res.vacuum_seconds = sys.now() - t0
   for _, n in ipairs(conn:notices()) do

@@ -1332,14 +1332,16 @@ describe("dhrun.tenancy workers", function()
       local function leftovers()
         local list = {}
         for name in require("lfs").dir(tmp) do
-          if name:match("^dhrun%-workers") then list[#list + 1] = name:match("^dhrun%-workers%.(%d+)%.") end
+          if name:match("^dhrun%-workers") then list[#list + 1] = name:match("^dhrun%-workers%.(.+)%.%w+$") end
         end
         table.sort(list)
         return list
       end
-      -- another run's directory, whose process is alive (this one): never removed
-      local live = tmp .. "/dhrun-workers." .. sys.pid() .. ".alive1"
-      assert(require("lfs").mkdir(live))
+      local host = sys.hostname():gsub("[^%w%-]", "_")
+      -- another run's directory, whose process is alive (this one), and one of
+      -- another host (whose processes this one cannot see): never removed
+      assert(require("lfs").mkdir(tmp .. "/dhrun-workers." .. host .. "." .. sys.pid() .. ".alive1"))
+      assert(require("lfs").mkdir(tmp .. "/dhrun-workers.otherhost.999999.other1"))
       local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0.02",
         TEN_WORKERS = "2", TMPDIR = tmp } })
       wait_for(function()
@@ -1350,9 +1352,10 @@ describe("dhrun.tenancy workers", function()
       proc:kill("KILL")
       assert.are.equal("SIGKILL", assert(proc:wait(5)).signame)
       -- the killed run could not remove its workers' events directory
-      local pids = { tostring(proc:pid()), tostring(sys.pid()) }
-      table.sort(pids)
-      assert.are.same(pids, leftovers())
+      local mine, killed = host .. "." .. sys.pid(), host .. "." .. proc:pid()
+      local expected = { mine, killed, "otherhost.999999" }
+      table.sort(expected)
+      assert.are.same(expected, leftovers())
       -- the workers notice that their run is gone and stop after their committed batch
       wait_for(sessions_gone(conn), 10, "the workers' sessions to end")
       local rows = conn:query([[SELECT cursor[1]::int AS cursor, range_end[1]::int AS range_end, rows_updated,
@@ -1374,7 +1377,9 @@ describe("dhrun.tenancy workers", function()
       assert.are.equal(0, r.code, r.stderr)
       assert.matches("backfill Account: resuming pass 1 in 2 workers", r.stdout, 1, true)
       -- the next run removed the killed run's directory (and its own), and left the live one
-      assert.are.same({ tostring(sys.pid()) }, leftovers())
+      expected = { mine, "otherhost.999999" }
+      table.sort(expected)
+      assert.are.same(expected, leftovers())
       assert.are.equal(digest(conn, "ref", "Account"), digest(conn, "public", "Account"))
       assert.are.equal(900, conn:query_value([[SELECT rows_updated FROM dhrun.backfill_progress
                                                 WHERE task = 'workspaceId:public.Account']]))

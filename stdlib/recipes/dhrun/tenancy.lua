@@ -1247,26 +1247,40 @@ local function worker_events(procs, opts)
   return batches
 end
 
--- The workers' events directory: private, in $TMPDIR, named after this
--- process (dhrun-workers.<pid>.XXXXXX), and removed when the pass ends.  A
--- run killed with SIGKILL cannot remove its own, so the next parallel pass
--- removes those of this user whose process is gone.
-local function workers_dir()
-  local base = os.getenv("TMPDIR") or "/tmp"
+-- The workers' events directory: private, in $TMPDIR, named after this host
+-- and process (dhrun-workers.<host>.<pid>.XXXXXX), and removed when the pass
+-- ends.  A run killed with SIGKILL cannot remove its own, so each parallel
+-- pass first removes those of this user and host whose process is gone:
+-- only the workers' own files (<n>.jsonl) and then the directory, each
+-- removal allowed to fail (another run may be doing the same).
+local function workers_base()
+  return os.getenv("TMPDIR") or "/tmp", (sys.hostname():gsub("[^%w%-]", "_"))
+end
+
+local function sweep_workers_dirs()
+  local base, host = workers_base()
   local lfs = require "lfs"
   local ok, iter, dir = pcall(lfs.dir, base)
-  for name in ok and iter or function() end, dir do
-    local pid = name:match("^dhrun%-workers%.(%d+)%.%w+$")
+  if not ok then return end
+  local prefix = "dhrun-workers." .. host .. "."
+  for name in iter, dir do
+    local pid = name:sub(1, #prefix) == prefix and math.tointeger(tonumber(name:sub(#prefix + 1):match("^(%d+)%.%w+$")))
     local path = base .. "/" .. name
-    local a = pid and lfs.symlinkattributes(path)
-    if a and a.mode == "directory" and a.uid == sys.uid() and not sys.alive(tonumber(pid)) then
-      for f in lfs.dir(path) do
-        if f ~= "." and f ~= ".." then os.remove(path .. "/" .. f) end
-      end
+    local a = pid and pid > 0 and pid <= 0x7fffffff and lfs.symlinkattributes(path)
+    if a and a.mode == "directory" and a.uid == sys.uid() and not sys.alive(pid) then
+      pcall(function()
+        for f in lfs.dir(path) do
+          if f:match("^%d+%.jsonl$") then os.remove(path .. "/" .. f) end
+        end
+      end)
       os.remove(path)
     end
   end
-  return sys.mkdtemp(format("%s/dhrun-workers.%d.XXXXXX", base, sys.pid()))
+end
+
+local function workers_dir()
+  local base, host = workers_base()
+  return sys.mkdtemp(format("%s/dhrun-workers.%s.%d.XXXXXX", base, host, sys.pid()))
 end
 
 function Tenancy:_parallel_pass(tb, prog, res, opts, n)
@@ -1301,6 +1315,7 @@ function Tenancy:_parallel_pass(tb, prog, res, opts, n)
   -- each worker writes its batch and throttle events to a file of its own
   -- (private directory); they are passed on below, so the run's report has
   -- every worker's batches
+  sweep_workers_dirs()
   local evdir = (opts.on_batch or events.recording()) and workers_dir() or nil
   local procs = {}
   for i, r in ipairs(rows) do

@@ -240,10 +240,9 @@ function M.adaptive(rows, ctx)
   local total = seeded_rows(t)
   local tag = lib.tag(s)
   -- The runs under stress-ng (no probe: rows/s, batch sizes, the ETA) use a
-  -- template of half that size: six runs of it fit the 20 minutes.
+  -- template of half that size, seeded when they come: six runs of it fit
+  -- the 20 minutes.
   local s2 = s // 2
-  local t2 = lib.template(s2)
-  local total2 = seeded_rows(t2)
   local tag2 = lib.tag(s2)
   local details = {}
   local function add(fmt, ...) details[#details + 1] = format(fmt, ...) end
@@ -306,17 +305,20 @@ function M.adaptive(rows, ctx)
     mb.paired = { ratio = sorted[(#sorted + 1) // 2], list = ratios, of_medians = mb.rate / ma.rate }
     return ma, mb
   end
-  -- The last dhrun run's database stays: it is the RSS series' point at
-  -- this scale, and B2/B3 use it as this scale's backfilled database.
-  local kept = "b1_dhrun_" .. tag:lower():gsub("%.", "_")
+  -- The replica's run first: its base backup copies the whole cluster,
+  -- which then holds little more than the template.
+  local idle = with_replica(function(ready)
+    return run("dhrun defaults, probe and replica", dhrun_with(), true, false, ready)
+  end)
+  -- The last dhrun run's database stays when this is the RSS series' scale
+  -- (a tenth of the full one): it is that series' point, and B2/B3 use it
+  -- as this scale's backfilled database.
+  local kept = s == lib.scale // 10 and "b1_dhrun_" .. tag:lower():gsub("%.", "_") or nil
   local single, quiet = alternate(run, { "one UPDATE, no probe", single_update },
     { "dhrun defaults, no probe", dhrun_with(), keep = kept })
   local last_quiet = quiet.runs_list[REPEAT]
   last_quiet.scale = s
-  lib.set_backfilled(s, kept)
-  local idle = with_replica(function(ready)
-    return run("dhrun defaults, probe and replica", dhrun_with(), true, false, ready)
-  end)
+  if kept then lib.set_backfilled(s, kept) end
   local sweep = {}
   for _, target in ipairs({ 0.05, 0.1, 0.25 }) do
     sweep[#sweep + 1] = run(format("dhrun target %.2f s, probe", target), dhrun_with { target = target }, true)
@@ -324,7 +326,8 @@ function M.adaptive(rows, ctx)
   end
   local two = run("dhrun, 2 workers, limits relaxed", dhrun_with { workers = 2, max_wal_rate = false,
     max_commit = false, max_replica_lag = false }, false)
-  local s_single, s_dhrun = alternate(runner(t2, total2, tag2),
+  local t2 = lib.template(s2)
+  local s_single, s_dhrun = alternate(runner(t2, seeded_rows(t2), tag2),
     { "one UPDATE under stress-ng --cpu 2", under_stress(single_update), true },
     { "dhrun defaults under stress-ng --cpu 2", under_stress(dhrun_with()), true })
   local eta = s_dhrun.eta

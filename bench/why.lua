@@ -7,7 +7,10 @@
 local why = {
   b1_vs_single = "Two costs land on dhrun and not on the one statement. (1) The probe: the one statement stalls "
     .. "it (compare its transactions with the scheduled count), so it runs alone, while dhrun serves 200 writes/s "
-    .. "throughout, on the same 2 cores. The adaptive section compares the two without the probe, at 1M rows. "
+    .. "throughout, on the same 2 cores. Measured once (2026-12-07, this machine, the same 10M template, one "
+    .. "run each, back to back): without the probe dhrun took 255 s and the one statement 234 s (0.92×); in that "
+    .. "day's full run, with the probe, 292 s and 227 s. The adaptive section compares the two without the probe, "
+    .. "at 1M rows, in pairs. "
     .. "(2) Autovacuum: committed batches leave dead row versions, and autovacuum may start reclaiming them during "
     .. "the run (autovacuum column); the one statement's are invisible to it until it commits. The fixed cost of "
     .. "a batch is small since each batch is planned for its own key range (measured once: planning 1-2 ms and "

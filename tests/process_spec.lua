@@ -315,6 +315,19 @@ describe("process.spawn", function()
     assert.is_false(alive(pid_in(pidfile)))
   end)
 
+  it("sys.alive tells a child that runs from one that was reaped, and refuses a pid that is not one", function()
+    local proc = process.spawn({ "sleep", "30" })
+    local pid = proc:pid()
+    assert.is_true(sys.alive(pid))
+    proc:stop()
+    assert.is_false(sys.alive(pid))
+    -- another user's process (PID 1) counts as alive: kill(0) says EPERM, or it is ours
+    assert.is_true(sys.alive(1))
+    for _, bad in ipairs({ 0, -1, 2 ^ 31, "x" }) do
+      assert.is_false((pcall(sys.alive, bad)), tostring(bad))
+    end
+  end)
+
   it("raises when the program cannot start", function()
     local ok, e = pcall(process.spawn, { "dhrun-no-such-program" })
     assert.is_false(ok)

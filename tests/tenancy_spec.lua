@@ -1337,11 +1337,18 @@ describe("dhrun.tenancy workers", function()
         table.sort(list)
         return list
       end
+      local lfs = require "lfs"
       local host = sys.hostname():gsub("[^%w%-]", "_")
-      -- another run's directory, whose process is alive (this one), and one of
-      -- another host (whose processes this one cannot see): never removed
-      assert(require("lfs").mkdir(tmp .. "/dhrun-workers." .. host .. "." .. sys.pid() .. ".alive1"))
-      assert(require("lfs").mkdir(tmp .. "/dhrun-workers.otherhost.999999.other1"))
+      -- Never removed: a live run's directory, whose lock this process holds,
+      -- named after a pid that does not exist here (a run in another pid
+      -- namespace or on another machine sharing TMPDIR looks like this), and a
+      -- directory without a lock file (being made, or by an older dhrun)
+      local live = tmp .. "/dhrun-workers." .. host .. ".999999.live01"
+      assert(lfs.mkdir(live))
+      local held <close> = assert(io.open(live .. "/lock", "w"))
+      assert(lfs.lock(held, "w"))
+      assert(sh.write(live .. "/1.jsonl", "{}\n"))
+      assert(lfs.mkdir(tmp .. "/dhrun-workers.nolock.old001"))
       local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0.02",
         TEN_WORKERS = "2", TMPDIR = tmp } })
       wait_for(function()
@@ -1352,8 +1359,8 @@ describe("dhrun.tenancy workers", function()
       proc:kill("KILL")
       assert.are.equal("SIGKILL", assert(proc:wait(5)).signame)
       -- the killed run could not remove its workers' events directory
-      local mine, killed = host .. "." .. sys.pid(), host .. "." .. proc:pid()
-      local expected = { mine, killed, "otherhost.999999" }
+      local killed = host .. "." .. proc:pid()
+      local expected = { host .. ".999999", "nolock", killed }
       table.sort(expected)
       assert.are.same(expected, leftovers())
       -- the workers notice that their run is gone and stop after their committed batch
@@ -1376,10 +1383,11 @@ describe("dhrun.tenancy workers", function()
         TMPDIR = tmp } })
       assert.are.equal(0, r.code, r.stderr)
       assert.matches("backfill Account: resuming pass 1 in 2 workers", r.stdout, 1, true)
-      -- the next run removed the killed run's directory (and its own), and left the live one
-      expected = { mine, "otherhost.999999" }
+      -- the next run removed the killed run's directory (and its own), and left the live one whole
+      expected = { host .. ".999999", "nolock" }
       table.sort(expected)
       assert.are.same(expected, leftovers())
+      assert.are.equal("{}\n", sh.read(live .. "/1.jsonl"))
       assert.are.equal(digest(conn, "ref", "Account"), digest(conn, "public", "Account"))
       assert.are.equal(900, conn:query_value([[SELECT rows_updated FROM dhrun.backfill_progress
                                                 WHERE task = 'workspaceId:public.Account']]))

@@ -1248,39 +1248,66 @@ local function worker_events(procs, opts)
 end
 
 -- The workers' events directory: private, in $TMPDIR, named after this host
--- and process (dhrun-workers.<host>.<pid>.XXXXXX), and removed when the pass
--- ends.  A run killed with SIGKILL cannot remove its own, so each parallel
--- pass first removes those of this user and host whose process is gone:
--- only the workers' own files (<n>.jsonl) and then the directory, each
--- removal allowed to fail (another run may be doing the same).
-local function workers_base()
-  return os.getenv("TMPDIR") or "/tmp", (sys.hostname():gsub("[^%w%-]", "_"))
-end
+-- and process for whoever looks (dhrun-workers.<host>.<pid>.XXXXXX), and
+-- removed when the pass ends.  Whether its run is still going is told by a
+-- lock, not by the name: a pid means nothing in another pid namespace (a
+-- container sharing /tmp and the host name) or on another machine sharing
+-- $TMPDIR.  The run holds a write lock (fcntl, lfs.lock) on the directory's
+-- `lock` file for the whole pass; the kernel drops it when the run dies,
+-- even by SIGKILL.  So each parallel pass first removes this user's
+-- directories whose lock it can take: only the workers' own files
+-- (<n>.jsonl), the lock file and then the directory, each removal allowed
+-- to fail (another run may be doing the same).  A directory without a lock
+-- file (being made, or by an older dhrun) is left alone.
+local LOCK_FILE = "lock"
 
 local function sweep_workers_dirs()
-  local base, host = workers_base()
+  local base = os.getenv("TMPDIR") or "/tmp"
   local lfs = require "lfs"
   local ok, iter, dir = pcall(lfs.dir, base)
   if not ok then return end
-  local prefix = "dhrun-workers." .. host .. "."
   for name in iter, dir do
-    local pid = name:sub(1, #prefix) == prefix and math.tointeger(tonumber(name:sub(#prefix + 1):match("^(%d+)%.%w+$")))
     local path = base .. "/" .. name
-    local a = pid and pid > 0 and pid <= 0x7fffffff and lfs.symlinkattributes(path)
-    if a and a.mode == "directory" and a.uid == sys.uid() and not sys.alive(pid) then
-      pcall(function()
-        for f in lfs.dir(path) do
-          if f:match("^%d+%.jsonl$") then os.remove(path .. "/" .. f) end
-        end
-      end)
-      os.remove(path)
+    local a = name:match("^dhrun%-workers%.") and lfs.symlinkattributes(path)
+    local lock = path .. "/" .. LOCK_FILE
+    local la = a and a.mode == "directory" and a.uid == sys.uid() and lfs.symlinkattributes(lock)
+    local fh = la and la.mode == "file" and io.open(lock, "r+")
+    if fh then
+      if lfs.lock(fh, "w") then
+        pcall(function()
+          for f in lfs.dir(path) do
+            if f:match("^%d+%.jsonl$") then os.remove(path .. "/" .. f) end
+          end
+        end)
+        os.remove(lock)
+        os.remove(path)
+      end
+      fh:close()
     end
   end
 end
 
+-- Makes this pass's directory, locked before its lock file takes its name
+-- (a sweep never sees it unlocked).  Returns its path and a to-be-closed
+-- value that removes it: the workers' files left, the lock, the directory.
 local function workers_dir()
-  local base, host = workers_base()
-  return sys.mkdtemp(format("%s/dhrun-workers.%s.%d.XXXXXX", base, host, sys.pid()))
+  local lfs = require "lfs"
+  local host = sys.hostname():gsub("[^%w%-]", "_")
+  local path = sys.mkdtemp(format("%s/dhrun-workers.%s.%d.XXXXXX", os.getenv("TMPDIR") or "/tmp", host, sys.pid()))
+  local fh = assert(io.open(path .. "/.lock", "w"))
+  -- where the file system has no locks (some network ones), the lock file
+  -- keeps its first name: no sweep takes the directory, this run removes it
+  local lock = (lfs.lock(fh, "w") and os.rename(path .. "/.lock", path .. "/" .. LOCK_FILE)) and LOCK_FILE or ".lock"
+  return path, setmetatable({}, { __close = function()
+    pcall(function()
+      for f in lfs.dir(path) do
+        if f:match("^%d+%.jsonl$") then os.remove(path .. "/" .. f) end
+      end
+    end)
+    os.remove(path .. "/" .. lock)
+    fh:close()
+    os.remove(path)
+  end })
 end
 
 function Tenancy:_parallel_pass(tb, prog, res, opts, n)
@@ -1316,7 +1343,9 @@ function Tenancy:_parallel_pass(tb, prog, res, opts, n)
   -- (private directory); they are passed on below, so the run's report has
   -- every worker's batches
   sweep_workers_dirs()
-  local evdir = (opts.on_batch or events.recording()) and workers_dir() or nil
+  local evdir, remove_evdir
+  if opts.on_batch or events.recording() then evdir, remove_evdir = workers_dir() end
+  local _ <close> = remove_evdir
   local procs = {}
   for i, r in ipairs(rows) do
     if not r.finished then
@@ -1336,10 +1365,7 @@ function Tenancy:_parallel_pass(tb, prog, res, opts, n)
   end
   -- without the events, one count per worker (how many batches it ran is not known)
   local batches = #procs
-  if evdir then
-    batches = worker_events(procs, opts)
-    os.remove(evdir)
-  end
+  if evdir then batches = worker_events(procs, opts) end
   rows = self:_worker_rows(tb, prog.pass)
   local total, last = 0, nil
   for _, r in ipairs(rows) do total, last = total + r.rows_updated, r.cursor end
@@ -1384,11 +1410,7 @@ function M._worker(payload)
   if not r or r.finished then return end
   local prog = { task = w.task, pass = r.pass, cursor = not isnull(r.cursor) and r.cursor or nil,
                  upper = not isnull(r.range_end) and r.range_end or nil, worker = w.worker, workers = w.n }
-  function prog.parent_alive()
-    local f = io.open("/proc/" .. math.tointeger(w.parent) .. "/stat")
-    if f then f:close() end
-    return f ~= nil
-  end
+  function prog.parent_alive() return sys.alive(math.tointeger(w.parent)) end
   local res = { batches = 0, scanned = 0, updated = 0 }
   -- this worker's events, one JSON line each, for the run that started it
   -- (see worker_events); `at` is the monotonic clock, which every

@@ -1341,14 +1341,22 @@ describe("dhrun.tenancy workers", function()
       local host = sys.hostname():gsub("[^%w%-]", "_")
       -- Never removed: a live run's directory, whose lock this process holds,
       -- named after a pid that does not exist here (a run in another pid
-      -- namespace or on another machine sharing TMPDIR looks like this), and a
-      -- directory without a lock file (being made, or by an older dhrun)
-      local live = tmp .. "/dhrun-workers." .. host .. ".999999.live01"
-      assert(lfs.mkdir(live))
-      local held <close> = assert(io.open(live .. "/lock", "w"))
+      -- namespace looks like this); one without a lock file (a file system
+      -- without locks) whose pid is alive; another host's.  Removed: one
+      -- without a lock file whose pid is gone.
+      local function dir(name, files)
+        assert(lfs.mkdir(tmp .. "/dhrun-workers." .. name))
+        for _, f in ipairs(files) do assert(sh.write(tmp .. "/dhrun-workers." .. name .. "/" .. f, "{}\n")) end
+        return tmp .. "/dhrun-workers." .. name
+      end
+      local live = dir(host .. ".999999.live01", { "1.jsonl", "lock" })
+      local held <close> = assert(io.open(live .. "/lock", "r+"))
       assert(lfs.lock(held, "w"))
-      assert(sh.write(live .. "/1.jsonl", "{}\n"))
-      assert(lfs.mkdir(tmp .. "/dhrun-workers.nolock.old001"))
+      local ended = process.spawn({ "true" })
+      ended:wait(5)
+      dir(host .. "." .. sys.pid() .. ".nolock", { "1.jsonl", ".lock" })
+      dir(host .. "." .. ended:pid() .. ".nolock", { "1.jsonl", ".lock" })
+      dir("otherhost.999999.other1", { "1.jsonl" })
       local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0.02",
         TEN_WORKERS = "2", TMPDIR = tmp } })
       wait_for(function()
@@ -1360,7 +1368,8 @@ describe("dhrun.tenancy workers", function()
       assert.are.equal("SIGKILL", assert(proc:wait(5)).signame)
       -- the killed run could not remove its workers' events directory
       local killed = host .. "." .. proc:pid()
-      local expected = { host .. ".999999", "nolock", killed }
+      -- (the killed run's own sweep removed the one whose pid is gone)
+      local expected = { host .. ".999999", host .. "." .. sys.pid(), "otherhost.999999", killed }
       table.sort(expected)
       assert.are.same(expected, leftovers())
       -- the workers notice that their run is gone and stop after their committed batch
@@ -1384,7 +1393,7 @@ describe("dhrun.tenancy workers", function()
       assert.are.equal(0, r.code, r.stderr)
       assert.matches("backfill Account: resuming pass 1 in 2 workers", r.stdout, 1, true)
       -- the next run removed the killed run's directory (and its own), and left the live one whole
-      expected = { host .. ".999999", "nolock" }
+      expected = { host .. ".999999", host .. "." .. sys.pid(), "otherhost.999999" }
       table.sort(expected)
       assert.are.same(expected, leftovers())
       assert.are.equal("{}\n", sh.read(live .. "/1.jsonl"))

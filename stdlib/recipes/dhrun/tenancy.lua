@@ -1248,41 +1248,51 @@ local function worker_events(procs, opts)
 end
 
 -- The workers' events directory: private, in $TMPDIR, named after this host
--- and process for whoever looks (dhrun-workers.<host>.<pid>.XXXXXX), and
--- removed when the pass ends.  Whether its run is still going is told by a
--- lock, not by the name: a pid means nothing in another pid namespace (a
--- container sharing /tmp and the host name) or on another machine sharing
--- $TMPDIR.  The run holds a write lock (fcntl, lfs.lock) on the directory's
--- `lock` file for the whole pass; the kernel drops it when the run dies,
--- even by SIGKILL.  So each parallel pass first removes this user's
--- directories whose lock it can take: only the workers' own files
--- (<n>.jsonl), the lock file and then the directory, each removal allowed
--- to fail (another run may be doing the same).  A directory without a lock
--- file (being made, or by an older dhrun) is left alone.
+-- and process (dhrun-workers.<host>.<pid>.XXXXXX), and removed when the pass
+-- ends.  A run killed with SIGKILL cannot remove its own, so each parallel
+-- pass first removes this user's and this host name's directories whose run
+-- is gone.  Gone is told by a lock where the file system has locks: the run
+-- holds a write lock (fcntl, lfs.lock) on the directory's `lock` file for
+-- the whole pass, and the kernel drops it when the run dies.  A pid would
+-- not do: in another pid namespace (a container sharing /tmp and the host
+-- name) a live run's pid looks gone.  Without a `lock` file (the file system
+-- has no locks, or the directory is being made) the pid in the name decides.
+-- Only the workers' own files (<n>.jsonl), the lock file and then the
+-- directory are removed, each removal allowed to fail (another run may be
+-- doing the same).
 local LOCK_FILE = "lock"
 
+local function workers_base()
+  return os.getenv("TMPDIR") or "/tmp", (sys.hostname():gsub("[^%w%-]", "_"))
+end
+
 local function sweep_workers_dirs()
-  local base = os.getenv("TMPDIR") or "/tmp"
+  local base, host = workers_base()
   local lfs = require "lfs"
   local ok, iter, dir = pcall(lfs.dir, base)
   if not ok then return end
+  local prefix = "dhrun-workers." .. host .. "."
   for name in iter, dir do
+    local pid = name:sub(1, #prefix) == prefix and math.tointeger(tonumber(name:sub(#prefix + 1):match("^(%d+)%.%w+$")))
     local path = base .. "/" .. name
-    local a = name:match("^dhrun%-workers%.") and lfs.symlinkattributes(path)
-    local lock = path .. "/" .. LOCK_FILE
-    local la = a and a.mode == "directory" and a.uid == sys.uid() and lfs.symlinkattributes(lock)
-    local fh = la and la.mode == "file" and io.open(lock, "r+")
-    if fh then
-      if lfs.lock(fh, "w") then
+    local a = pid and pid > 0 and pid <= 0x7fffffff and pid ~= sys.pid() and lfs.symlinkattributes(path)
+    if a and a.mode == "directory" and a.uid == sys.uid() then
+      local lock = path .. "/" .. LOCK_FILE
+      local la = lfs.symlinkattributes(lock)
+      -- a read lock: it needs only read access, and the run's write lock refuses it
+      local fh = la and la.mode == "file" and io.open(lock, "r")
+      local gone
+      if fh then gone = lfs.lock(fh, "r") ~= nil else gone = not la and not sys.alive(pid) end
+      if gone then
         pcall(function()
           for f in lfs.dir(path) do
-            if f:match("^%d+%.jsonl$") then os.remove(path .. "/" .. f) end
+            if f:match("^%d+%.jsonl$") or f == ".lock" then os.remove(path .. "/" .. f) end
           end
         end)
         os.remove(lock)
         os.remove(path)
       end
-      fh:close()
+      if fh then fh:close() end
     end
   end
 end
@@ -1292,11 +1302,11 @@ end
 -- value that removes it: the workers' files left, the lock, the directory.
 local function workers_dir()
   local lfs = require "lfs"
-  local host = sys.hostname():gsub("[^%w%-]", "_")
-  local path = sys.mkdtemp(format("%s/dhrun-workers.%s.%d.XXXXXX", os.getenv("TMPDIR") or "/tmp", host, sys.pid()))
+  local base, host = workers_base()
+  local path = sys.mkdtemp(format("%s/dhrun-workers.%s.%d.XXXXXX", base, host, sys.pid()))
   local fh = assert(io.open(path .. "/.lock", "w"))
-  -- where the file system has no locks (some network ones), the lock file
-  -- keeps its first name: no sweep takes the directory, this run removes it
+  -- where the file system has no locks, the lock file keeps its first name
+  -- and a sweep goes by the pid in the directory's name
   local lock = (lfs.lock(fh, "w") and os.rename(path .. "/.lock", path .. "/" .. LOCK_FILE)) and LOCK_FILE or ".lock"
   return path, setmetatable({}, { __close = function()
     pcall(function()
@@ -1346,7 +1356,11 @@ function Tenancy:_parallel_pass(tb, prog, res, opts, n)
   local evdir, remove_evdir
   if opts.on_batch or events.recording() then evdir, remove_evdir = workers_dir() end
   local _ <close> = remove_evdir
-  local procs = {}
+  -- closed before the directory is removed: on an error, the workers that
+  -- started are stopped first (they commit each batch with its cursor)
+  local procs <close> = setmetatable({}, { __close = function(list)
+    for _, w in ipairs(list) do w.proc:stop() end
+  end })
   for i, r in ipairs(rows) do
     if not r.finished then
       payload.task, payload.worker = r.task, r.task:match("#([^#]*)$")

@@ -6,52 +6,25 @@ local testdb = require "testdb"
 local sh = require "sh"
 local assert = require "luassert"
 
-local M = {}
-M.root = sh.root
-M.example = sh.root .. "/examples/datahub"
-M.migrations = M.example .. "/prisma/migrations"
-M.INIT = "20251201090000_init"
-M.NULLABLE = "20251219170000_datahub_workspace_nullable"
-M.NOT_NULL = "20251219171000_datahub_workspace_not_null"
-M.TABLES = { "Connection", "MetricDaily", "Insight", "ChatMessage" }
-
-function M.seed(conn, users, metrics)
-  conn:exec_script(assert(sh.read(M.example .. "/seed/seed.sql")))
-  return conn:query_value("SELECT pg_temp.datahub_seed($1, $2)", users or 60, metrics or 5000)
-end
-
--- A test config: the example's, with commands that need no Node (and so no
--- build_inputs: the example's are its Node sources, not in `dir`).
-function M.config(dir, overrides)
-  dir = dir or sh.tmpdir()
-  sh.write(dir .. "/schema.prisma", sh.read(M.example .. "/prisma/schema.prisma"))
-  local text = string.format([[
-local cfg = dofile(%q)
-cfg.migrations = %q
-cfg.schema = "schema.prisma"
+-- The example's config with commands that need no Node (and so no
+-- build_inputs: the example's are its Node sources, not in the test's dir);
+-- its own flows (smoke, check-workspace, ...) live with it.
+local M = require("example").project("datahub", {
+  seed = { 60, 5000 },
+  config = [[
 cfg.generated = nil
 cfg.build_inputs = nil
 cfg.env = {}
 cfg.commands = {
   generate = { "sh", "-c", "echo generated >> generate.log" },
   build = { "sh", "-c", "echo 'Compiled successfully'" },
-}
-%s
-return cfg
-]], M.example .. "/dhrun.config.lua", M.migrations, overrides or "")
-  return sh.write(dir .. "/dhrun.config.lua", text), dir
-end
-
--- Runs a flow script as a user would: dhrun NAME --config CFG ARGS...
-function M.flow(t, name, args, opts)
-  opts = opts or {}
-  local argv = { name, "--config", opts.config or M.config() }
-  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
-  -- the example's own flows (smoke, check-workspace, ...) live with it
-  local env = { DATABASE_URL = t.url, DHRUN_PATH = M.example .. "/scripts" }
-  for k, v in pairs(opts.env or {}) do env[k] = v end
-  return sh.dhrun(argv, { cwd = sh.root, env = env, stdin = opts.stdin })
-end
+}]],
+  env = { DHRUN_PATH = sh.root .. "/examples/datahub/scripts" },
+})
+M.INIT = "20251201090000_init"
+M.NULLABLE = "20251219170000_datahub_workspace_nullable"
+M.NOT_NULL = "20251219171000_datahub_workspace_not_null"
+M.TABLES = { "Connection", "MetricDaily", "Insight", "ChatMessage" }
 
 -- Creates a database in one of the release's states:
 --   "pre"         init migration + seed (before the tenancy release)
@@ -84,11 +57,6 @@ function M.create(state)
   end
   t.conn = conn
   return t
-end
-
-function M.drop(t)
-  if t.conn then t.conn:close() end
-  testdb.drop(t.name)
 end
 
 -- md5 over the schema (columns, constraints) and every row of every table

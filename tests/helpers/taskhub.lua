@@ -6,12 +6,9 @@
 local db = require "dhrun.db"
 local prisma = require "dhrun.prisma"
 local testdb = require "testdb"
-local sh = require "sh"
 
-local M = {}
-M.root = sh.root
-M.example = sh.root .. "/examples/taskhub"
-M.migrations = M.example .. "/prisma/migrations"
+local USERS, TASKS = 50, 2000                                -- the default seed scale
+local M = require("example").project("taskhub", { seed = { USERS, TASKS } })
 M.INIT = "20260112090000_init"
 M.NULLABLE = "20260203100000_org_nullable"
 M.INDEXES = "20260203101500_org_indexes"
@@ -21,41 +18,7 @@ M.ROLLOUT = "org-scope"
 M.LABEL = "Task Hub organizationId"
 M.COLUMN = "organizationId"
 M.TABLES = { "Project", "Task", "Comment", "AuditEvent" }   -- backfill order
-M.USERS, M.TASKS = 50, 2000                                  -- the default seed scale
-
--- Loads seed/seed.sql and adds `users` users and `tasks` tasks (with their
--- organizations, projects, comments and audit events); returns the seed's summary.
-function M.seed(conn, users, tasks)
-  conn:exec_script(assert(sh.read(M.example .. "/seed/seed.sql")))
-  return conn:query_value("SELECT pg_temp.taskhub_seed($1, $2)", users or M.USERS, tasks or M.TASKS)
-end
-
--- A test config: the example's, with the paths made absolute.  `overrides` is
--- Lua text run before `return cfg`, e.g.
---   'cfg.rollouts[1].tables[4].batch = { size = 100 }'
-function M.config(dir, overrides)
-  dir = dir or sh.tmpdir()
-  sh.write(dir .. "/schema.prisma", sh.read(M.example .. "/prisma/schema.prisma"))
-  local text = string.format([[
-local cfg = dofile(%q)
-cfg.migrations = %q
-cfg.schema = "schema.prisma"
-%s
-return cfg
-]], M.example .. "/dhrun.config.lua", M.migrations, overrides or "")
-  return sh.write(dir .. "/dhrun.config.lua", text), dir
-end
-
--- Runs a flow as a user would: dhrun NAME --config CFG ARGS..., with
--- DATABASE_URL = t.url (which carries ?schema= when the test uses one).
-function M.flow(t, name, args, opts)
-  opts = opts or {}
-  local argv = { name, "--config", opts.config or M.config() }
-  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
-  local env = { DATABASE_URL = t.url }
-  for k, v in pairs(opts.env or {}) do env[k] = v end
-  return sh.dhrun(argv, { cwd = sh.root, env = env, stdin = opts.stdin })
-end
+M.USERS, M.TASKS = USERS, TASKS
 
 local function pct_encode(s)
   return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
@@ -93,11 +56,6 @@ function M.create(state, opts)
   end
   t.conn = conn
   return t
-end
-
-function M.drop(t)
-  if t.conn then t.conn:close() end
-  testdb.drop(t.name)
 end
 
 function M.counts(conn)

@@ -103,6 +103,51 @@ cfg.commands.build = { "sh", "-c", "echo built >> build.log; echo 'Compiled succ
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
     assert.are.equal("built\nbuilt\n", sh.read(dir .. "/build.log"), "an input changed: built again")
   end)
+
+  it("accepts a build input that only `generate` makes (a fresh checkout), and builds once it is there", function()
+    local t = dh.create("done")
+    finally(function() dh.drop(t) end)
+    local cfg, dir = dh.config(nil, [[
+cfg.generated = "gen/client"
+cfg.build_inputs = { "src", "gen" }
+cfg.commands.generate = { "sh", "-c", "mkdir -p gen/client && echo c > gen/client/index.js" }
+cfg.commands.build = { "sh", "-c", "echo built >> build.log; echo 'Compiled successfully'" }]])
+    sh.write(dir .. "/src/app.ts", "export const a = 1;\n")
+    -- status verifies the build: with an input missing, it builds
+    local r = dh.flow(t, "status", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.are.equal("built\n", sh.read(dir .. "/build.log"), r.stdout)
+    -- deploy generates the client, so it builds again
+    r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.are.equal("c\n", sh.read(dir .. "/gen/client/index.js"))
+    assert.are.equal("built\nbuilt\n", sh.read(dir .. "/build.log"), r.stdout)
+    r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("skipped: build inputs unchanged since the last successful build (2 file(s)", r.stdout, 1, true)
+    -- a missing input that holds no generated client is still refused as a typo
+    local typo, typo_dir = dh.config(nil, [[
+cfg.generated = "gen/client"
+cfg.build_inputs = { "srcc", "gen" }]])
+    r = dh.flow(t, "status", {}, { config = typo })
+    assert.are.equal(2, r.code, r.stdout .. r.stderr)
+    assert.matches("build_inputs names " .. typo_dir .. "/srcc, which does not exist", r.stderr, 1, true)
+  end)
+end)
+
+describe("the example project in a fresh checkout (no generated client, no node_modules)", function()
+  it("plans the release: its config loads, and generate and the build would run", function()
+    local t = dh.create("pre")
+    finally(function() dh.drop(t) end)
+    local dir = sh.tmpdir()
+    local r = sh.run({ "sh", "-c", "tar -C " .. sh.quote(sh.root .. "/examples") .. " --exclude=node_modules "
+      .. "--exclude=generated --exclude=.dhrun --exclude=dist -cf - datahub | tar -C " .. sh.quote(dir) .. " -xf -" })
+    assert.are.equal(0, r.code, r.stderr)
+    r = sh.dhrun({ "release", "--dry-run" }, { cwd = dir .. "/datahub", env = { DATABASE_URL = t.url } })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("Regenerate the client\n[^\n]*would run", r.stdout)
+    assert.matches("Build the application\n[^\n]*would run", r.stdout)
+  end)
 end)
 
 describe("deploy --dry-run", function()

@@ -18,11 +18,19 @@ trap 'echo; echo "make demo: interrupted; its throwaway database is being delete
 trap 'exit 143' TERM
 
 say() { printf '\n== %s\n' "$*"; }
+# A failed step: its own lines above say why; this says what became of the rest.
+fail() {
+  local code=$?
+  echo
+  echo "make demo: $1 failed (exit $code); the throwaway PostgreSQL and the app are stopped and deleted"
+  echo "make demo: the lines above say why; fix that, then run make demo again"
+  exit "$code"
+}
 
 say "starting a throwaway PostgreSQL"
-env_lines=$("$root/tools/pgtemp.sh" start "$tmp/pg") || exit 1
+env_lines=$("$root/tools/pgtemp.sh" start "$tmp/pg") || fail "starting PostgreSQL"
 eval "$env_lines"
-createdb -h "$PGHOST" -p "$PGPORT" -U postgres datahub || exit 1
+createdb -h "$PGHOST" -p "$PGPORT" -U postgres datahub || fail "creating the database"
 export DATABASE_URL="postgresql://postgres@localhost/datahub?host=$PGHOST&port=$PGPORT"
 echo "PostgreSQL $(psql -XAtc 'SHOW server_version' datahub) on port $PGPORT (socket in $PGHOST)"
 
@@ -34,18 +42,18 @@ done
 export DATAHUB_PORT=$port DATAHUB_URL="http://127.0.0.1:$port"
 
 say "loading the example Data Hub before the tenancy release (migration 20251201090000_init + seed data)"
-"$dhrun" "$root/examples/datahub/setup.lua" --state pre --users 60 --metrics 5000 || exit 1
+"$dhrun" "$root/examples/datahub/setup.lua" --state pre --users 60 --metrics 5000 || fail "loading the example"
 
 # As a team runs it: from the project's directory, which holds its
 # dhrun.config.lua and, in scripts/, its own flows (the smoke test).
 run() { echo; echo "\$ dhrun $*"; (cd "$root/examples/datahub" && "$dhrun" "$@"); }
 
 say "what the release would do"
-run release --dry-run || exit 1
+run release --dry-run || fail "dhrun release --dry-run"
 say "the release: Normal Deployment, build, start the app, 5-Minute Smoke Test"
-run release || exit 1
+run release || fail "dhrun release"
 say "running deploy again changes nothing"
-run deploy --no-build || exit 1
+run deploy --no-build || fail "dhrun deploy"
 say "Quick Status Check"
 run status
 code=$?

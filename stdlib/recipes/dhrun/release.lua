@@ -45,10 +45,14 @@ config.define("migrate_with", T.enum({ "dhrun", "prisma" }, { default = "dhrun" 
 config.define("prisma_command", T.argv { default = { "npx", "prisma" } })
 config.define("lock_timeout", T.duration { default = "2s" })
 config.define("build_inputs", T.list(T.path()), {
-  -- a mistyped input would make the digest cover nothing and skip every build
+  -- a mistyped input would make the digest cover nothing and skip every
+  -- build; one that holds the generated client is made by `generate`, which
+  -- runs first (a fresh checkout has none)
   after = function(cfg)
+    local gen = cfg.generated
     for _, p in ipairs(cfg.build_inputs or {}) do
-      if not lfs.attributes(p, "mode") then
+      local makes = gen and (gen == p or gen:sub(1, #p + 1) == p .. "/")
+      if not makes and not lfs.attributes(p, "mode") then
         errors.config(cfg.file .. ": build_inputs names " .. p .. ", which does not exist",
           "list the files and directories the build reads, relative to the config")
       end
@@ -379,7 +383,7 @@ end
 -- each successful build.
 
 -- sha256 over the names and contents of every file under the inputs, in a
--- fixed order; nil when there is no build_inputs.
+-- fixed order; nil when there is no build_inputs or one is missing.
 function M.build_digest(cfg)
   if not cfg.build_inputs then return nil end
   local files = {}
@@ -393,7 +397,12 @@ function M.build_digest(cfg)
       end
     end
   end
-  for _, p in ipairs(cfg.build_inputs) do walk(p) end
+  for _, p in ipairs(cfg.build_inputs) do
+    -- not there yet (the generated client before `generate`): no digest, so
+    -- the build runs
+    if not lfs.attributes(p, "mode") then return nil end
+    walk(p)
+  end
   table.sort(files)
   local parts = {}
   for _, f in ipairs(files) do

@@ -88,6 +88,21 @@ describe("bad input", function()
       end
     end)
 
+    it("a password pasted raw, with '?', '#', '%' or spaces: exit 2, one line, no piece of it printed", function()
+      for _, case in ipairs({
+        { "postgresql://app:aaaaaaaaaa@/%:bbbbbbbbbb#?+ cccccccccc@127.0.0.1:1/db", "an unencoded '/' or '@'" },
+        { "postgresql://app:aaaaaaaaaa%zzbbbbbbbbbb@127.0.0.1:1/db", "invalid percent-encoded token" },
+        { "host=127.0.0.1 port=1 dbname=db password=aaaaaaaaaa bbbbbbbbbb", 'missing "=" after "***"' },
+      }) do
+        local r = deploy(case[1])
+        assert_one_line(r, 2, "DATABASE_URL is not a valid connection string: ", "hint: use postgresql://")
+        assert.matches(case[2], r.stderr, 1, true)
+        for _, piece in ipairs({ "aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc" }) do
+          assert.is_nil((r.stdout .. r.stderr):find(piece, 1, true), case[1] .. " printed " .. piece)
+        end
+      end
+    end)
+
     it("an unknown host: exit 4", function()
       assert_one_line(deploy("postgresql://release:pw@no-such-host.invalid:5432/datahub"), 4,
         "cannot connect to postgresql://release@no-such-host.invalid:5432/datahub: could not translate host name",

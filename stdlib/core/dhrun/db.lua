@@ -81,8 +81,21 @@ local add_secret = secret.add
 local misread_userinfo = secret.misread_userinfo
 local register_url_secrets = secret.register_url
 
-local function config_error(reason)
+-- libpq's parse errors quote the text they stopped at, which may be a piece
+-- of a password the parse never got to (so it is not registered).  Masked:
+-- in a URL, a quoted text with anything but letters, digits, '_', '-' and
+-- '.' (an option name such as "sslmod" stays); in a key=value string, any
+-- quoted text of two characters or more.
+local function mask_quoted(text, url)
+  return (text:gsub('"([^"]*)"', function(q)
+    if #q < 2 or (url and not q:find("[^%w_%.%-]")) then return nil end
+    return '"***"'
+  end))
+end
+
+local function config_error(reason, url)
   local first = tostring(reason):match("^%s*([^\n]*)")
+  if url ~= nil then first = mask_quoted(first, url) end
   return setmetatable({
     kind = "config", exit = 2,
     message = "DATABASE_URL is not a valid connection string: " .. first,
@@ -123,7 +136,7 @@ local function prepare(target)
     target = join_url(scheme, userinfo, main, keep)
   end
   local parsed, err = core.conninfo_parse(target)
-  if not parsed then error(config_error(err), 0) end
+  if not parsed then error(config_error(err, is_url(target)), 0) end
   add_secret(parsed.password)
   return target, schema
 end

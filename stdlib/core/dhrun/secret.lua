@@ -48,11 +48,15 @@ end
 
 -- A password with an unencoded '/' or '@' (a base64 one has '/') makes libpq
 -- read the URL as something else (host "user", port "pass..."), and pieces
--- of the password would then reach messages unmasked.  Such a URL has, before
--- its query, a '/' or '@' ahead of its last '@'.  Returns that part and what
+-- of the password would then reach messages unmasked.  Such a URL has a '/'
+-- or '@' ahead of its last '@' (one in a query value aside).  Returns that part and what
 -- looks like the password in it (after the first ':'), or nil for a sound URL.
 function secret.misread_userinfo(url)
-  local before = (url:match("^%a[%w+.-]*://([^?]*)") or ""):match("^(.*)@")
+  -- up to the URL's last '@': a password may hold '?' or '#' too
+  local rest = url:match("^%a[%w+.-]*://(.*)$") or ""
+  local before = rest:match("^(.*)@")
+  -- unless that '@' is in a query value (?application_name=a@b)
+  if before and before:find("%?[^/]*=[^/]*$") then before = rest:match("^([^?]*)"):match("^(.*)@") end
   if before and before:find("[/@]") then return before, before:match("^[^:/@]*:(.*)$") end
 end
 

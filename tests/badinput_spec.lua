@@ -192,6 +192,15 @@ describe("bad input", function()
         .. ") adds it", "hint: check rollouts.workspace.column in ")
     end)
 
+    it("a --wait or --pause that is not a number of seconds: exit 2 at once, lock free or not", function()
+      for _, case in ipairs({ { "deploy", "--wait", "5m" }, { "deploy", "--wait", "-1" },
+                              { "backfill", "--pause", "soon" } }) do
+        local r = sh.dhrun({ case[1], case[2], case[3], "--config", (dh.config()) },
+          { cwd = sh.root, env = { DATABASE_URL = t.url } })
+        assert_one_line(r, 2, case[2] .. " needs a number of seconds, not '" .. case[3] .. "'")
+      end
+    end)
+
     it("--resume with no journal, on another flow: exit 2", function()
       local r = sh.dhrun({ "backfill", "--resume", "--config", (dh.config()) },
         { cwd = sh.root, env = { DATABASE_URL = t.url } })

@@ -282,6 +282,11 @@ function Flow:parse(argv)
         value = argv[i]
         if value == nil then usage_error(string.format("option --%s needs a value (%s)", name, o.arg)) end
       end
+      -- checked now, not when first used (--wait only when the lock is busy)
+      local n = o.arg == "SECONDS" and tonumber(value)
+      if o.arg == "SECONDS" and not (n and n >= 0 and n < math.huge) then
+        usage_error(string.format("--%s needs a number of seconds, not '%s'", name, value))
+      end
       args[name] = value
     else
       if value ~= nil then usage_error(string.format("option --%s takes no value", name)) end

@@ -312,6 +312,35 @@ describe("Ctrl-C", function()
     dh.assert_final(t.conn, counts)
   end)
 
+  it("--resume goes on with the options the interrupted run was given (its throttling), unless given again",
+    function()
+    local t = dh.create("nullable")
+    finally(function() dh.drop(t) end)
+    local counts = dh.counts(t.conn)
+    local cfg = dh.config()
+    local proc, output = start(t, { "backfill", "--batch-size", "150", "--pause", "0.05" }, cfg)
+    finally(function() proc:stop(0) end)
+    assert.is_truthy(eventually(20, function() return filled(t, "MetricDaily") >= 450 end), "backfill never started")
+    proc:kill("TERM")
+    local r = assert(proc:wait(10), "dhrun did not stop")
+    local out = output()
+    assert.are.equal(143, r.code, out.stdout .. out.stderr)
+    assert.matches("next: dhrun backfill --resume", out.stdout, 1, true)
+    wait_sessions_gone(t)
+    local report = sh.tmpdir() .. "/resume.json"
+    local again = dh.flow(t, "backfill", { "--resume", "--pause", "0", "--report-json", report }, { config = cfg })
+    assert.are.equal(0, again.code, again.stdout .. again.stderr)
+    assert.matches("with its options: --batch-size 150 (give one again to change it)", again.stdout, 1, true)
+    local sizes = {}
+    for _, e in ipairs(require("cjson").decode(sh.read(report)).events) do
+      if e.kind == "batch" and e.table == "MetricDaily" then sizes[e.batch_size] = true end
+    end
+    assert.are.same({ [150] = true }, sizes, "the resumed run kept --batch-size 150")
+    r = dh.flow(t, "deploy", { "--no-build" }, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    dh.assert_final(t.conn, counts)
+  end)
+
   it("during a slow build: its child and grandchild are gone, journal 'interrupted' at step 8", function()
     local t = dh.create("nullable")
     finally(function() dh.drop(t) end)

@@ -246,6 +246,32 @@ function Flow:help()
   return table.concat(lines, "\n")
 end
 
+-- A resumed run goes on as the run it resumes was going: the options that
+-- run was given (its throttling: --batch-size, --pause, ...) are carried into
+-- `args` unless given again.  Not carried: what concerns this invocation
+-- only (--resume, --dry-run, the reports, --wait, --yes, --verbose, --config,
+-- which was loaded already) and a value the journal holds masked.  Returns
+-- the carried options as text, for the log.
+local NOT_CARRIED = { resume = true, ["dry-run"] = true, ["report-json"] = true, ["report-junit"] = true,
+                      ["report-html"] = true, wait = true, yes = true, verbose = true, help = true, config = true }
+
+function Flow:_carry_options(args, last)
+  local ok, list = pcall(require("cjson").decode, last.args_json or "null")
+  if not ok or type(list) ~= "table" then return {} end
+  local parsed_ok, before = pcall(self.parse, self, list)
+  if not parsed_ok then return {} end
+  local carried = {}
+  for _, o in ipairs(self.options) do
+    local v = before[o.name]
+    if v ~= nil and args[o.name] == nil and not NOT_CARRIED[o.name]
+        and not (type(v) == "string" and v:find("***", 1, true)) then
+      args[o.name] = v
+      carried[#carried + 1] = "--" .. o.name .. (v == true and "" or (" " .. v))
+    end
+  end
+  return carried
+end
+
 -- Parses flow arguments; unknown flags are an error (never ignored).
 function Flow:parse(argv)
   local by_name, by_short, args = {}, {}, {}
@@ -478,6 +504,10 @@ function Flow:run(...)
     end
     log.info("resuming run #%s (%s, started %s by %s@%s)", last.id, last.status, last.started,
       tostring(last.user_name), tostring(last.host))
+    local carried = self:_carry_options(args, last)
+    if #carried > 0 then
+      log.info("with its options: %s (give one again to change it)", table.concat(carried, " "))
+    end
   end
   if ctx.conn and self.journal and not ctx.dry_run then
     journal.ensure(ctx.conn)

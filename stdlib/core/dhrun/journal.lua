@@ -99,7 +99,7 @@ end
 -- The newest run of `flow` and its steps, or nil.
 function M.last_run(conn, flow)
   if not M.exists(conn) then return nil end
-  local run = conn:query_one([[SELECT id, status, user_name, host,
+  local run = conn:query_one([[SELECT id, status, user_name, host, array_to_json(args)::text AS args_json,
       to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"') AS started
     FROM dhrun.runs WHERE flow = $1 ORDER BY id DESC LIMIT 1]], flow)
   if not run then return nil end

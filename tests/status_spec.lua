@@ -43,6 +43,17 @@ describe("dhrun status", function()
       .. "…); run dhrun deploy", r.stdout, 1, true)
   end)
 
+  it("after a failed NOT NULL migration: the verdict and the NULL check both say recover, never deploy", function()
+    local t = dh.create("failed")
+    finally(function() dh.drop(t) end)
+    local r = dh.flow(t, "status", { "--no-build" })
+    assert.are.equal(1, r.code, r.stdout .. r.stderr)
+    assert.matches("verdict: NOT up to date: migrations: migration " .. dh.NOT_NULL .. " failed; run dhrun recover",
+      r.stdout, 1, true)
+    assert.matches("hint: run dhrun recover", r.stderr, 1, true)
+    assert.is_nil((r.stdout .. r.stderr):find("dhrun deploy", 1, true), r.stdout .. r.stderr)
+  end)
+
   it("a failed migration that is not the rollout's: the hint is resolve, never recover", function()
     local t = dh.create("done")
     finally(function() dh.drop(t) end)

@@ -1236,12 +1236,24 @@ function M.column_problem(ctx)
   end
 end
 
+-- A run in progress (it holds the release lock) is what to wait for, not a
+-- reason to start another: the hint that says so, or nil.
+function M.in_progress_hint(ctx)
+  local who = ctx.conn and require("dhrun.journal").holder(ctx.conn, require("dhrun.flow").RELEASE_LOCK)
+  if not who or who.id == ctx.run_id then return nil end -- (this run's own lock)
+  return format("run #%s (%s by %s@%s, since %s) is in progress: let it finish, then run %s again", who.id,
+    who.flow, tostring(who.user_name), tostring(who.host), who.started, M.cmd(ctx, "status"))
+end
+
 -- One line that is true, for the top of `status`: the database is up to
 -- date, or the first thing that is not.  Returns ok, line.
 function M.status_verdict(ctx)
   local st = M.migrations(ctx):status()
   local p = M.migration_problem(ctx, st) or M.column_problem(ctx)
-  if p then return false, "NOT up to date: " .. p.message .. "; " .. p.hint end
+  if p then
+    p.hint = M.in_progress_hint(ctx) or p.hint
+    return false, "NOT up to date: " .. p.message .. "; " .. p.hint
+  end
   local r = M.rollout(ctx)
   return true, format("up to date: %d migration(s) applied%s", #st.applied,
     r and ("; " .. r.label .. " backfilled, no NULLs") or "")
@@ -1328,8 +1340,10 @@ function M.steps.check_nulls(title)
       local partial = M.partial_not_null(ctx, report)
       if partial then log.warn("      %s", partial.text) end
       if not ok then
-        M.require_no_nulls(ctx, "run " .. M.cmd(ctx, "backfill") .. " (or " .. M.cmd(ctx, "deploy")
-          .. ", which backfills first)")
+        -- after a failed NOT NULL migration, deploy refuses: recover is the way
+        local mp = M.migration_problem(ctx)
+        M.require_no_nulls(ctx, M.in_progress_hint(ctx) or (mp and mp.hint:match("^run dhrun recover") and mp.hint)
+          or ("run " .. M.cmd(ctx, "backfill") .. " (or " .. M.cmd(ctx, "deploy") .. ", which backfills first)"))
       end
       return { summary = partial and (line .. " " .. partial.text) or line, tables = report.tables,
                not_null = partial and partial.enforced or nil }

@@ -412,8 +412,14 @@ describe("dhrun.tenancy", function()
     -- A run's own batch size is kept for every table, over table_settings.
     conn:exec([[UPDATE "Metric" SET "workspaceId" = NULL]])
     sizes = { Account = {}, Metric = {} }
-    t:backfill { batch_size = 100, on_batch = function(info) table.insert(sizes[info.table], info.batch_size) end }
+    local limits = {}
+    t:backfill { batch_size = 100, on_batch = function(info)
+      table.insert(sizes[info.table], info.batch_size)
+      if info.limit then limits[#limits + 1] = info.limit end
+    end }
     assert.are.same({ 100, 100 }, sizes.Metric)
+    -- (the progress line names nothing that limits a fixed size)
+    assert.are.same({}, limits)
     assert.are.same({ 2, 2 }, { stats("Metric").vacuum_count, stats("Metric").analyze_count })
 
     -- Checked like the global settings: exit 2, one line naming the setting.

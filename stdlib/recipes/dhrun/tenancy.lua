@@ -987,6 +987,11 @@ function Tenancy:_control(tb, health, s, size, retried, batch, res)
     end
   end
   if size == s.min_batch_size and not limiting then limiting = "min batch size" end
+  -- a fixed size (--batch-size, or min = max) is held back by nothing but a signal
+  if s.min_batch_size == s.max_batch_size and (limiting == "batch time" or limiting == "max batch size"
+      or limiting == "min batch size") then
+    limiting = nil
+  end
   return size, limiting
 end
 

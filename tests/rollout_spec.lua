@@ -138,6 +138,7 @@ describe("rollouts in the config", function()
         'must look like "fkColumn -> Table"' },
       { "cfg.rollouts[1].tables[2] = { 'MetricDaily' }", "needs value = " },
       { "cfg.rollouts[1].colum = 'x'", "unknown setting 'colum' in rollouts[1] (did you mean 'column'?)" },
+      { "cfg.rollouts[1].bacth = { size = 10 }", "unknown setting 'bacth' in rollouts[1] (did you mean 'batch'?)" },
       { "cfg.rollouts[1].batch = { max_wal_rate = '64 apples' }", "rollouts[1].batch.max_wal_rate must be" },
       { "cfg.rollouts[1].batch = { probe = { max = '50ms' } }", "rollouts[1].batch.probe needs sql = " },
       { "cfg.rollouts[1].batch = { autovacuum = 'sometimes' }", "rollouts[1].batch.autovacuum must be" },

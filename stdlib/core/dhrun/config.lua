@@ -191,16 +191,21 @@ end
 local function suggest(name, known)
   local best, best_d
   for k in pairs(known) do
-    local la, lb = #name, #k
-    local prev = {}
+    -- edits, with two swapped letters counted as one ("bacth")
+    local a, b = name:lower(), k:lower()
+    local la, lb = #a, #b
+    local prev, older = {}, nil
     for j = 0, lb do prev[j] = j end
     for i = 1, la do
       local cur = { [0] = i }
       for j = 1, lb do
-        local cost = name:sub(i, i):lower() == k:sub(j, j):lower() and 0 or 1
+        local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
         cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+        if older and i > 1 and j > 1 and a:sub(i, i) == b:sub(j - 1, j - 1) and a:sub(i - 1, i - 1) == b:sub(j, j) then
+          cur[j] = math.min(cur[j], older[j - 2] + 1)
+        end
       end
-      prev = cur
+      prev, older = cur, prev
     end
     local d = prev[lb]
     if not best_d or d < best_d or (d == best_d and k < best) then best, best_d = k, d end

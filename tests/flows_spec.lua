@@ -415,4 +415,21 @@ describe("backfill", function()
     assert.are.equal(2, r.code, r.stdout .. r.stderr)
     assert.are.equal("dhrun: --batch-size needs a whole number >= 1, not '0'\n", r.stderr)
   end)
+
+  it("with batch.workers = 2: exact data, and the workers' lines sit under the step like the run's own", function()
+    local t = dh.create("nullable")
+    finally(function() dh.drop(t) end)
+    local cfg = dh.config(nil, "cfg.rollouts[1].batch = { size = 500, workers = 2 }")
+    local r = dh.flow(t, "backfill", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.are.equal(0, dh.rule_violations(t.conn))
+    local workers = 0
+    for line in r.stdout:gmatch("[^\n]+") do
+      if line:find("worker %d/2%)") then
+        workers = workers + 1
+        assert.matches("^%S+ %u+ +      backfill %w+ %(pass 1, worker %d/2%)", line)
+      end
+    end
+    assert.is_true(workers >= 2, r.stdout)
+  end)
 end)

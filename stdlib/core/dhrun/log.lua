@@ -9,6 +9,8 @@
 --   log.progress{label=, total=, unit=, interval=} -> p
 --       p:update(done)  p:add([n])  p:finish([message])  p:fail([message])
 --       p:note(text)    a detail shown at the end of the line ("batch 5,000"), nil to drop it
+--   log.indented(prefix) -> a look-alike whose lines (and progress labels)
+--                           start with prefix (under a flow's step); .prefix
 --
 -- debug/info/ok/progress go to stdout, warn/error to stderr.  On a terminal
 -- lines are bare and coloured; anywhere else (a pipe, a CI log, the log file)
@@ -471,6 +473,24 @@ function log.progress(opts)
   }, Progress)
   p:tick() -- on a terminal, show it at once
   return p
+end
+
+-- A look-alike of this module whose lines sit under a flow's step.
+function log.indented(prefix)
+  local proxy = { prefix = prefix }
+  for _, name in ipairs({ "debug", "info", "ok", "warn", "error" }) do
+    proxy[name] = function(fmt, ...)
+      if select("#", ...) == 0 then return log[name](prefix .. tostring(fmt)) end
+      return log[name](prefix .. fmt, ...)
+    end
+  end
+  proxy.progress = function(o)
+    local copy = {}
+    for k, v in pairs(o) do copy[k] = v end
+    copy.label = prefix .. (o.label or "")
+    return log.progress(copy)
+  end
+  return setmetatable(proxy, { __index = log })
 end
 
 return log

@@ -459,22 +459,7 @@ function M.tenancy(ctx, r)
 end
 
 -- A dhrun.log look-alike whose lines sit under the current step.
-function M.indented_log(prefix)
-  local proxy = {}
-  for _, name in ipairs({ "debug", "info", "ok", "warn", "error" }) do
-    proxy[name] = function(fmt, ...)
-      if select("#", ...) == 0 then return log[name](prefix .. tostring(fmt)) end
-      return log[name](prefix .. fmt, ...)
-    end
-  end
-  proxy.progress = function(o)
-    local copy = {}
-    for k, v in pairs(o) do copy[k] = v end
-    copy.label = prefix .. (o.label or "")
-    return log.progress(copy)
-  end
-  return setmetatable(proxy, { __index = log })
-end
+M.indented_log = log.indented
 
 -- One line per table with NULLs, e.g. "Orders 120, Invoices 3".
 function M.offenders_text(report)

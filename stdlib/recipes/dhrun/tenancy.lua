@@ -1352,7 +1352,7 @@ function Tenancy:_parallel_pass(tb, prog, res, opts, n)
   local before = 0
   for _, r in ipairs(rows) do before = before + r.rows_updated end
   local process = require "dhrun.process"
-  local payload = { spec = self.portable, table = tb.name, parent = sys.pid(), n = #rows,
+  local payload = { spec = self.portable, table = tb.name, parent = sys.pid(), n = #rows, indent = self.log.prefix,
                     batch_size = opts.batch_size, pause = opts.pause }
   -- each worker writes its batch and throttle events to a file of its own
   -- (private directory); they are passed on below, so the run's report has
@@ -1416,6 +1416,8 @@ function M._worker(payload)
   ints(w)
   local target = os.getenv("DHRUN_BACKFILL_DB")
   local conn <close> = db.connect(target ~= "" and target or nil, { application_name = "dhrun" })
+  -- lines under the run's step, as the run's own are
+  if type(w.indent) == "string" then w.spec.log = require("dhrun.log").indented(w.indent) end
   local t = M.new(conn, w.spec)
   local tb
   for _, x in ipairs(t.tables) do if x.name == w.table then tb = x end end

@@ -14,6 +14,12 @@ local flow = require("dhrun.flow").new {
     { name = "yes", short = "y", help = "confirm without asking (required when not on a terminal)" } },
   confirm = release.rollback_prompt,
   next_ok = function(ctx)
+    -- NULLs or not: the rollback may have been for another reason
+    local ok, clean = pcall(release.null_check, ctx)
+    if ok and clean then
+      return "no NULLs now: once the cause of the rollback is fixed, re-deploy the NOT NULL migration: "
+        .. release.cmd(ctx, "deploy")
+    end
     return "fix the NULLs: " .. release.cmd(ctx, "backfill") .. ", then re-deploy the NOT NULL migration: "
       .. release.cmd(ctx, "deploy")
   end,

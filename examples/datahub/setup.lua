@@ -16,12 +16,16 @@ local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local opts = { state = "pre", users = "60", metrics = "5000" }
 local argv = { ... }
 local i = 1
+local USAGE = "usage: dhrun examples/datahub/setup.lua [--state pre|nullable] [--users N] [--metrics N]"
 while i <= #argv do
-  local name = argv[i]:match("^%-%-(%w+)$")
-  if not name or opts[name] == nil or argv[i + 1] == nil then
-    require("dhrun.errors").usage("usage: dhrun examples/datahub/setup.lua [--state pre|nullable] [--users N] "
-      .. "[--metrics N]")
+  if argv[i] == "--help" or argv[i] == "-h" then
+    print(USAGE .. "\n  pre       the init migration, then seed data (before the release)\n"
+      .. "  nullable  also migration #1 (workspaceId added, all NULL): a database to try the backfill on\n"
+      .. "The database is $DATABASE_URL (or the PG* variables).")
+    return 0
   end
+  local name = argv[i]:match("^%-%-(%w+)$")
+  if not name or opts[name] == nil or argv[i + 1] == nil then require("dhrun.errors").usage(USAGE) end
   opts[name] = argv[i + 1]
   i = i + 2
 end

@@ -957,6 +957,11 @@ describe("db.connect without DATABASE_URL", function()
     assert.are.equal(4, r.code, r.stderr)
     assert.matches("DATABASE_URL is not set, so this is libpq's default", r.stderr, 1, true)
     assert.matches("hint: set DATABASE_URL", r.stderr, 1, true)
+    -- with no host at all: the local socket's form, not "user@:1"
+    r = sh.dhrun({ "-e", "require('dhrun.db').connect()" },
+      { cwd = sh.root, env = { DATABASE_URL = false, PGHOST = false, PGPORT = "1", PGUSER = "u", PGDATABASE = "d" } })
+    assert.are.equal(4, r.code, r.stderr)
+    assert.matches("cannot connect to postgresql://u@/d?port=1: ", r.stderr, 1, true)
   end)
 
   it("shows a Prisma URL's schema in the connection's display URL", function()

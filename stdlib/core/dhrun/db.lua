@@ -153,8 +153,11 @@ local function url_from(t)
     local port = ports[i] or ports[1]
     parts[i] = host .. (port and ":" .. port or "")
   end
-  if #hosts == 0 and ports[1] then parts[1] = ":" .. ports[1] end
   local user = t.user and pct_encode(t.user) .. "@" or ""
+  if #hosts == 0 then
+    -- libpq's default: its local socket ("postgresql://u@:5432/db" reads like a missing host)
+    return "postgresql://" .. user .. "/" .. pct_encode(t.dbname or "") .. (ports[1] and "?port=" .. ports[1] or "")
+  end
   if #hosts == 1 and hosts[1]:sub(1, 1) == "/" then
     -- a unix socket reads better as libpq's ?host= form than percent-encoded
     return "postgresql://" .. user .. "/" .. pct_encode(t.dbname or "") .. "?host=" .. hosts[1]

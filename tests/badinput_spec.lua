@@ -88,18 +88,36 @@ describe("bad input", function()
       end
     end)
 
-    it("a password pasted raw, with '?', '#', '%' or spaces: exit 2, one line, no piece of it printed", function()
+    it("a raw password with '?', '#', '%', '&', quotes or spaces: exit 2, one line, no piece printed", function()
       for _, case in ipairs({
-        { "postgresql://app:aaaaaaaaaa@/%:bbbbbbbbbb#?+ cccccccccc@127.0.0.1:1/db", "an unencoded '/' or '@'" },
-        { "postgresql://app:aaaaaaaaaa%zzbbbbbbbbbb@127.0.0.1:1/db", "invalid percent-encoded token" },
-        { "host=127.0.0.1 port=1 dbname=db password=aaaaaaaaaa bbbbbbbbbb", 'missing "=" after "***"' },
+        { "postgresql://app:aaaaaaaaaa@/%:bbbbbbbbbb#?+ cccccccccc@127.0.0.1:1/db", "an unencoded '/' or '@'",
+          { "aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc" } },
+        { "postgresql://app:aaaaaaaaaa%zzbbbbbbbbbb@127.0.0.1:1/db", "invalid percent-encoded token",
+          { "aaaaaaaaaa", "bbbbbbbbbb" } },
+        { "host=127.0.0.1 port=1 dbname=db password=aaaaaaaaaa bbbbbbbbbb", 'missing "=" after "***"',
+          { "aaaaaaaaaa", "bbbbbbbbbb" } },
+        { "postgresql://app:AB?x=y@SECRETHOST@127.0.0.1:1/db", "an unencoded '/' or '@'", { "SECRETHOST" } },
+        { "postgresql://u:ab/cd?efghij=klmnop@127.0.0.1:1/db", "an unencoded '/' or '@'", { "efghij", "klmnop" } },
+        { "postgresql://app:QWJ'%zzRZY?a=b&\"UXO\\VKB@127.0.0.1:1/db", "invalid percent-encoded token: \"***\"",
+          { "QWJ", "RZY", "UXO", "VKB" } },
+        { "password='QWJ%2FRZY,'UXO:\"VKB'", 'missing "=" after "***"', { "UXO", "VKB" } },
+        { "postgresql://u@127.0.0.1:1/db?password=QWJ@RZY,UXO&VKB", "a parameter in the URL's query is not a "
+          .. "connection parameter (percent-encode a '&' in a password as %26)", { "RZY", "UXO", "VKB" } },
       }) do
         local r = deploy(case[1])
         assert_one_line(r, 2, "DATABASE_URL is not a valid connection string: ", "hint: use postgresql://")
         assert.matches(case[2], r.stderr, 1, true)
-        for _, piece in ipairs({ "aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc" }) do
+        for _, piece in ipairs(case[3]) do
           assert.is_nil((r.stdout .. r.stderr):find(piece, 1, true), case[1] .. " printed " .. piece)
         end
+      end
+    end)
+
+    it("an '@' in a query value, after known parameters, is not taken for a password's: exit 4, not 2", function()
+      for _, url in ipairs({ "postgresql://u:pw@127.0.0.1:1/db?host=/nonexistent-dir&application_name=a@b",
+                             "postgresql://u:pw@127.0.0.1:1/db?sslrootcert=/etc/x@y/root.crt" }) do
+        local r = deploy(url)
+        assert.are.equal(4, r.code, url .. "\n" .. r.stdout .. r.stderr)
       end
     end)
 

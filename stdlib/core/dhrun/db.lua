@@ -82,20 +82,19 @@ local misread_userinfo = secret.misread_userinfo
 local register_url_secrets = secret.register_url
 
 -- libpq's parse errors quote the text they stopped at, which may be a piece
--- of a password the parse never got to (so it is not registered).  Masked:
--- in a URL, a quoted text with anything but letters, digits, '_', '-' and
--- '.' (an option name such as "sslmod" stays); in a key=value string, any
--- quoted text of two characters or more.
-local function mask_quoted(text, url)
-  return (text:gsub('"([^"]*)"', function(q)
-    if #q < 2 or (url and not q:find("[^%w_%.%-]")) then return nil end
-    return '"***"'
-  end))
+-- of a password the parse never got to (so it is not registered): masked,
+-- from the first quote to the last (a quote inside a password cannot end the
+-- mask early), libpq's own one-character tokens ("=", "]") aside.
+local function mask_quoted(text)
+  local t = text:gsub('"([=%]:/])"', "\1%1\1")
+  local _, quotes = t:gsub('"', "")
+  if quotes == 1 then t = t:gsub('".*$', '"***') elseif quotes > 1 then t = t:gsub('"(.*)"', '"***"') end
+  return (t:gsub("\1(.)\1", '"%1"'))
 end
 
-local function config_error(reason, url)
+local function config_error(reason, masked)
   local first = tostring(reason):match("^%s*([^\n]*)")
-  if url ~= nil then first = mask_quoted(first, url) end
+  if masked then first = mask_quoted(first) end
   return setmetatable({
     kind = "config", exit = 2,
     message = "DATABASE_URL is not a valid connection string: " .. first,
@@ -108,7 +107,9 @@ end
 local function prepare(target)
   local schema
   if is_url(target) then
-    local misread, password = misread_userinfo(target)
+    -- a connection parameter in the query, which may hold an '@' of its own
+    local function is_key(k) return keywords()[k] ~= nil or PRISMA_ONLY[k] ~= nil or k == "schema" end
+    local misread, password = misread_userinfo(target, is_key)
     if misread then
       add_secret(password)
       error(config_error("an unencoded '/' or '@' before the host name (in the password?); "
@@ -127,6 +128,12 @@ local function prepare(target)
           message = "the database URL has pgbouncer=true: dhrun needs a direct connection to PostgreSQL",
           hint = "use the direct URL (Prisma's directUrl) for releases, not the pooled one" }, error_mt), 0)
       end
+      if not is_key(key) then
+        -- not named: an unknown key may be a piece of a password with a raw '&'
+        local near = require("dhrun.config").suggest(key, known)
+        error(config_error("a parameter in the URL's query is not a connection parameter"
+          .. (near and (" (did you mean '" .. near .. "'?)") or " (percent-encode a '&' in a password as %26)")), 0)
+      end
       if key == "schema" and known.schema == nil then
         schema = pct_decode(item:match("^[^=]*=?(.*)$"))
       elseif not (PRISMA_ONLY[key] and known[key] == nil) then
@@ -136,7 +143,7 @@ local function prepare(target)
     target = join_url(scheme, userinfo, main, keep)
   end
   local parsed, err = core.conninfo_parse(target)
-  if not parsed then error(config_error(err, is_url(target)), 0) end
+  if not parsed then error(config_error(err, true), 0) end
   add_secret(parsed.password)
   return target, schema
 end

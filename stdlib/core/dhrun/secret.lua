@@ -51,12 +51,22 @@ end
 -- of the password would then reach messages unmasked.  Such a URL has a '/'
 -- or '@' ahead of its last '@' (one in a query value aside).  Returns that part and what
 -- looks like the password in it (after the first ':'), or nil for a sound URL.
-function secret.misread_userinfo(url)
+-- is_key(name): whether a query key is a connection parameter (dhrun.db
+-- knows libpq's).  Without it, every '@' after a '?' may be the password's.
+function secret.misread_userinfo(url, is_key)
   -- up to the URL's last '@': a password may hold '?' or '#' too
   local rest = url:match("^%a[%w+.-]*://(.*)$") or ""
   local before = rest:match("^(.*)@")
-  -- unless that '@' is in a query value (?application_name=a@b)
-  if before and before:find("%?[^/]*=[^/]*$") then before = rest:match("^([^?]*)"):match("^(.*)@") end
+  -- unless that '@' is in a query value (?application_name=a@b): every key
+  -- between the first '?' and it is a connection parameter
+  local query = before and before:match("^[^?]*%?(.*)$")
+  if query and is_key then
+    local keys = true
+    for item in query:gmatch("[^&]+") do
+      if not is_key(pct_decode(item:match("^[^=]*"))) then keys = false end
+    end
+    if keys then before = rest:match("^([^?]*)"):match("^(.*)@") end
+  end
   if before and before:find("[/@]") then return before, before:match("^[^:/@]*:(.*)$") end
 end
 

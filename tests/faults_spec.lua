@@ -354,6 +354,9 @@ describe("Ctrl-C", function()
       if e.kind == "batch" and e.table == "MetricDaily" then sizes[e.batch_size] = true end
     end
     assert.are.same({ [150] = true }, sizes, "the resumed run kept --batch-size 150")
+    -- journaled with what it carried, so that a further --resume finds it too
+    assert.matches(",--resume,--pause,0,--report-json," .. report .. ",--batch-size,150}",
+      t.conn:query_value("SELECT args::text FROM dhrun.runs WHERE id = 2"), 1, true)
     r = dh.flow(t, "deploy", { "--no-build" }, { config = cfg })
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
     dh.assert_final(t.conn, counts)

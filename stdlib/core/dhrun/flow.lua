@@ -246,27 +246,28 @@ function Flow:help()
   return table.concat(lines, "\n")
 end
 
--- A resumed run goes on as the run it resumes was going: the options that
--- run was given (its throttling: --batch-size, --pause, ...) are carried into
--- `args` unless given again.  Not carried: what concerns this invocation
--- only (--resume, --dry-run, the reports, --wait, --yes, --verbose, --config,
--- which was loaded already) and a value the journal holds masked.  Returns
--- the carried options as text, for the log.
-local NOT_CARRIED = { resume = true, ["dry-run"] = true, ["report-json"] = true, ["report-junit"] = true,
-                      ["report-html"] = true, wait = true, yes = true, verbose = true, help = true, config = true }
+-- A resumed run goes on as the run it resumes was going: the values that
+-- run was given (its throttling: --batch-size 2000, --pause 0.3; its
+-- --rollout) are carried into `args` unless given again.  Not carried: on/off
+-- flags (one could not be turned off again: --no-build would skip the build
+-- for good), what concerns this invocation only (--wait, the reports,
+-- --config, which was loaded already) and a value the journal holds masked.
+-- Returns the carried options as argv words, or nil and why none could be.
+local NOT_CARRIED = { ["report-json"] = true, ["report-junit"] = true, ["report-html"] = true, wait = true,
+                      config = true }
 
 function Flow:_carry_options(args, last)
   local ok, list = pcall(require("cjson").decode, last.args_json or "null")
   if not ok or type(list) ~= "table" then return {} end
   local parsed_ok, before = pcall(self.parse, self, list)
-  if not parsed_ok then return {} end
+  if not parsed_ok then return nil, tostring(type(before) == "table" and before.message or before) end
   local carried = {}
   for _, o in ipairs(self.options) do
     local v = before[o.name]
-    if v ~= nil and args[o.name] == nil and not NOT_CARRIED[o.name]
-        and not (type(v) == "string" and v:find("***", 1, true)) then
+    if o.arg and type(v) == "string" and args[o.name] == nil and not NOT_CARRIED[o.name]
+        and not v:find("***", 1, true) then
       args[o.name] = v
-      carried[#carried + 1] = "--" .. o.name .. (v == true and "" or (" " .. v))
+      carried[#carried + 1], carried[#carried + 2] = "--" .. o.name, v
     end
   end
   return carried
@@ -444,6 +445,15 @@ function Flow:run(...)
     ctx.conn = db.connect(ctx.cfg and ctx.cfg.database_url, { application_name = "dhrun" })
   end
   local _conn <close> = ctx.conn -- luacheck: ignore 211 (closed on every way out of run())
+  -- --resume: the resumed run's values, before anything reads the options
+  local carried, carry_problem = {}, nil
+  if args.resume and ctx.conn and not args.help then
+    local last = journal.last_run(ctx.conn, self.name)
+    if last and last.status ~= "ok" then
+      carried, carry_problem = self:_carry_options(args, last)
+      if carried and #carried > 0 and self.check_args then self.check_args(args) end
+    end
+  end
   -- Preflights refuse before anything is locked, journaled or changed.
   for _, p in ipairs(self.preflights) do p(ctx) end
   -- Titles that name the project's settings (the rollout's column) are
@@ -504,9 +514,11 @@ function Flow:run(...)
     end
     log.info("resuming run #%s (%s, started %s by %s@%s)", last.id, last.status, last.started,
       tostring(last.user_name), tostring(last.host))
-    local carried = self:_carry_options(args, last)
-    if #carried > 0 then
+    if carried and #carried > 0 then
       log.info("with its options: %s (give one again to change it)", table.concat(carried, " "))
+    elseif not carried then
+      log.warn("the options of run #%s cannot be read (%s): this run goes on with its own only", last.id,
+        tostring(carry_problem))
     end
   end
   if ctx.conn and self.journal and not ctx.dry_run then
@@ -516,6 +528,8 @@ function Flow:run(...)
       flow = self.name, project = ctx.cfg and ctx.cfg.project, args = (function()
         local out = {}
         for i = 1, argv.n do out[i] = sys.redact(tostring(argv[i])) end
+        -- with what --resume carried, so that a further resume finds them
+        for _, w in ipairs(carried or {}) do out[#out + 1] = sys.redact(w) end
         return out
       end)(),
       git_revision = ctx.cfg and git_revision(ctx.cfg.app_dir), resumed_from = resume_from,

@@ -136,6 +136,25 @@ cfg.commands.build = { "sh", "-c", "echo built >> build.log; echo 'Compiled succ
     r = dh.flow(t, "deploy", {}, { config = cfg })
     assert.are.equal(0, r.code, r.stdout .. r.stderr)
     assert.matches("skipped: build inputs unchanged since the last successful build (2 file(s)", r.stdout, 1, true)
+    -- the client gone: status builds without it and forgets the digest, so that once the same client is back the
+    -- build runs again (a build made without it is no build of these inputs)
+    assert.are.equal(0, sh.run({ "rm", "-r", dir .. "/gen" }).code)
+    r = dh.flow(t, "status", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    sh.write(dir .. "/gen/client/index.js", "c\n")
+    r = dh.flow(t, "status", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.are.equal(string.rep("built\n", 4), sh.read(dir .. "/build.log"), r.stdout)
+    -- the input written as "./gen/" is the same path
+    local slash = dh.config(nil, [[
+cfg.generated = "gen/client"
+cfg.build_inputs = { "./gen/" }]])
+    r = dh.flow(t, "status", { "--no-build" }, { config = slash })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    -- a `generated` that generate never makes is said, not left to rebuild every time in silence
+    r = dh.flow(t, "deploy", {}, { config = (dh.config(nil, 'cfg.generated = "gen/clinet"')) })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("generate did not create ", r.stderr, 1, true)
     -- a missing input that holds no generated client is still refused as a typo
     local typo, typo_dir = dh.config(nil, [[
 cfg.generated = "gen/client"

@@ -49,9 +49,12 @@ config.define("build_inputs", T.list(T.path()), {
   -- build; one that holds the generated client is made by `generate`, which
   -- runs first (a fresh checkout has none)
   after = function(cfg)
-    local gen = cfg.generated
+    -- as written: "gen/", "./gen" and "gen" are one path
+    local function norm(p) return (p:gsub("/%./", "/"):gsub("/+", "/"):gsub("/%.?$", "")) end
+    local gen = cfg.generated and norm(cfg.generated)
     for _, p in ipairs(cfg.build_inputs or {}) do
-      local makes = gen and (gen == p or gen:sub(1, #p + 1) == p .. "/")
+      local q = norm(p)
+      local makes = gen and (gen == q or gen:sub(1, #q + 1) == q .. "/")
       if not makes and not lfs.attributes(p, "mode") then
         errors.config(cfg.file .. ": build_inputs names " .. p .. ", which does not exist",
           "list the files and directories the build reads, relative to the config")
@@ -373,6 +376,12 @@ function M.generate(ctx)
   ctx.generated = true
   local hash = M.schema_hash(ctx.cfg)
   if hash then write_marker(ctx.cfg, "generate", hash) end
+  -- a `generated` path that generate does not make (a typo) would have
+  -- generate and the build run in every deploy, without a word
+  if ctx.cfg.generated and lfs.attributes(ctx.cfg.generated, "mode") == nil then
+    log.warn("      generate did not create %s (the config's `generated`): until that path is right, generate "
+      .. "and the build run in every deploy", ctx.cfg.generated)
+  end
   return { summary = "prisma client generated", seconds = r.duration }
 end
 
@@ -424,6 +433,9 @@ end
 
 function M.build(ctx)
   local digest = M.build_digest(ctx.cfg)
+  -- an input missing: this build says nothing about the inputs once they are
+  -- back, so an older digest must not make a later run skip the build
+  if not digest and ctx.cfg.build_inputs then os.remove(marker(ctx.cfg, "build")) end
   local r = M.command(ctx, "build")
   if digest then write_marker(ctx.cfg, "build", digest) end
   -- the build's own last word ("Compiled successfully"), from stdout first

@@ -1362,6 +1362,10 @@ describe("dhrun.tenancy workers", function()
       ended:wait(5)
       dir(host .. "." .. sys.pid() .. ".nolock", { "1.jsonl", ".lock" })
       dir(host .. "." .. ended:pid() .. ".nolock", { "1.jsonl", ".lock" })
+      -- one being made by a live run in another pid namespace: its `.lock` is locked before it is renamed
+      local making = dir(host .. ".999998.making", { ".lock" })
+      local held2 <close> = assert(io.open(making .. "/.lock", "r+"))
+      assert(lfs.lock(held2, "w"))
       dir("otherhost.999999.other1", { "1.jsonl" })
       local proc = process.spawn({ sh.bin, script }, { env = { TEN_DB = env.db.conninfo, TEN_PAUSE = "0.02",
         TEN_WORKERS = "2", TMPDIR = tmp } })
@@ -1375,7 +1379,7 @@ describe("dhrun.tenancy workers", function()
       -- the killed run could not remove its workers' events directory
       local killed = host .. "." .. proc:pid()
       -- (the killed run's own sweep removed the one whose pid is gone)
-      local expected = { host .. ".999999", host .. "." .. sys.pid(), "otherhost.999999", killed }
+      local expected = { host .. ".999998", host .. ".999999", host .. "." .. sys.pid(), "otherhost.999999", killed }
       table.sort(expected)
       assert.are.same(expected, leftovers())
       -- the workers notice that their run is gone and stop after their committed batch
@@ -1399,7 +1403,7 @@ describe("dhrun.tenancy workers", function()
       assert.are.equal(0, r.code, r.stderr)
       assert.matches("backfill Account: resuming pass 1 in 2 workers", r.stdout, 1, true)
       -- the next run removed the killed run's directory (and its own), and left the live one whole
-      expected = { host .. ".999999", host .. "." .. sys.pid(), "otherhost.999999" }
+      expected = { host .. ".999998", host .. ".999999", host .. "." .. sys.pid(), "otherhost.999999" }
       table.sort(expected)
       assert.are.same(expected, leftovers())
       assert.are.equal("{}\n", sh.read(live .. "/1.jsonl"))

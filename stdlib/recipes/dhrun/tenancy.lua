@@ -1287,7 +1287,19 @@ local function sweep_workers_dirs()
       -- a read lock: it needs only read access, and the run's write lock refuses it
       local fh = la and la.mode == "file" and io.open(lock, "r")
       local gone
-      if fh then gone = lfs.lock(fh, "r") ~= nil else gone = not la and not sys.alive(pid) end
+      if fh then
+        gone = lfs.lock(fh, "r") ~= nil
+      elseif not la then
+        -- no `lock` yet (being made) or ever (no locks): `.lock` is locked
+        -- from the start where there are locks; the pid decides otherwise
+        local held, tmp = false, io.open(path .. "/.lock", "r")
+        if tmp then
+          local locked, err = lfs.lock(tmp, "r")
+          held = not locked and not tostring(err):find("No locks available", 1, true)
+          tmp:close()
+        end
+        gone = not held and not sys.alive(pid)
+      end
       if gone then
         pcall(function()
           for f in lfs.dir(path) do

@@ -103,6 +103,10 @@ describe("bad input", function()
         { "password='QWJ%2FRZY,'UXO:\"VKB'", 'missing "=" after "***"', { "UXO", "VKB" } },
         { "postgresql://u@127.0.0.1:1/db?password=QWJ@RZY,UXO&VKB", "a parameter in the URL's query is not a "
           .. "connection parameter (percent-encode a '&' in a password as %26)", { "RZY", "UXO", "VKB" } },
+        -- a '?' in the password, then what looks like a known parameter
+        { "postgresql://app:QWJ?host=x@RZY@127.0.0.1:1/db", "an unencoded '/' or '@'", { "QWJ", "RZY" } },
+        { "postgresql://app:UXO/GHP/RZY?sslmode=disable@127.0.0.1:1/db", "an unencoded '/' or '@'",
+          { "UXO", "GHP", "RZY" } },
       }) do
         local r = deploy(case[1])
         assert_one_line(r, 2, "DATABASE_URL is not a valid connection string: ", "hint: use postgresql://")
@@ -118,6 +122,9 @@ describe("bad input", function()
                              "postgresql://u:pw@127.0.0.1:1/db?sslrootcert=/etc/x@y/root.crt" }) do
         local r = deploy(url)
         assert.are.equal(4, r.code, url .. "\n" .. r.stdout .. r.stderr)
+        -- and shown whole, without its password
+        r = sh.dhrun({ "-e", "print(require('dhrun.db').display_url())" }, { env = { DATABASE_URL = url } })
+        assert.are.equal(url:gsub(":pw@", "@", 1) .. "\n", r.stdout)
       end
     end)
 

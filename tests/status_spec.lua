@@ -115,6 +115,26 @@ cfg.commands.build = { "sh", "-c", "echo built >> build.log; echo 'Compiled succ
     assert.are.equal("built\nbuilt\n", sh.read(dir .. "/build.log"), "an input changed: built again")
   end)
 
+  it("builds again after a failed build, even when the inputs are back as they were at the last success", function()
+    local t = dh.create("done")
+    finally(function() dh.drop(t) end)
+    local cfg, dir = dh.config(nil, [[
+cfg.build_inputs = { "src" }
+cfg.commands.build = { "sh", "-c",
+  "grep -q broken src/app.ts && exit 1; echo built >> build.log; echo 'Compiled successfully'" }]])
+    sh.write(dir .. "/src/app.ts", "export const a = 1;\n")
+    local r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    sh.write(dir .. "/src/app.ts", "broken\n")
+    r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(1, r.code, r.stdout .. r.stderr)
+    sh.write(dir .. "/src/app.ts", "export const a = 1;\n")
+    r = dh.flow(t, "deploy", {}, { config = cfg })
+    assert.are.equal(0, r.code, r.stdout .. r.stderr)
+    assert.is_nil(r.stdout:find("skipped: build inputs unchanged", 1, true), r.stdout)
+    assert.are.equal("built\nbuilt\n", sh.read(dir .. "/build.log"))
+  end)
+
   it("accepts a build input that only `generate` makes (a fresh checkout), and builds once it is there", function()
     local t = dh.create("done")
     finally(function() dh.drop(t) end)

@@ -78,7 +78,9 @@ local function item_key(item)
 end
 
 local add_secret = secret.add
-local misread_userinfo = secret.misread_userinfo
+-- a connection parameter in a URL's query (whose value may hold an '@')
+local function is_key(k) return keywords()[k] ~= nil or PRISMA_ONLY[k] ~= nil or k == "schema" end
+local function misread_userinfo(url) return secret.misread_userinfo(url, is_key) end
 local register_url_secrets = secret.register_url
 
 -- libpq's parse errors quote the text they stopped at, which may be a piece
@@ -107,9 +109,7 @@ end
 local function prepare(target)
   local schema
   if is_url(target) then
-    -- a connection parameter in the query, which may hold an '@' of its own
-    local function is_key(k) return keywords()[k] ~= nil or PRISMA_ONLY[k] ~= nil or k == "schema" end
-    local misread, password = misread_userinfo(target, is_key)
+    local misread, password = misread_userinfo(target)
     if misread then
       add_secret(password)
       error(config_error("an unencoded '/' or '@' before the host name (in the password?); "

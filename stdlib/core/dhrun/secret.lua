@@ -65,7 +65,14 @@ function secret.misread_userinfo(url, is_key)
     for item in query:gmatch("[^&]+") do
       if not is_key(pct_decode(item:match("^[^=]*"))) then keys = false end
     end
-    if keys then before = rest:match("^([^?]*)"):match("^(.*)@") end
+    -- and the text before the '?' reads as user@host:port,...: a '?' in a
+    -- password ("pw?host=x@real-host") is followed by a query look-alike
+    local head = rest:match("^[^?]*")
+    local hosts = (head:match("^[^@/]*@(.*)$") or head):match("^[^/]*")
+    for h in (hosts .. ","):gmatch("([^,]*),") do
+      if not (h:match("^%[[^%]]*%]:?%d*$") or h:match("^[^:@%[%]]*:?%d*$")) then keys = false end
+    end
+    if keys then before = head:match("^(.*)@") end
   end
   if before and before:find("[/@]") then return before, before:match("^[^:/@]*:(.*)$") end
 end

@@ -433,9 +433,10 @@ end
 
 function M.build(ctx)
   local digest = M.build_digest(ctx.cfg)
-  -- an input missing: this build says nothing about the inputs once they are
-  -- back, so an older digest must not make a later run skip the build
-  if not digest and ctx.cfg.build_inputs then os.remove(marker(ctx.cfg, "build")) end
+  -- the last digest goes before the build and comes back only with its
+  -- success: a failed build (or one with an input missing) must not leave an
+  -- older digest to skip the next one
+  os.remove(marker(ctx.cfg, "build"))
   local r = M.command(ctx, "build")
   if digest then write_marker(ctx.cfg, "build", digest) end
   -- the build's own last word ("Compiled successfully"), from stdout first

@@ -1290,8 +1290,9 @@ local function sweep_workers_dirs()
       if fh then
         gone = lfs.lock(fh, "r") ~= nil
       elseif not la then
-        -- no `lock` yet (being made) or ever (no locks): `.lock` is locked
-        -- from the start where there are locks; the pid decides otherwise
+        -- no `lock`: the file system has no locks (or an older dhrun made
+        -- it); a `.lock` someone holds all the same keeps it, else the pid
+        -- decides
         local held, tmp = false, io.open(path .. "/.lock", "r")
         if tmp then
           local locked, err = lfs.lock(tmp, "r")
@@ -1314,17 +1315,21 @@ local function sweep_workers_dirs()
   end
 end
 
--- Makes this pass's directory, locked before its lock file takes its name
--- (a sweep never sees it unlocked).  Returns its path and a to-be-closed
--- value that removes it: the workers' files left, the lock, the directory.
+-- Makes this pass's directory: made and locked under a name no sweep looks
+-- at (dhrun-making.*), then renamed into place, so that a sweep never sees
+-- it unlocked.  Returns its path and a to-be-closed value that removes it:
+-- the workers' files left, the lock, the directory.
 local function workers_dir()
   local lfs = require "lfs"
   local base, host = workers_base()
-  local path = sys.mkdtemp(format("%s/dhrun-workers.%s.%d.XXXXXX", base, host, sys.pid()))
-  local fh = assert(io.open(path .. "/.lock", "w"))
+  local making = sys.mkdtemp(format("%s/dhrun-making.%s.%d.XXXXXX", base, host, sys.pid()))
+  local fh = assert(io.open(making .. "/.lock", "w"))
   -- where the file system has no locks, the lock file keeps its first name
   -- and a sweep goes by the pid in the directory's name
-  local lock = (lfs.lock(fh, "w") and os.rename(path .. "/.lock", path .. "/" .. LOCK_FILE)) and LOCK_FILE or ".lock"
+  local lock = (lfs.lock(fh, "w") and os.rename(making .. "/.lock", making .. "/" .. LOCK_FILE)) and LOCK_FILE
+    or ".lock"
+  local path = base .. "/dhrun-workers." .. making:match("/dhrun%-making%.([^/]*)$")
+  assert(os.rename(making, path))
   return path, setmetatable({}, { __close = function()
     pcall(function()
       for f in lfs.dir(path) do

@@ -21,6 +21,8 @@ local log = require "dhrun.log"
 local db = require "dhrun.db"
 local errors = require "dhrun.errors"
 local events = require "dhrun.events"
+local journal = require "dhrun.journal"
+local flow = require "dhrun.flow"
 local config = require "dhrun.config"
 local prisma = require "dhrun.prisma"
 local rollout = require "dhrun.rollout"
@@ -458,7 +460,7 @@ function M.tenancy(ctx, r)
   if ctx._tenancy[r.name] then return ctx._tenancy[r.name] end
   local tenancy = require "dhrun.tenancy"
   local spec = rollout.tenancy_spec(r)
-  spec.log = M.indented_log("      ")
+  spec.log = log.indented("      ")
   local ok, t = pcall(tenancy.new, ctx.conn, spec)
   if not ok then
     if errors.is(t, "config") and not t.hint_added then
@@ -470,9 +472,6 @@ function M.tenancy(ctx, r)
   ctx._tenancy[r.name] = t
   return t
 end
-
--- A dhrun.log look-alike whose lines sit under the current step.
-M.indented_log = log.indented
 
 -- One line per table with NULLs, e.g. "Orders 120, Invoices 3".
 function M.offenders_text(report)
@@ -1196,10 +1195,11 @@ end
 function M.migration_problem(ctx, st)
   st = st or M.migrations(ctx):status()
   if st.exit ~= 0 then
-    local hint = "run dhrun deploy"
+    local hint, recover = "run dhrun deploy", nil
     if st.state == "failed" then
       local r, role = owner_of(ctx, st.failed[1])
       if role == "not_null" then
+        recover = true
         hint = "run dhrun recover" .. (#ctx.cfg.rollouts > 1 and (" --rollout " .. r.name) or "")
       else
         hint = "fix the database by hand, then dhrun resolve --rolled-back " .. st.failed[1] .. " (or --applied)"
@@ -1210,7 +1210,8 @@ function M.migration_problem(ctx, st)
     local what = st.state:gsub("_", " ")
     if st.state == "pending" then what = #st.pending .. " migration(s) not applied yet (" .. st.pending[1] .. "…)" end
     if st.state == "failed" then what = "migration " .. st.failed[1] .. " failed" end
-    return { message = "migrations: " .. what, hint = hint }
+    -- recover: a failed NOT NULL migration of a rollout, which recover finishes
+    return { message = "migrations: " .. what, hint = hint, recover = recover }
   end
   if #st.rerun > 0 then
     -- Prisma calls this "up to date"; the release is not complete
@@ -1237,7 +1238,7 @@ end
 -- A run in progress (it holds the release lock) is what to wait for, not a
 -- reason to start another: the hint that says so, or nil.
 function M.in_progress_hint(ctx)
-  local who = ctx.conn and require("dhrun.journal").holder(ctx.conn, require("dhrun.flow").RELEASE_LOCK)
+  local who = ctx.conn and journal.holder(ctx.conn, flow.RELEASE_LOCK)
   if not who or who.id == ctx.run_id then return nil end -- (this run's own lock)
   return format("run #%s (%s by %s@%s, since %s) is in progress: let it finish, then run %s again", who.id,
     who.flow, tostring(who.user_name), tostring(who.host), who.started, M.cmd(ctx, "status"))
@@ -1340,7 +1341,7 @@ function M.steps.check_nulls(title)
       if not ok then
         -- after a failed NOT NULL migration, deploy refuses: recover is the way
         local mp = M.migration_problem(ctx)
-        M.require_no_nulls(ctx, M.in_progress_hint(ctx) or (mp and mp.hint:match("^run dhrun recover") and mp.hint)
+        M.require_no_nulls(ctx, M.in_progress_hint(ctx) or (mp and mp.recover and mp.hint)
           or ("run " .. M.cmd(ctx, "backfill") .. " (or " .. M.cmd(ctx, "deploy") .. ", which backfills first)"))
       end
       return { summary = partial and (line .. " " .. partial.text) or line, tables = report.tables,

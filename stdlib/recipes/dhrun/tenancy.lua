@@ -1262,13 +1262,24 @@ end
 -- not do: in another pid namespace (a container sharing /tmp and the host
 -- name) a live run's pid looks gone.  Without a `lock` file (the file system
 -- has no locks, or the directory is being made) the pid in the name decides.
--- Only the workers' own files (<n>.jsonl), the lock file and then the
--- directory are removed, each removal allowed to fail (another run may be
--- doing the same).
+-- What is removed: see remove_workers_dir.
 local LOCK_FILE = "lock"
 
 local function workers_base()
   return os.getenv("TMPDIR") or "/tmp", (sys.hostname():gsub("[^%w%-]", "_"))
+end
+
+-- Removes a workers' directory: the workers' own files (<n>.jsonl), its lock
+-- file under either name, then the directory; each removal may fail (another
+-- run may be doing the same).
+local function remove_workers_dir(path)
+  local lfs = require "lfs"
+  pcall(function()
+    for f in lfs.dir(path) do
+      if f:match("^%d+%.jsonl$") or f == ".lock" or f == LOCK_FILE then os.remove(path .. "/" .. f) end
+    end
+  end)
+  os.remove(path)
 end
 
 local function sweep_workers_dirs()
@@ -1301,15 +1312,7 @@ local function sweep_workers_dirs()
         end
         gone = not held and not sys.alive(pid)
       end
-      if gone then
-        pcall(function()
-          for f in lfs.dir(path) do
-            if f:match("^%d+%.jsonl$") or f == ".lock" then os.remove(path .. "/" .. f) end
-          end
-        end)
-        os.remove(lock)
-        os.remove(path)
-      end
+      if gone then remove_workers_dir(path) end
       if fh then fh:close() end
     end
   end
@@ -1317,8 +1320,7 @@ end
 
 -- Makes this pass's directory: made and locked under a name no sweep looks
 -- at (dhrun-making.*), then renamed into place, so that a sweep never sees
--- it unlocked.  Returns its path and a to-be-closed value that removes it:
--- the workers' files left, the lock, the directory.
+-- it unlocked.  Returns its path and a to-be-closed value that removes it.
 local function workers_dir()
   local lfs = require "lfs"
   local base, host = workers_base()
@@ -1326,19 +1328,13 @@ local function workers_dir()
   local fh = assert(io.open(making .. "/.lock", "w"))
   -- where the file system has no locks, the lock file keeps its first name
   -- and a sweep goes by the pid in the directory's name
-  local lock = (lfs.lock(fh, "w") and os.rename(making .. "/.lock", making .. "/" .. LOCK_FILE)) and LOCK_FILE
-    or ".lock"
+  if lfs.lock(fh, "w") then os.rename(making .. "/.lock", making .. "/" .. LOCK_FILE) end
   local path = base .. "/dhrun-workers." .. making:match("/dhrun%-making%.([^/]*)$")
   assert(os.rename(making, path))
+  -- (the lock file is removed while still locked; the lock goes with the close)
   return path, setmetatable({}, { __close = function()
-    pcall(function()
-      for f in lfs.dir(path) do
-        if f:match("^%d+%.jsonl$") then os.remove(path .. "/" .. f) end
-      end
-    end)
-    os.remove(path .. "/" .. lock)
+    remove_workers_dir(path)
     fh:close()
-    os.remove(path)
   end })
 end
 
